@@ -1,0 +1,41 @@
+"""Claim B4 (DESIGN §4, Paper B): for the "instance" variant the SSEM minimiser beta* does not depend
+on the number of views p (for "supcon" it does).
+
+Routes: exact — dL/dbeta has no p in it (sympy), and beta* computed numerically for p = 1..6 agrees.
+"""
+
+import numpy as np
+import sympy as sp
+
+from proofs_checks.registry import Result, assert_claim, claim
+from theory import ssem
+from theory.ssem_symbolic import derive, p
+
+ALPHAS, TAUS = np.meshgrid(np.linspace(0, 1, 41), np.logspace(-2, 1, 31))
+
+
+@claim(
+    "B4",
+    source="Paper B (DESIGN §4)",
+    statement='For the "instance" variant, beta* does not depend on the number of views p.',
+    routes=("exact",),
+)
+def check() -> Result:
+    slope_has_p = p in sp.simplify(sp.expand_log(derive("instance").slope, force=True)).free_symbols
+    reference = ssem.optimal_beta(ALPHAS, TAUS, 4, 3, n_views=1)
+    spread = max(float(np.abs(ssem.optimal_beta(ALPHAS, TAUS, 4, 3, n_views=k) - reference).max()) for k in range(2, 7))
+    supcon_spread = float(np.abs(
+        ssem.optimal_beta(ALPHAS, TAUS, 4, 3, 2, "supcon") - ssem.optimal_beta(ALPHAS, TAUS, 4, 3, 6, "supcon")
+    ).max())
+    figures = {
+        "p appears in dL/dbeta (instance)": slope_has_p,
+        "max |beta*(p) - beta*(1)|, p = 2..6, instance": spread,
+        "max |beta*(2) - beta*(6)|, supcon (for contrast)": supcon_spread,
+    }
+    if slope_has_p or spread > 1e-12:
+        return Result("fails", figures, counterexample=f"beta* moves by {spread:.3g} with p (m=4, n=3)")
+    return Result("holds", figures)
+
+
+def test_B4_beta_star_independent_of_views():
+    assert_claim(check)

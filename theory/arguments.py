@@ -1,0 +1,83 @@
+"""Validation of public arguments, shared by every layer.
+
+Each check raises ``ValueError`` whose message names the argument, the value
+received and the range that is allowed (DESIGN §7), and returns the value in
+the form the caller computes with.
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Integral, Real
+
+import numpy as np
+
+VARIANTS = ("instance", "supcon")
+
+
+def require_int(name: str, value, minimum: int) -> int:
+    """An integer ``>= minimum`` (bools are refused: ``True`` is not a count)."""
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
+    return int(value)
+
+
+def _as_float_array(name: str, value) -> np.ndarray:
+    try:
+        array = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a real number or an array of them, got {value!r}") from None
+    return array
+
+
+def require_alpha(alpha) -> np.ndarray:
+    """alpha (scalar or array) in [0, 1], returned as a float array."""
+    array = _as_float_array("alpha", alpha)
+    bad = ~((array >= 0.0) & (array <= 1.0))  # also catches NaN
+    if bad.any():
+        raise ValueError(f"alpha must lie in [0, 1], got {float(array[bad].flat[0])!r}")
+    return array
+
+
+def require_tau(tau) -> np.ndarray:
+    """tau (scalar or array) finite and > 0, returned as a float array."""
+    array = _as_float_array("tau", tau)
+    bad = ~(np.isfinite(array) & (array > 0.0))
+    if bad.any():
+        raise ValueError(f"tau must be finite and > 0, got {float(array[bad].flat[0])!r}")
+    return array
+
+
+def require_positive_real(name: str, value, *, allow_zero: bool = False) -> float:
+    """A finite real scalar > 0 (or >= 0 with ``allow_zero``)."""
+    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite real number, got {value!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be {bound}, got {value}")
+    return float(value)
+
+
+def require_choice(name: str, value, choices) -> str:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value
+
+
+def require_variant(variant: str, n_views: int) -> str:
+    """A loss variant of DESIGN §2.1/§2.2; ``"supcon"`` needs at least two views."""
+    require_choice("variant", variant, VARIANTS)
+    if variant == "supcon" and n_views < 2:
+        raise ValueError(f"n_views must be >= 2 for variant 'supcon', got {n_views}")
+    return variant
+
+
+def require_balanced_sizes(n_classes, n_per_class, n_views=1) -> tuple[int, int, int]:
+    """(m, n, p) with m >= 2, n >= 2, p >= 1."""
+    return (
+        require_int("n_classes", n_classes, 2),
+        require_int("n_per_class", n_per_class, 2),
+        require_int("n_views", n_views, 1),
+    )
