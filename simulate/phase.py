@@ -1,0 +1,140 @@
+"""Paper B's phase diagram over (alpha, tau): closed form against free-embedding minima.
+
+For a grid of alpha (rows) and tau (columns) and fixed (m, n, p, d):
+
+* `theory_grid`: the SSEM optimum from `theory.ssem` (beta*, W* = 1 - beta*, L(beta*), collapse).
+* `simulated_grid`: the combined loss minimised over free unit embeddings, every grid
+  point in one batch (`simulate.optimize`), with its variances, distance to SSEM and
+  convergence flags.
+* `compare`: the agreement figures and every point that breaks the agreement criteria
+  (reported, never dropped).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from simulate import losses, metrics, optimize
+from theory import ssem
+from theory.arguments import require_balanced_sizes, require_int, require_variant
+
+#: A simulated configuration counts as collapsed when its within-class variance is below this.
+COLLAPSE_TOL = 1e-6
+
+
+@dataclass(frozen=True)
+class Criteria:
+    """Agreement criteria between the free-embedding minimum and the closed form (issue 3)."""
+
+    loss_floor: float = 1e-9  # simulated loss >= closed-form minimum - loss_floor (absolute)
+    loss_rel_gap: float = 1e-7  # (simulated - closed form) / |closed form| <= this
+    within_abs: float = 1e-3  # |W_sim - W*| <= this, for tau >= within_min_tau
+    within_min_tau: float = 0.05  # below it the loss is flat to float64 in some directions
+    verdict_band: float = 1e-3  # collapse verdicts compared only where |alpha - alpha*| > band
+
+
+def theory_grid(alphas, taus, n_classes, n_per_class, n_views=2, variant="instance") -> dict:
+    """Closed-form optimum on the grid; arrays of shape (len(alphas), len(taus))."""
+    alpha, tau = np.meshgrid(np.asarray(alphas, float), np.asarray(taus, float), indexing="ij")
+    beta = ssem.optimal_beta(alpha, tau, n_classes, n_per_class, n_views, variant)
+    return {
+        "beta": beta,
+        "within": 1.0 - beta,
+        "loss": ssem.restricted_loss(beta, alpha, tau, n_classes, n_per_class, n_views, variant),
+        "collapsed": beta == 1.0,
+    }
+
+
+def simulated_grid(
+    alphas,
+    taus,
+    n_classes,
+    n_per_class,
+    n_views=2,
+    dim=None,
+    variant="instance",
+    *,
+    seed=0,
+    restarts=1,
+    max_iter=3000,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
+    """Free-embedding minima of the combined loss on the grid, all points in one batch.
+
+    Returns arrays of shape (len(alphas), len(taus)): within, between, total, loss, collapsed
+    (W < COLLAPSE_TOL), converged, grad_norm, ssem_beta, ssem_residual (distance to SSEM).
+    """
+    m, n, p = require_balanced_sizes(n_classes, n_per_class, n_views)
+    require_variant(variant, p)
+    dim = m * n if dim is None else require_int("dim", dim, 1)
+    alpha, tau = np.meshgrid(np.asarray(alphas, float), np.asarray(taus, float), indexing="ij")
+    labels, instances = losses.balanced_layout(m, n, p)
+    alpha_t, tau_t = torch.from_numpy(alpha.ravel()), torch.from_numpy(tau.ravel())
+
+    def loss_fn(z, index):
+        return losses.combined_loss(z, labels, instances, alpha_t[index], tau_t[index], variant)
+
+    result = optimize.minimize_with_restarts(
+        loss_fn, (alpha.size,), m * n * p, dim, restarts=restarts, seed=seed, max_iter=max_iter, progress=progress,
+        indexed=True,
+    )
+    variance = metrics.variances(result.z, labels, m)
+    ssem_beta, ssem_residual = metrics.ssem_distance(result.z, labels, instances, m)
+
+    def grid(tensor):
+        return tensor.detach().cpu().numpy().reshape(alpha.shape)
+
+    return {
+        "within": grid(variance.within),
+        "between": grid(variance.between),
+        "total": grid(variance.total),
+        "loss": grid(result.loss),
+        "collapsed": grid(variance.within) < COLLAPSE_TOL,
+        "converged": grid(result.converged),
+        "grad_norm": grid(result.grad_norm),
+        "ssem_beta": grid(ssem_beta),
+        "ssem_residual": grid(ssem_residual),
+        "iterations": result.iterations,
+    }
+
+
+def compare(alphas, taus, theory: dict, simulated: dict, threshold, criteria: Criteria = Criteria()) -> tuple[dict, list]:
+    """Agreement figures and the list of grid points that break `criteria`.
+
+    `threshold` is alpha*(tau) for each tau (the collapse boundary of the closed form).
+    """
+    alpha, tau = np.meshgrid(np.asarray(alphas, float), np.asarray(taus, float), indexing="ij")
+    gap = simulated["loss"] - theory["loss"]
+    rel_gap = gap / np.abs(theory["loss"])
+    within_error = np.abs(simulated["within"] - theory["within"])
+    resolvable = tau >= criteria.within_min_tau
+    away = np.abs(alpha - np.broadcast_to(np.asarray(threshold)[None, :], alpha.shape)) > criteria.verdict_band
+    disagree = away & (simulated["collapsed"] != theory["collapsed"])
+    problems = {
+        "loss below the closed-form minimum": gap < -criteria.loss_floor,
+        "loss gap above tolerance": rel_gap > criteria.loss_rel_gap,
+        "within-class variance off": resolvable & (within_error > criteria.within_abs),
+        "collapse verdicts disagree": disagree,
+    }
+    violations = [
+        {"alpha": float(alpha[i, j]), "tau": float(tau[i, j]), "problem": name, "loss_gap": float(gap[i, j]),
+         "within_error": float(within_error[i, j])}
+        for name, mask in problems.items()
+        for i, j in zip(*np.nonzero(mask))
+    ]
+    summary = {
+        "max_abs_within_error": float(within_error[resolvable].max()) if resolvable.any() else None,
+        "max_abs_within_error_all_tau": float(within_error.max()),
+        "max_rel_loss_gap": float(rel_gap.max()),
+        "min_loss_gap": float(gap.min()),
+        "agreement": float(1.0 - disagree.sum() / max(int(away.sum()), 1)),
+        "converged_fraction": float(simulated["converged"].mean()),  # grad norm <= tolerance; reported, not a criterion
+        "max_ssem_residual": float(simulated["ssem_residual"].max()),
+        "violations": {name: int(mask.sum()) for name, mask in problems.items()},
+        "passes": not violations,
+    }
+    return summary, violations
