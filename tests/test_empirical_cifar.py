@@ -1,0 +1,194 @@
+"""Tests of the command line `python -m empirical.cifar` on the CIFAR-format fixture (CPU, tiny sizes).
+
+The command runs in-process (`cifar.main(argv)` returns the exit code) except the
+torchrun test, which launches two gloo processes through the standard launcher.
+"""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from empirical import cifar
+from empirical import results as files
+from empirical.checkpoint import load_checkpoint
+
+TINY = ["--dataset", "fixture", "--model", "small_cnn", "--width", "4", "--dim", "12", "--batch-size", "16",
+        "--no-progress"]
+#: Metrics a 2-process run must reproduce, with their relative tolerance. The processes
+#: compute the same global batch, loss and BatchNorm statistics; only float sums run in
+#: another order. NC1 goes through a pseudo-inverse of a rank-deficient Sigma_B and
+#: amplifies those differences, hence its looser tolerance.
+DDP_TOLERANCE = {"loss": 1e-4, "delta_g": 1e-4, "total_var": 1e-4, "within_var": 1e-3, "between_var": 1e-4,
+                 "nc1": 2e-2, "train_acc_overall": 1e-6, "test_acc_overall": 1e-6}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Spinning OpenMP threads make CPU training an order of magnitude slower when other
+    # processes share the cores; one thread keeps these tiny runs fast and deterministic.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(autouse=True)
+def passive_openmp(monkeypatch):
+    # cifar.main sets OMP_WAIT_POLICY if unset; setting it here keeps that out of os.environ after the test.
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def one_line(text):
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def test_fixture_pipeline_end_to_end(tmp_path, capsys):
+    out = tmp_path / "out"
+    code = cifar.main(TINY + ["--epochs", "1", "--n-proto", "0", "10", "--seeds", "0", "1", "--out", str(out)])
+    assert code == 0
+    captured = capsys.readouterr()
+    assert "no CUDA device" in captured.err or torch.cuda.is_available()
+    assert "4 runs on fixture" in one_line(captured.out)
+    runs = sorted(p.stem for p in (out / "runs").glob("*.jsonl"))
+    assert runs == ["prototype_nw0_seed0", "prototype_nw0_seed1", "prototype_nw10_seed0", "prototype_nw10_seed1"]
+    for run in runs:
+        (record,) = read_jsonl(out / "runs" / f"{run}.jsonl")
+        assert record["epoch"] == 1 and 0 <= record["delta_g"] <= 2
+        stored = json.loads((out / "runs" / f"{run}.json").read_text())
+        assert stored["status"] == "finished" and stored["seed"] == stored["config"]["seed"]
+        assert stored["config"]["n_proto"] == int(run.split("_nw")[1].split("_")[0])
+        assert stored["versions"]["torch"].split("+")[0] == torch.__version__.split("+")[0]
+        assert "git_revision" in stored
+        assert stored["final"] == record
+        assert (out / "checkpoints" / f"{run}.pt").is_file()
+    with open(out / "summary.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted(row["run"] for row in rows) == runs
+    assert all(row["status"] == "finished" and row["loss"] == "prototype" for row in rows)
+    for figure in ["delta_g_vs_n_proto.png", "delta_g_epochs.png", "gram_heatmaps.png", "accuracy.png"]:
+        assert (out / figure).read_bytes()[:4] == b"\x89PNG"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["values"] == [0, 10] and summary["seeds"] == [0, 1] and len(summary["runs"]) == 4
+    # Fixture sizes at the default R = 100: majority classes keep 10 images, minority classes 1.
+    assert stored["class_sizes"] == [10] * 5 + [1] * 5
+
+
+def test_combined_loss_sweeps_alpha(tmp_path, capsys):
+    out = tmp_path / "out"
+    code = cifar.main(TINY + ["--epochs", "1", "--R", "1", "--loss", "combined", "--alpha", "0", "1", "--out", str(out)])
+    assert code == 0
+    assert sorted(p.stem for p in (out / "runs").glob("*.jsonl")) == ["combined_alpha0_seed0", "combined_alpha1_seed0"]
+    assert (out / "variances_vs_alpha.png").is_file() and (out / "delta_g_vs_alpha.png").is_file()
+    stored = json.loads((out / "runs" / "combined_alpha1_seed0.json").read_text())
+    assert stored["config"]["alpha"] == 1.0 and stored["config"]["loss"] == "combined"
+
+
+def test_missing_cifar_exits_2_with_one_line(tmp_path, capsys):
+    code = cifar.main(["--R", "100", "--data-dir", str(tmp_path / "empty"), "--out", str(tmp_path / "out")])
+    assert code == 2
+    captured = capsys.readouterr()
+    line = one_line(captured.err)
+    assert "--data-dir" in line and "--download" in line and "Traceback" not in captured.err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, named",
+    [(["--R", "0.5"], "--R"), (["--dataset", "mnist"], "--dataset"), (["--epochs", "0"], "--epochs"),
+     (["--n-proto", "x"], "--n-proto"), (["--tau", "-1"], "--tau"), (["--seeds", "-2"], "--seeds"),
+     (["--device", "tpu"], "--device"), (["--threads", "-1"], "--threads")],
+)
+def test_bad_arguments_exit_2_with_one_line(argv, named, capsys):
+    try:
+        code = cifar.main(argv + ["--dataset", "digits"] if "--dataset" not in argv else argv)
+    except SystemExit as exit:  # argparse's own errors
+        code = exit.code
+    assert code == 2
+    line = one_line(capsys.readouterr().err)
+    assert named in line and "Traceback" not in line
+
+
+def test_sigterm_writes_a_checkpoint_and_resume_finishes(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "out"
+    argv = TINY + ["--epochs", "2", "--R", "2", "--n-proto", "0", "10", "--out", str(out)]
+    original = files.write_jsonl
+    sent = []
+
+    def write_then_signal(path, records):  # SIGTERM arrives right after the first epoch is logged
+        original(path, records)
+        if not sent:
+            sent.append(path)
+            signal.raise_signal(signal.SIGTERM)
+
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(files, "write_jsonl", write_then_signal)
+    code = cifar.main(argv)
+    assert code == 128 + signal.SIGTERM
+    assert "--resume" in one_line(capsys.readouterr().err.replace("no CUDA device found: training on the CPU", ""))
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
+    saved = load_checkpoint(out / "checkpoints" / "prototype_nw0_seed0.pt")
+    assert (saved["epoch"], saved["step"], len(saved["log"])) == (1, 0, 1)
+    assert not (out / "runs" / "prototype_nw10_seed0.jsonl").exists()
+
+    monkeypatch.setattr(files, "write_jsonl", original)
+    assert cifar.main(argv + ["--resume"]) == 0
+    log = read_jsonl(out / "runs" / "prototype_nw0_seed0.jsonl")
+    assert [r["epoch"] for r in log] == [1, 2]
+    # The resumed run equals an uninterrupted one.
+    fresh = tmp_path / "fresh"
+    assert cifar.main(TINY + ["--epochs", "2", "--R", "2", "--n-proto", "0", "--out", str(fresh)]) == 0
+    reference = read_jsonl(fresh / "runs" / "prototype_nw0_seed0.jsonl")
+    assert [r["delta_g"] for r in log] == [r["delta_g"] for r in reference]
+    # A second --resume finds every run finished and trains nothing.
+    before = (out / "checkpoints" / "prototype_nw10_seed0.pt").stat().st_mtime_ns
+    assert cifar.main(argv + ["--resume"]) == 0
+    assert (out / "checkpoints" / "prototype_nw10_seed0.pt").stat().st_mtime_ns == before
+
+
+def test_corrupt_checkpoint_on_resume_exits_2(tmp_path, capsys):
+    out = tmp_path / "out"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / "prototype_nw0_seed0.pt").write_bytes(b"\x00garbage" * 50)
+    code = cifar.main(TINY + ["--epochs", "1", "--n-proto", "0", "--out", str(out), "--resume"])
+    assert code == 2
+    line = one_line(capsys.readouterr().err.replace("no CUDA device found: training on the CPU", ""))
+    assert "prototype_nw0_seed0.pt" in line and "unreadable" in line
+
+
+def test_torchrun_two_gloo_processes_match_one_process(tmp_path):
+    argv = TINY + ["--epochs", "2", "--R", "1", "--n-proto", "10", "--warmup-epochs", "0", "--batch-size", "32"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    completed = subprocess.run(launcher + ["-m", "empirical.cifar", *argv, "--out", str(tmp_path / "ddp")],
+                               capture_output=True, text=True, env=env, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "2 processes" in completed.stdout
+    assert cifar.main(argv + ["--out", str(tmp_path / "single")]) == 0
+    two = read_jsonl(tmp_path / "ddp" / "runs" / "prototype_nw10_seed0.jsonl")
+    one = read_jsonl(tmp_path / "single" / "runs" / "prototype_nw10_seed0.jsonl")
+    assert len(two) == len(one) == 2
+    for a, b in zip(two, one):
+        for key, tolerance in DDP_TOLERANCE.items():
+            assert a[key] == pytest.approx(b[key], rel=tolerance, abs=1e-7), key
+    stored = json.loads((tmp_path / "ddp" / "runs" / "prototype_nw10_seed0.json").read_text())
+    assert stored["world_size"] == 2 and stored["batch_size"] == 32
+
+
+def test_result_files_are_written_atomically(tmp_path):
+    path = files.write_csv(tmp_path / "t.csv", [{"a": 1, "b": float("nan")}, {"a": 2, "c": "x"}])
+    assert path.read_text() == "a,b,c\n1,,\n2,,x\n"
+    files.write_jsonl(tmp_path / "t.jsonl", [{"x": float("inf")}, {"x": 1.5}])
+    assert read_jsonl(tmp_path / "t.jsonl") == [{"x": None}, {"x": 1.5}]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.csv", "t.jsonl"]
