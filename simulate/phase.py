@@ -61,6 +61,7 @@ def simulated_grid(
     seed=0,
     restarts=1,
     max_iter=3000,
+    grad_tol=None,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict:
     """Free-embedding minima of the combined loss on the grid, all points in one batch.
@@ -80,7 +81,7 @@ def simulated_grid(
 
     result = optimize.minimize_with_restarts(
         loss_fn, (alpha.size,), m * n * p, dim, restarts=restarts, seed=seed, max_iter=max_iter, progress=progress,
-        indexed=True,
+        grad_tol=grad_tol, indexed=True,
     )
     variance = metrics.variances(result.z, labels, m)
     ssem_beta, ssem_residual = metrics.ssem_distance(result.z, labels, instances, m)
