@@ -18,7 +18,7 @@ from groups of pairs with multiplicities — `anchor_loss`):
 
 1. Data anchor, exactly (`derive_data_anchor`):
        l_a - log n_w - CE_a = (q_a u_a - S_a) / ((q_a + n_w) tau) + log(1 + E_a / (n_w Z_a)),
-   so |l_a - log n_w - CE_a| <= [q_a |u_a - S_a/q_a| / tau + E_a/Z_a] / n_w for every n_w >= 1
+   so |l_a - log n_w - CE_a| <= [|q_a u_a - S_a| / tau + E_a/Z_a] / n_w for every n_w >= 1
    (first term: q/(q + n_w) <= q/n_w; second: 0 <= log(1 + x) <= x), and
    n_w (l_a - log n_w - CE_a) -> (q_a u_a - S_a)/tau + E_a/Z_a.
    With anchors="data" every data anchor has a positive once n_w >= 1, hence
@@ -31,7 +31,8 @@ from groups of pairs with multiplicities — `anchor_loss`):
    N data anchors, so
        mean loss - log n_w -> Kbar = (1/m) sum_c K_c            (independent of z!),
    i.e. the term that survives relative to the CE limit is the closed form
-       extra = Kbar - mean CE = (1/m) sum_c log sum_c' exp((g_cc' - g_cc)/tau) - mean_a CE_a,
+       extra = Kbar - mean CE = (1/m) sum_c log sum_c' exp((g_cc' - g_cc)/tau) - mean_a CE_a
+   (for an ETF, Kbar = log(1 + (m-1) exp(-m/((m-1) tau))) = min CE, so extra <= 0),
    and the gap to Kbar is [N (mean CE - Kbar) + sum_c k1_c] / (m n_w) + O(1/n_w^2).
    The embeddings enter only at order 1/n_w: to leading order the loss is
    (1/(m n_w)) sum_a phi_all(z_a), phi_all(h) = CE(h) - <w_y, h>/tau + sum_c exp(<w_c, h>/tau)/Z_c

@@ -1,0 +1,75 @@
+"""Claim A5 (DESIGN §5, Paper A's starting point): without prototypes (n_w = 0), class imbalance bends the
+SCL geometry away from the ETF — DeltaG* of the class means to the ETF Gram is 0 for balanced classes and
+grows with R; at the extreme the minority classes collapse onto one another.
+
+Routes: free optimisation (`simulate.prototypes.minimise_cells` with n_w = 0, m = 4,
+majority 20, minority round(20/R), tau = 0.5) and certificate (`simulate.certify.certify_supcon`,
+the global minimum over Gram matrices, at three small class-size vectors; the free
+minimiser's loss and DeltaG* must match it).
+"""
+
+import numpy as np
+import torch
+
+from proofs_checks.registry import Result, assert_claim, claim
+from proofs_checks.test_a3_etf_geometry import single_thread
+from simulate import certify, metrics
+from simulate import prototypes as sweep
+from theory import simplex
+
+TAU = 0.5
+RATIOS = (1, 2, 5, 10, 20)
+CERTIFIED_SIZES = ((4, 4, 4, 4), (4, 4, 2, 2), (4, 4, 1, 1))
+
+
+def _certified_delta_g(sizes) -> tuple[float, float]:
+    """(certified minimum, DeltaG* of its class means to the ETF Gram)."""
+    certificate = certify.certify_supcon(sizes, TAU)
+    gram = certify.nearest_gram(certificate.gram)
+    averaging = np.stack([(certificate.labels == c) / np.sum(certificate.labels == c) for c in range(len(sizes))])
+    means = averaging @ gram @ averaging.T
+    return certificate.minimum, float(metrics.delta_g(torch.tensor(means), torch.tensor(simplex.etf_gram(len(sizes)))))
+
+
+@claim(
+    "A5",
+    source="Paper A (DESIGN §5)",
+    statement="Without prototypes, the SCL minimiser's class-mean geometry is the ETF for balanced classes and moves "
+    "away from it as the imbalance R grows (DeltaG* to the ETF Gram increasing in R; m=4, tau=0.5).",
+    routes=("free optimisation", "certificate"),
+)
+def check() -> Result:
+    W = simplex.etf(4, 8)
+    failures, figures, values = [], {"R": RATIOS}, []
+    for ratio in RATIOS:
+        sizes = sweep.class_sizes(4, 20, ratio)
+        with single_thread():
+            result, _, measured = sweep.minimise_cells(sizes, W, (0,), TAU, start="clustered", grad_tol=1e-10)
+        values.append(float(measured["delta_g_etf"][0]))
+        gram = measured["class_mean_gram"][0]
+        cosine = float(gram[2, 3] / torch.sqrt(gram[2, 2] * gram[3, 3]))
+        figures[f"R={ratio} sizes {sizes}: DeltaG* to ETF, minority cosine"] = (float(f"{values[-1]:.5g}"),
+                                                                                 round(cosine, 5))
+        if not bool(result.converged.all()):
+            failures.append(f"R={ratio}: free minimisation did not converge")
+    if values[0] > 1e-6 or np.any(np.diff(values) <= 0):
+        failures.append(f"DeltaG* to the ETF over R = {RATIOS}: {values} (expected 0 at R=1, increasing)")
+    worst_loss, worst_delta = 0.0, 0.0
+    for sizes in CERTIFIED_SIZES:
+        minimum, certified = _certified_delta_g(sizes)
+        with single_thread():
+            result, _, measured = sweep.minimise_cells(sizes, W, (0,), TAU, start="clustered", grad_tol=1e-10)
+        worst_loss = max(worst_loss, abs(float(result.loss[0]) - minimum) / minimum)
+        worst_delta = max(worst_delta, abs(float(measured["delta_g_etf"][0]) - certified))
+        figures[f"certified sizes {sizes}: minimum, DeltaG* to ETF"] = (round(minimum, 10), float(f"{certified:.5g}"))
+    figures["certified vs free: max rel loss gap, max |DeltaG* difference|"] = (worst_loss, worst_delta)
+    if worst_loss > 1e-6 or worst_delta > 1e-4:
+        failures.append(f"free minimiser disagrees with the certificate (loss {worst_loss:.3g}, "
+                        f"DeltaG* {worst_delta:.3g})")
+    if failures:
+        return Result("fails", figures, counterexample="; ".join(failures))
+    return Result("holds", figures)
+
+
+def test_A5_imbalance_bends_scl_geometry():
+    assert_claim(check)

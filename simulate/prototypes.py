@@ -1,0 +1,696 @@
+"""`python -m simulate.prototypes`: class geometry under prototype SCL over imbalance R x n_w (DESIGN §2.4, §3, §5).
+
+For each imbalance R (majority classes: the first ceil(m/2) ids, `majority_size` samples
+each; minority classes: round(majority_size / R) each) and each number of prototype
+copies n_w, the free unit embeddings of all samples are optimised under prototype SCL
+with fixed prototypes W of the chosen geometry — full batch (all n_w of one R share one
+batched L-BFGS call of `simulate.optimize`) or, with --batch-size B, a first-order loop
+on batches redrawn every step. Per cell: the minimiser's loss and convergence, DeltaG*
+of its class-mean Gram to the prototype Gram W W^T (and to the ETF Gram), within-class
+variance, nearest-class-centre accuracy of majority and minority classes, the gap
+loss - log n_w - limit of `theory.prototypes`, and, when N + m is small enough, the
+certified global minimum of `simulate.certify.certify_prototype` with its class-mean
+geometry. The theory's n_w -> infinity class-mean Gram (`theory.prototypes.limit_gram`)
+gives the DeltaG* the sweep should tend to (0 only if the limit minimisers are the prototypes).
+
+Writes prototypes.json (config, metadata, cells, limit convergence, summary),
+prototypes.csv (one row per cell) and three figures: deltag.png (DeltaG* against n_w,
+one curve per R), gram_heatmaps.png (target and learnt class-mean Grams at the smallest
+and largest n_w) and limit_gap.png (|loss - log n_w - limit| against n_w, log-log, with
+the 1/n_w first-order line and the proven bound).
+
+The sweep functions above `main` are pure (no printing, no files); `main` is the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from simulate import cli, metrics, optimize
+from simulate.losses import ANCHOR_MODES, prototype_supcon_loss
+from theory import prototypes as theory_prototypes
+from theory import simplex
+from theory.arguments import require_choice, require_int, require_positive_real, require_tau
+
+PROG = "python -m simulate.prototypes"
+GEOMETRY_HELP = "etf | orthogonal | minority-spread:<spread in [0, 1]> | gram:<file.npy>"
+
+#: Largest N + m for which a cell is certified by default (simulate.certify's interior-point
+#: cost grows fast: measured about a second per cell at 24 vectors, about a minute at its limit of 64).
+CERTIFY_MAX_VECTORS = 24
+
+#: Per-cell geometry figures copied into the JSON/CSV (see `geometry_measures`).
+MEASURES = ("delta_g", "delta_g_etf", "within", "ncc_majority", "ncc_minority")
+
+
+# ---------------------------------------------------------------------------
+# Problem set-up
+# ---------------------------------------------------------------------------
+
+
+def class_sizes(n_classes: int, majority_size: int, imbalance) -> tuple[int, ...]:
+    """Step imbalance: majority ids (first ceil(m/2)) get majority_size, minority ids round(majority_size / R).
+
+    Raises ValueError unless R >= 1 and the minority keeps at least one sample (R <= 2 majority_size).
+    """
+    m = require_int("n_classes", n_classes, 2)
+    n_major = require_int("majority_size", majority_size, 1)
+    ratio = require_positive_real("imbalance", imbalance)
+    if ratio < 1:
+        raise ValueError(f"imbalance R must be >= 1 (majority / minority size), got {imbalance}")
+    n_minor = math.floor(n_major / ratio + 0.5)
+    if n_minor < 1:
+        raise ValueError(f"imbalance R = {imbalance} leaves minority classes empty: "
+                         f"need R <= 2 * majority_size = {2 * n_major}")
+    sizes = np.full(m, n_minor)
+    sizes[simplex.majority_classes(m)] = n_major
+    return tuple(int(s) for s in sizes)
+
+
+def prototype_vectors(geometry: str, n_classes: int, dim: int, seed: int | None = None) -> np.ndarray:
+    """Prototypes W (m, dim) from a geometry spec: etf | orthogonal | minority-spread:<s> | gram:<file.npy>.
+
+    Raises ValueError (with the reason) for an unknown spec, an infeasible dimension or
+    spread, or a Gram file that is unreadable, of the wrong shape, not symmetric psd with
+    unit diagonal, or of rank > dim.
+    """
+    m = require_int("n_classes", n_classes, 2)
+    dim = require_int("dim", dim, 1)
+    kind, _, value = str(geometry).partition(":")
+    if kind == "etf" and not value:
+        return simplex.etf(m, dim, seed=seed)
+    if kind == "orthogonal" and not value:
+        return simplex.orthogonal_frame(m, dim, seed=seed)
+    if kind == "minority-spread" and value:
+        try:
+            spread = float(value)
+        except ValueError:
+            raise ValueError(f"geometry minority-spread needs a number in [0, 1], got {value!r}") from None
+        return simplex.minority_spread(m, dim, spread, seed=seed)
+    if kind == "gram" and value:
+        return simplex.from_gram(_load_gram(value, m), dim, seed=seed)
+    raise ValueError(f"geometry must be {GEOMETRY_HELP}, got {geometry!r}")
+
+
+def _load_gram(path: str, n_classes: int) -> np.ndarray:
+    try:
+        gram = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"geometry gram file {path!r} cannot be read as a .npy array: {error}") from None
+    if gram.shape != (n_classes, n_classes):
+        raise ValueError(f"geometry gram file {path!r} must hold an ({n_classes}, {n_classes}) matrix, "
+                         f"got shape {gram.shape}")
+    try:
+        return simplex.check_gram(gram)
+    except ValueError as error:
+        raise ValueError(f"geometry gram file {path!r}: {error}") from None
+
+
+def sample_labels(sizes) -> torch.Tensor:
+    """Class-major labels (N,) int64 for the given class sizes."""
+    return torch.repeat_interleave(torch.arange(len(sizes)), torch.as_tensor(sizes))
+
+
+def cell_losses(labels: torch.Tensor, prototypes: torch.Tensor, n_protos, tau: float, anchors: str):
+    """loss_fn z (..., B, N, d) -> (..., B): configuration b uses n_w = n_protos[b] (DESIGN §2.4)."""
+
+    def loss_fn(z: torch.Tensor) -> torch.Tensor:
+        cells = [prototype_supcon_loss(z[..., b, :, :], labels, prototypes, n_w, tau, anchors)
+                 for b, n_w in enumerate(n_protos)]
+        return torch.stack(cells, dim=-1)
+
+    return loss_fn
+
+
+# ---------------------------------------------------------------------------
+# Minimisation
+# ---------------------------------------------------------------------------
+
+
+STARTS = ("uniform", "clustered")
+
+
+def starting_points(labels: torch.Tensor, batch_shape, dim: int, *, start: str = "uniform", seed: int = 0,
+                    spread: float = 0.1, dtype=torch.float64) -> torch.Tensor:
+    """Starting parameters x0 (*batch, N, dim) for the free-embedding minimisation.
+
+    "uniform": every vector uniform on the sphere (`simulate.optimize.random_start`).
+    "clustered": one Gaussian random centre per class and configuration (isotropic, so
+    it carries no information about the prototypes) plus `spread` times Gaussian noise
+    per sample: it skips the initial within-class gathering, which is most of the
+    iterations at large N; the optimiser is free to pull class members apart.
+    """
+    require_choice("start", start, STARTS)
+    batch_shape = tuple(batch_shape)
+    if start == "uniform":
+        return optimize.random_start(batch_shape, len(labels), dim, seed=seed, dtype=dtype)
+    generator = torch.Generator().manual_seed(seed)
+    n_classes = int(labels.max()) + 1
+    centres = torch.randn((*batch_shape, n_classes, dim), generator=generator, dtype=dtype)
+    noise = torch.randn((*batch_shape, len(labels), dim), generator=generator, dtype=dtype)
+    return optimize.normalise(centres)[..., labels, :] + spread * noise
+
+
+def minimise_full_batch(labels, prototypes, n_protos, tau, anchors, *, start="uniform", seed=0, restarts=1,
+                        max_iter=3000, grad_tol=None, progress=None) -> optimize.OptimResult:
+    """Free-embedding minimiser of every n_w cell of one class-size vector, in one batched L-BFGS.
+
+    All restarts of all cells are one flat (restarts * B, N, d) batch of
+    `simulate.optimize.minimize_on_sphere` (indexed mode: converged cells drop out of the
+    loss evaluations); each cell keeps its best restart.
+
+    Args:
+        labels: (N,) int64; prototypes: (m, d) float tensor (its dtype is used); n_protos: B ints >= 0;
+        start: "uniform" | "clustered" (`starting_points`).
+    Returns:
+        `simulate.optimize.OptimResult` with z (B, N, d).
+    """
+    restarts = require_int("restarts", restarts, 1)
+    n_protos = list(n_protos)
+    n_cells = len(n_protos)
+    x0 = starting_points(labels, (restarts * n_cells,), prototypes.shape[-1], start=start, seed=seed,
+                         dtype=prototypes.dtype)  # flat index = restart * B + cell
+
+    def running_losses(z, index):
+        # Only the configurations still running are passed (optimize's indexed mode).
+        cells = [n_protos[i % n_cells] for i in index.tolist()]
+        return cell_losses(labels, prototypes, cells, tau, anchors)(z)
+
+    result = optimize.minimize_on_sphere(running_losses, x0, max_iter=max_iter, grad_tol=grad_tol, indexed=True,
+                                         progress=progress)
+    loss = result.loss.reshape(restarts, n_cells)
+    best = loss.argmin(0) * n_cells + torch.arange(n_cells)  # flat index of each cell's best restart
+    return optimize.OptimResult(z=result.z[best], loss=result.loss[best], grad_norm=result.grad_norm[best],
+                                converged=result.converged[best], iterations=result.iterations)
+
+
+def _draw_batch(generator, labels: torch.Tensor, batch_size: int, need_pair: bool) -> torch.Tensor:
+    """Indices of a uniform batch without replacement; redrawn until some class appears twice if need_pair.
+
+    (With n_w = 0 and no repeated class no anchor has a positive and the loss is undefined.)
+    """
+    while True:
+        index = torch.randperm(len(labels), generator=generator)[:batch_size]
+        if not need_pair or len(torch.unique(labels[index])) < batch_size:
+            return index
+
+
+def minimise_stochastic(labels, prototypes, n_protos, tau, anchors, *, batch_size, steps=2000, lr=0.05, start="uniform",
+                        seed=0, progress=None) -> optimize.OptimResult:
+    """Minimise the expected batch loss: Adam on x (z = x/|x|), a fresh batch of `batch_size` samples per step.
+
+    Every cell sees the same batches; the prototypes are in every batch (DESIGN §2.4).
+    The learning rate decays as a cosine to 0 over `steps`. `loss`/`grad_norm` of the
+    result are those of the full-batch loss at the end (the stochastic objective differs,
+    so `converged` is all False: no convergence is claimed).
+    """
+    n_samples = len(labels)
+    batch_size = require_int("batch_size", batch_size, 2)
+    if batch_size > n_samples:
+        raise ValueError(f"batch_size must be <= the number of samples N = {n_samples}, got {batch_size}")
+    steps = require_int("steps", steps, 1)
+    lr = require_positive_real("lr", lr)
+    n_protos = list(n_protos)
+    x = starting_points(labels, (len(n_protos),), prototypes.shape[-1], start=start, seed=seed, dtype=prototypes.dtype)
+    x.requires_grad_(True)
+    optimiser = torch.optim.Adam([x], lr=lr)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=steps)
+    generator = torch.Generator().manual_seed(seed)
+    for step in range(steps):
+        index = _draw_batch(generator, labels, batch_size, need_pair=0 in n_protos)
+        loss_fn = cell_losses(labels[index], prototypes, n_protos, tau, anchors)
+        optimiser.zero_grad(set_to_none=True)
+        loss_fn(optimize.normalise(x[:, index])).sum().backward()
+        optimiser.step()
+        schedule.step()
+        if progress is not None:
+            progress(step + 1, 0)
+    z = optimize.normalise(x.detach())
+    loss, grad_norm = _full_batch_loss_and_grad_norm(cell_losses(labels, prototypes, n_protos, tau, anchors), z)
+    return optimize.OptimResult(z=z, loss=loss, grad_norm=grad_norm, converged=torch.zeros_like(loss, dtype=torch.bool),
+                                iterations=steps)
+
+
+def _full_batch_loss_and_grad_norm(loss_fn, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Loss (B,) and Riemannian gradient norm (B,) at unit z (B, N, d)."""
+    z = z.detach().requires_grad_(True)
+    loss = loss_fn(z)
+    (grad,) = torch.autograd.grad(loss.sum(), z)
+    riemannian = grad - (grad * z).sum(-1, keepdim=True) * z
+    return loss.detach(), riemannian.flatten(1).norm(dim=-1)
+
+
+# ---------------------------------------------------------------------------
+# Measurements
+# ---------------------------------------------------------------------------
+
+
+def geometry_measures(z: torch.Tensor, labels: torch.Tensor, prototype_gram: torch.Tensor, n_classes: int) -> dict:
+    """Per configuration of z (B, N, d): DeltaG* to the prototype and ETF Grams, within-class variance,
+    NCC accuracy (train = test: free embeddings have no held-out set); each (B,), Gram (B, m, m)."""
+    G = metrics.class_mean_gram(z, labels, n_classes)  # (B, m, m)
+    etf = torch.as_tensor(simplex.etf_gram(n_classes), dtype=z.dtype)
+    ncc = metrics.ncc_accuracy(z, labels, z, labels, n_classes)
+    return {
+        "class_mean_gram": G,
+        "delta_g": metrics.delta_g(G, prototype_gram),
+        "delta_g_etf": metrics.delta_g(G, etf),
+        "within": metrics.variances(z, labels, n_classes).within,
+        "ncc_majority": ncc["majority"],
+        "ncc_minority": ncc["minority"],
+    }
+
+
+def certified_cell(sizes, prototype_gram: np.ndarray, n_proto: int, tau: float, anchors: str, max_vectors: int):
+    """Certified minimum and its class-mean geometry for one cell, or None when N + m > max_vectors.
+
+    Uses `simulate.certify.certify_prototype` (non-strict: a status other than "optimal" is
+    recorded, never counted). Class-mean Gram from the certified G: A G A^T with A the
+    (m, N + m) class-averaging matrix of the data rows.
+    """
+    if sum(sizes) + len(sizes) > max_vectors:
+        return None
+    from simulate import certify
+
+    started = time.perf_counter()
+    certificate = certify.certify_prototype(sizes, prototype_gram, n_proto, tau, anchors, strict=False)
+    gram = certify.nearest_gram(certificate.gram)
+    n_data = certificate.n_data
+    averaging = np.zeros((len(sizes), gram.shape[0]))
+    for c in range(len(sizes)):
+        rows = np.flatnonzero(certificate.labels[:n_data] == c)
+        averaging[c, rows] = 1.0 / len(rows)
+    means = averaging @ gram @ averaging.T
+    weights = np.asarray(sizes) / sum(sizes)
+    return {
+        "minimum": certificate.minimum,
+        "status": certificate.status,
+        "optimal": certificate.ok,
+        "residual": certificate.residual,
+        "delta_g": float(metrics.delta_g(torch.as_tensor(means), torch.as_tensor(prototype_gram))),
+        "within": float((weights * (1.0 - np.diag(means))).sum()),
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def limit_convergence(z: np.ndarray, labels: np.ndarray, prototypes: np.ndarray, tau: float, anchors: str,
+                      n_values=None) -> dict:
+    """|loss - log n_w - limit| over n_w for fixed embeddings, with its 1/n_w term c1 and proven bound C (theory)."""
+    n_values = np.unique(np.round(np.logspace(0, 5, 26)).astype(int)) if n_values is None else np.asarray(n_values)
+    gaps = theory_prototypes.gap(z, labels, prototypes, n_values, tau, anchors)
+    return {
+        "n_proto": n_values.tolist(),
+        "abs_gap": np.abs(gaps).tolist(),
+        "first_order": theory_prototypes.first_order_coefficient(z, labels, prototypes, tau, anchors),
+        "bound_constant": theory_prototypes.gap_bound_constant(z, labels, prototypes, tau, anchors),
+    }
+
+
+def minimise_cells(sizes, prototypes, n_protos, tau, anchors="data", *, batch_size=None, steps=2000, lr=0.05,
+                   start="uniform", seed=0, restarts=1, max_iter=3000, grad_tol=None, progress=None):
+    """Minimise every n_w cell for one class-size vector and measure its geometry.
+
+    Full batch (`minimise_full_batch`) unless batch_size is given (`minimise_stochastic`).
+
+    Args:
+        sizes: m class sizes; prototypes: (m, d) array (float64 is used); n_protos: B ints >= 0.
+    Returns:
+        (result, labels, measures): the `OptimResult` (z (B, N, d)), labels (N,) and
+        `geometry_measures` of z against the prototype Gram.
+    """
+    W = torch.as_tensor(np.asarray(prototypes), dtype=torch.float64)
+    labels = sample_labels(sizes)
+    if batch_size is None:
+        result = minimise_full_batch(labels, W, n_protos, tau, anchors, start=start, seed=seed, restarts=restarts,
+                                     max_iter=max_iter, grad_tol=grad_tol, progress=progress)
+    else:
+        result = minimise_stochastic(labels, W, n_protos, tau, anchors, batch_size=batch_size, steps=steps, lr=lr,
+                                     start=start, seed=seed, progress=progress)
+    return result, labels, geometry_measures(result.z, labels, W @ W.T, len(sizes))
+
+
+def theory_limit(prototypes, tau, anchors="data") -> tuple[np.ndarray, float]:
+    """The n_w -> infinity class-mean Gram of `theory.prototypes.limit_gram` and its DeltaG* to W W^T."""
+    W = np.asarray(prototypes, dtype=float)
+    gram = theory_prototypes.limit_gram(W, tau, anchors)
+    return gram, float(metrics.delta_g(torch.as_tensor(gram), torch.as_tensor(W @ W.T)))
+
+
+# ---------------------------------------------------------------------------
+# The sweep
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Config:
+    n_classes: int = 10
+    majority_size: int = 10
+    imbalance: tuple = (1.0, 2.0, 10.0)
+    n_proto: tuple = (0, 1, 10, 100, 1000)
+    dim: int = 16
+    tau: float = 0.5
+    anchors: str = "data"
+    geometry: str = "etf"
+    batch_size: int | None = None
+    steps: int = 2000
+    lr: float = 0.05
+    start: str = "uniform"
+    restarts: int = 1
+    max_iter: int = 3000
+    grad_tol: float = 1e-9
+    certify_max_vectors: int = CERTIFY_MAX_VECTORS
+    seed: int = 0
+    threads: int = 1
+    out: str = "results/prototypes"
+
+
+def validate(config: Config) -> None:
+    """Every check that can fail, before any work or any file is written (raises ValueError)."""
+    for name, value, minimum in (("--m", config.n_classes, 2), ("--majority-size", config.majority_size, 1),
+                                 ("--dim", config.dim, 1), ("--restarts", config.restarts, 1),
+                                 ("--max-iter", config.max_iter, 1), ("--steps", config.steps, 1),
+                                 ("--threads", config.threads, 1),
+                                 ("--certify-max-vectors", config.certify_max_vectors, 0)):
+        if value < minimum:
+            raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if not config.n_proto:
+        raise ValueError("--n-proto needs at least one value")
+    for n_w in config.n_proto:
+        if n_w < 0:
+            raise ValueError(f"--n-proto values must be integers >= 0, got {n_w}")
+    if not config.imbalance:
+        raise ValueError("--imbalance needs at least one value")
+    for ratio in config.imbalance:
+        if not math.isfinite(ratio) or ratio < 1:
+            raise ValueError(f"--imbalance values R must be >= 1, got {ratio}")
+        class_sizes(config.n_classes, config.majority_size, ratio)
+    require_tau(config.tau)
+    require_choice("--anchors", config.anchors, ANCHOR_MODES)
+    require_positive_real("--lr", config.lr)
+    require_positive_real("--grad-tol", config.grad_tol)
+    if config.batch_size is not None:
+        smallest = min(sum(class_sizes(config.n_classes, config.majority_size, r)) for r in config.imbalance)
+        if not 2 <= config.batch_size <= smallest:
+            raise ValueError(f"--batch-size must be in [2, N] with N = {smallest} for the most imbalanced R, "
+                             f"got {config.batch_size}")
+    prototype_vectors(config.geometry, config.n_classes, config.dim, seed=config.seed)
+
+
+def _cells_for(config, ratio, sizes, labels, prototypes, result, certified, measured) -> list[dict]:
+    cells = []
+    z = result.z
+    for b, n_w in enumerate(config.n_proto):
+        cell = {
+            "imbalance": ratio, "class_sizes": list(sizes), "n_proto": n_w,
+            "loss": float(result.loss[b]), "grad_norm": float(result.grad_norm[b]),
+            "converged": bool(result.converged[b]), "iterations": result.iterations,
+            **{key: float(measured[key][b]) for key in MEASURES},
+            "limit_gap": None, "certified": certified[b],
+        }
+        if n_w >= 1:
+            limit = theory_prototypes.limit_value(z[b].numpy(), labels.numpy(), prototypes.numpy(), config.tau,
+                                                  config.anchors)
+            cell["limit_gap"] = cell["loss"] - math.log(n_w) - limit
+        cells.append(cell)
+    return cells
+
+
+def run(config: Config, progress=None) -> dict:
+    """The whole sweep; returns the JSON-ready record plus the arrays figures need (keys starting with '_').
+
+    progress: optional callback(index of R, R, iteration, number of converged cells).
+    """
+    started = time.perf_counter()
+    W = prototype_vectors(config.geometry, config.n_classes, config.dim, seed=config.seed)
+    prototypes = torch.as_tensor(W, dtype=torch.float64)
+    prototype_gram = W @ W.T
+    cells, convergence, grams = [], {}, {}
+    for index, ratio in enumerate(config.imbalance):
+        sizes = class_sizes(config.n_classes, config.majority_size, ratio)
+        report = None if progress is None else (lambda it, done, i=index, r=ratio: progress(i, r, it, done))
+        result, labels, measured = minimise_cells(
+            sizes, W, config.n_proto, config.tau, config.anchors, batch_size=config.batch_size, steps=config.steps,
+            lr=config.lr, start=config.start, seed=config.seed + index, restarts=config.restarts,
+            max_iter=config.max_iter, grad_tol=config.grad_tol, progress=report,
+        )
+        certified = [certified_cell(sizes, prototype_gram, n_w, config.tau, config.anchors, config.certify_max_vectors)
+                     for n_w in config.n_proto]
+        cells += _cells_for(config, ratio, sizes, labels, prototypes, result, certified, measured)
+        largest = int(np.argmax(config.n_proto))
+        if config.n_proto[largest] >= 1:
+            convergence[str(ratio)] = limit_convergence(result.z[largest].numpy(), labels.numpy(), W, config.tau,
+                                                        config.anchors)
+        grams[ratio] = measured["class_mean_gram"].numpy()
+    limit_gram, limit_delta_g = theory_limit(W, config.tau, config.anchors)
+    return {
+        "config": asdict(config),
+        "metadata": cli.run_metadata(),
+        "prototype_gram": prototype_gram.tolist(),
+        "theory": {"limit_class_mean_gram": limit_gram.tolist(), "limit_delta_g": limit_delta_g},
+        "cells": cells,
+        "limit_convergence": convergence,
+        "summary": summarise(config, cells, limit_delta_g, time.perf_counter() - started),
+        "_grams": grams,
+        "_target": prototype_gram,
+    }
+
+
+def summarise(config: Config, cells: list[dict], limit_delta_g: float, seconds: float) -> dict:
+    """Per R: DeltaG* at the smallest and largest n_w, their ratio, monotone decrease; overall convergence."""
+    order = np.argsort(config.n_proto)
+    per_ratio = []
+    for ratio in config.imbalance:
+        rows = [c for c in cells if c["imbalance"] == ratio]
+        values = np.array([rows[i]["delta_g"] for i in order])
+        entry = {"imbalance": ratio, "n_proto": [int(config.n_proto[i]) for i in order], "delta_g": values.tolist(),
+                 "first_over_last": float(values[0] / values[-1]) if values[-1] > 0 else math.inf,
+                 "non_increasing": bool(np.all(np.diff(values) <= 1e-6))}
+        by_n = {c["n_proto"]: c["delta_g"] for c in rows}
+        if 0 in by_n and 100 in by_n:
+            entry["ratio_n0_over_n100"] = by_n[0] / by_n[100] if by_n[100] > 0 else math.inf
+        per_ratio.append(entry)
+    certified = [c["certified"] for c in cells if c["certified"] is not None]
+    return {
+        "per_imbalance": per_ratio,
+        "theory_limit_delta_g": limit_delta_g,
+        "converged": sum(c["converged"] for c in cells),
+        "cells": len(cells),
+        "certified_cells": len(certified),
+        "max_relative_gap_to_certified": max(
+            (abs(c["loss"] - c["certified"]["minimum"]) / abs(c["certified"]["minimum"]) for c in cells
+             if c["certified"] is not None and c["certified"]["optimal"]), default=None),
+        "seconds": seconds,
+    }
+
+
+# ---------------------------------------------------------------------------
+# Outputs
+# ---------------------------------------------------------------------------
+
+
+def csv_rows(cells: list[dict]) -> list[dict]:
+    rows = []
+    for cell in cells:
+        row = {key: value for key, value in cell.items() if key not in ("class_sizes", "certified")}
+        row["class_sizes"] = " ".join(map(str, cell["class_sizes"]))
+        certified = cell["certified"] or {}
+        for key in ("minimum", "status", "delta_g", "within"):
+            row[f"certified_{key}"] = certified.get(key)
+        rows.append(row)
+    return rows
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _title(config: dict) -> str:
+    return (f"m={config['n_classes']}, majority {config['majority_size']}, d={config['dim']}, tau={config['tau']:g}, "
+            f"anchors={config['anchors']}, W: {config['geometry']}"
+            + (f", batch {config['batch_size']}" if config["batch_size"] else ", full batch"))
+
+
+def delta_g_figure(result: dict):
+    """DeltaG* to the prototype Gram against n_w (symlog x so that n_w = 0 shows), one curve per R."""
+    plt = _pyplot()
+    config = result["config"]
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for entry in result["summary"]["per_imbalance"]:
+        values = np.maximum(entry["delta_g"], 1e-12)
+        ax.plot(entry["n_proto"], values, "o-", label=f"R = {entry['imbalance']:g}")
+    limit = result["theory"]["limit_delta_g"]
+    if limit > 1e-9:
+        ax.axhline(limit, color="k", ls="--", lw=1, label=r"theory, $n_w \to \infty$")
+    ax.set_xscale("symlog", linthresh=1)
+    ax.set_yscale("log")
+    ax.set_xlabel(r"prototype copies per class $n_w$ (symlog; 0 at left)")
+    ax.set_ylabel(r"$\Delta G^*$ to the prototype Gram")
+    ax.set_title(_title(config), fontsize=8)
+    ax.legend(fontsize=8)
+    ax.grid(True, which="both", alpha=0.3)
+    return fig
+
+
+def gram_figure(result: dict):
+    """Target Gram and learnt class-mean Grams at the smallest and largest n_w, one row per R."""
+    plt = _pyplot()
+    config = result["config"]
+    n_protos = list(config["n_proto"])
+    first, last = int(np.argmin(n_protos)), int(np.argmax(n_protos))
+    ratios = list(result["_grams"])
+    fig, axes = plt.subplots(len(ratios), 3, figsize=(9.5, 3.0 * len(ratios)), squeeze=False)
+    for row, ratio in enumerate(ratios):
+        cells = {c["n_proto"]: c for c in result["cells"] if c["imbalance"] == ratio}
+        panels = [("target W W^T", result["_target"])]
+        panels += [(f"n_w={n_protos[i]}, DeltaG*={cells[n_protos[i]]['delta_g']:.3g}", result["_grams"][ratio][i])
+                   for i in (first, last)]
+        for ax, (title, gram) in zip(axes[row], panels):
+            image = ax.imshow(gram, vmin=-1, vmax=1, cmap="RdBu_r")
+            ax.set_title(f"R={ratio:g}: {title}", fontsize=8)
+            ax.set_xticks([]), ax.set_yticks([])
+    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label="class-mean inner product")
+    fig.suptitle(_title(config), fontsize=8)
+    return fig
+
+
+def limit_figure(result: dict):
+    """|loss - log n_w - limit| against n_w (log-log) for the largest-n_w minimiser of each R, with c1/n_w and C/n_w."""
+    plt = _pyplot()
+    config = result["config"]
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    from matplotlib.lines import Line2D
+
+    handles = []
+    for index, (ratio, data) in enumerate(result["limit_convergence"].items()):
+        n = np.asarray(data["n_proto"], dtype=float)
+        colour = f"C{index}"
+        gaps = np.maximum(data["abs_gap"], 1e-300)  # log axis
+        handles += ax.loglog(n, gaps, "o-", ms=3, color=colour, label=f"R = {float(ratio):g}")
+        ax.loglog(n, abs(data["first_order"]) / n, "--", color=colour, lw=1)
+        ax.loglog(n, data["bound_constant"] / n, ":", color=colour, lw=1.5)
+    handles += [Line2D([], [], color="k", ls="--", lw=1, label=r"$|c_1| / n_w$ (first-order term, 1/$n_w$ reference)"),
+                Line2D([], [], color="k", ls=":", lw=1.5, label=r"proven bound $C / n_w$")]
+    ax.legend(handles=handles, fontsize=7)
+    ax.set_xlabel(r"prototype copies per class $n_w$")
+    reference = "mean CE" if config["anchors"] == "data" else r"$\bar K$ (mean prototype self-CE)"
+    ax.set_ylabel(f"|mean loss - log n_w - {reference}|")
+    ax.set_title(_title(config) + "\n(embeddings: the minimiser at the largest n_w)", fontsize=8)
+    ax.grid(True, which="both", alpha=0.3)
+    return fig
+
+
+def write(result: dict, out: Path) -> list[Path]:
+    plt = _pyplot()
+    public = {key: value for key, value in result.items() if not key.startswith("_")}
+    written = [cli.write_json(out / "prototypes.json", public),
+               cli.write_csv(out / "prototypes.csv", csv_rows(result["cells"]))]
+    figures = [("deltag.png", delta_g_figure)]
+    if len(set(result["config"]["n_proto"])) > 1:
+        figures.append(("gram_heatmaps.png", gram_figure))
+    if result["limit_convergence"]:
+        figures.append(("limit_gap.png", limit_figure))
+    for name, draw in figures:
+        fig = draw(result)
+        written.append(cli.save_figure(fig, out / name))
+        plt.close(fig)
+    return written
+
+
+def summary_line(result: dict, out: Path) -> str:
+    s = result["summary"]
+    parts = [f"R={e['imbalance']:g}: DeltaG* {e['delta_g'][0]:.3g} (n_w={e['n_proto'][0]}) -> {e['delta_g'][-1]:.3g} "
+             f"(n_w={e['n_proto'][-1]})" for e in s["per_imbalance"]]
+    return (f"{'; '.join(parts)}; theory limit {s['theory_limit_delta_g']:.3g}; "
+            f"converged {s['converged']}/{s['cells']}, certified {s['certified_cells']}; {s['seconds']:.1f} s -> {out}")
+
+
+# ---------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------
+
+
+def _number_list(kind):
+    def comma_separated(text: str) -> tuple:
+        try:
+            return tuple(kind(item) for item in text.split(",") if item.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__} values, got {text!r}") from None
+
+    return comma_separated
+
+
+def parse(argv=None) -> Config:
+    defaults = Config()
+    parser = cli.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--m", dest="n_classes", type=int, default=defaults.n_classes, help="classes (>= 2)")
+    parser.add_argument("--majority-size", type=int, default=defaults.majority_size, help="samples per majority class")
+    parser.add_argument("--imbalance", type=_number_list(float), default=defaults.imbalance,
+                        help="comma-separated R >= 1; minority size = round(majority / R)")
+    parser.add_argument("--n-proto", type=_number_list(int), default=defaults.n_proto, help="comma-separated n_w >= 0")
+    parser.add_argument("--dim", type=int, default=defaults.dim, help="embedding dimension")
+    parser.add_argument("--tau", type=float, default=defaults.tau, help="temperature > 0")
+    parser.add_argument("--anchors", choices=ANCHOR_MODES, default=defaults.anchors)
+    parser.add_argument("--geometry", default=defaults.geometry, help=GEOMETRY_HELP)
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="stochastic batches of this size (default: full batch)")
+    parser.add_argument("--steps", type=int, default=defaults.steps, help="steps of the stochastic loop (--batch-size)")
+    parser.add_argument("--lr", type=float, default=defaults.lr, help="Adam learning rate of the stochastic loop")
+    parser.add_argument("--start", choices=STARTS, default=defaults.start,
+                        help="uniform: every vector uniform on the sphere; clustered: random class centres + noise")
+    parser.add_argument("--restarts", type=int, default=defaults.restarts, help="random starts per cell, best kept")
+    parser.add_argument("--max-iter", type=int, default=defaults.max_iter, help="L-BFGS iteration cap")
+    parser.add_argument("--grad-tol", type=float, default=defaults.grad_tol, help="Riemannian gradient-norm tolerance")
+    parser.add_argument("--certify-max-vectors", type=int, default=defaults.certify_max_vectors,
+                        help="certify cells with N + m up to this (0: never)")
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--threads", type=int, default=defaults.threads,
+                        help="torch threads (small tensors: more threads mostly add contention)")
+    parser.add_argument("--out", default=defaults.out, help="output folder")
+    config = Config(**vars(parser.parse_args(argv)))
+    try:
+        validate(config)
+    except ValueError as error:
+        cli.fail(PROG, str(error))
+    return config
+
+
+def main(argv=None) -> int:
+    config = parse(argv)
+    from tqdm import tqdm
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(config.threads)
+    try:
+        with tqdm(total=len(config.imbalance), desc="imbalance values", leave=False) as bar:
+            def progress(index, ratio, iteration, converged):
+                bar.update(index - bar.n)
+                bar.set_postfix(R=ratio, iteration=iteration, converged=f"{converged}/{len(config.n_proto)}",
+                                refresh=False)
+                bar.update(0)  # redraws at most every mininterval
+
+            result = run(config, progress)
+            bar.update(len(config.imbalance) - bar.n)
+    finally:
+        torch.set_num_threads(threads)
+    out = Path(config.out)
+    write(result, out)
+    print(summary_line(result, out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

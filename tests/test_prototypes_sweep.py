@@ -1,0 +1,230 @@
+"""Tests of simulate.prototypes (the sweep and `python -m simulate.prototypes`) and of the benchmark's naive loss."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from simulate import prototypes as sweep
+from simulate.losses import prototype_supcon_loss
+from theory import simplex
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# ---------------------------------------------------------------------------
+# Set-up
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "m, majority, ratio, expected",
+    [(4, 10, 1, (10, 10, 10, 10)), (5, 10, 10, (10, 10, 10, 1, 1)), (4, 100, 100, (100, 100, 1, 1)),
+     (4, 10, 3, (10, 10, 3, 3)), (4, 10, 20, (10, 10, 1, 1))],
+)
+def test_class_sizes_follow_the_step_convention(m, majority, ratio, expected):
+    sizes = sweep.class_sizes(m, majority, ratio)
+    assert sizes == expected
+    assert np.all(np.array(sizes)[simplex.majority_classes(m)] == majority)
+
+
+@pytest.mark.parametrize("ratio, match", [(0.5, ">= 1"), (21, "minority classes empty"), (float("nan"), "finite")])
+def test_class_sizes_errors(ratio, match):
+    with pytest.raises(ValueError, match=match):
+        sweep.class_sizes(4, 10, ratio)
+
+
+@pytest.mark.parametrize(
+    "geometry, gram",
+    [("etf", simplex.etf_gram(4)), ("orthogonal", np.eye(4)),
+     ("minority-spread:0.3", simplex.minority_spread_gram(4, 0.3))],
+)
+def test_prototype_vectors_have_the_named_gram(geometry, gram):
+    W = sweep.prototype_vectors(geometry, 4, 6, seed=1)
+    assert W.shape == (4, 6)
+    np.testing.assert_allclose(W @ W.T, gram, atol=1e-10)
+
+
+def test_prototype_vectors_from_a_gram_file(tmp_path):
+    gram = simplex.minority_spread_gram(4, 0.8)
+    np.save(tmp_path / "g.npy", gram)
+    W = sweep.prototype_vectors(f"gram:{tmp_path / 'g.npy'}", 4, 5)
+    np.testing.assert_allclose(W @ W.T, gram, atol=1e-10)
+
+
+@pytest.mark.parametrize(
+    "matrix, match",
+    [(np.array([[1, 0.9, -0.9], [0.9, 1, 0.9], [-0.9, 0.9, 1.0]]), "positive semidefinite"),
+     (2 * np.eye(3), "unit diagonal"), (np.eye(4), r"\(3, 3\)"),
+     (np.array([[1, 0.5, 0], [0.2, 1, 0], [0, 0, 1.0]]), "symmetric")],
+)
+def test_prototype_vectors_reject_bad_gram_files(tmp_path, matrix, match):
+    np.save(tmp_path / "g.npy", matrix)
+    with pytest.raises(ValueError, match=match):
+        sweep.prototype_vectors(f"gram:{tmp_path / 'g.npy'}", 3, 4)
+
+
+@pytest.mark.parametrize(
+    "geometry, dim, match",
+    [("etf", 2, "dim"), ("orthogonal", 3, "dim"), ("minority-spread:1.5", 5, "spread"),
+     ("minority-spread:x", 5, "number"),
+     ("gram:/no/such/file.npy", 5, "cannot be read"), ("simplex", 5, "geometry must be")],
+)
+def test_prototype_vectors_errors(geometry, dim, match):
+    with pytest.raises(ValueError, match=match):
+        sweep.prototype_vectors(geometry, 4, dim)
+
+
+def test_clustered_start_groups_classes_and_uniform_start_is_seeded():
+    labels = sweep.sample_labels((3, 2))
+    x = sweep.starting_points(labels, (2,), 5, start="clustered", seed=0, spread=0.0)
+    assert torch.allclose(x[:, 0], x[:, 2]) and not torch.allclose(x[:, 0], x[:, 3])
+    a = sweep.starting_points(labels, (2,), 5, seed=3)
+    assert torch.equal(a, sweep.starting_points(labels, (2,), 5, seed=3))
+
+
+# ---------------------------------------------------------------------------
+# Minimisation against the certificate and the theory
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("anchors", ["data", "all"])
+def test_free_minimiser_matches_the_certificate(anchors):
+    sizes, W = (3, 3, 1), simplex.etf(3, 6)
+    result, labels, measured = sweep.minimise_cells(sizes, W, (0, 5), 0.5, anchors, start="clustered", grad_tol=1e-10)
+    for b, n_w in enumerate((0, 5)):
+        certified = sweep.certified_cell(sizes, W @ W.T, n_w, 0.5, anchors, max_vectors=20)
+        assert certified["optimal"]
+        assert float(result.loss[b]) == pytest.approx(certified["minimum"], rel=1e-7)
+        assert float(measured["delta_g"][b]) == pytest.approx(certified["delta_g"], abs=1e-4)
+
+
+def test_certification_respects_the_size_guard():
+    W = simplex.etf(3, 4)
+    assert sweep.certified_cell((10, 10, 10), W @ W.T, 1, 0.5, "data", max_vectors=24) is None
+
+
+def test_cells_are_independent_of_their_batch_companions():
+    sizes, W = (4, 2, 1), simplex.etf(3, 5)
+    together, _, _ = sweep.minimise_cells(sizes, W, (0, 10), 0.5, start="clustered", grad_tol=1e-10)
+    alone, _, _ = sweep.minimise_cells(sizes, W, (10,), 0.5, start="clustered", grad_tol=1e-10)
+    assert float(together.loss[1]) == pytest.approx(float(alone.loss[0]), rel=1e-9)
+
+
+def test_restarts_keep_each_cells_best():
+    sizes, W = (3, 2, 1), simplex.etf(3, 4)
+    one, _, _ = sweep.minimise_cells(sizes, W, (0, 3), 0.5, restarts=1, seed=1, max_iter=5)
+    three, _, _ = sweep.minimise_cells(sizes, W, (0, 3), 0.5, restarts=3, seed=1, max_iter=5)
+    assert torch.all(three.loss <= one.loss + 1e-12)
+
+
+def test_large_n_proto_minimiser_approaches_the_theory_limit():
+    sizes, W = (6, 6, 1, 1), simplex.minority_spread(4, 6, 0.5)
+    _, limit = sweep.theory_limit(W, 0.5)
+    _, _, measured = sweep.minimise_cells(sizes, W, (10**5,), 0.5, start="clustered", grad_tol=1e-10)
+    assert limit > 0.1
+    assert float(measured["delta_g"][0]) == pytest.approx(limit, abs=2e-3)
+
+
+def test_stochastic_loop_lowers_the_full_batch_loss():
+    sizes, W = (6, 6, 2), simplex.etf(3, 4)
+    labels = sweep.sample_labels(sizes)
+    start, _ = sweep._full_batch_loss_and_grad_norm(
+        sweep.cell_losses(labels, torch.tensor(W), (0, 10), 0.5, "data"),
+        torch.nn.functional.normalize(sweep.starting_points(labels, (2,), 4, seed=0), dim=-1),
+    )
+    result, _, _ = sweep.minimise_cells(sizes, W, (0, 10), 0.5, batch_size=6, steps=150, lr=0.05, seed=0)
+    assert torch.all(result.loss < start - 0.1)
+    assert not bool(result.converged.any())  # no convergence is claimed for the stochastic loop
+
+
+def test_stochastic_batches_always_give_an_anchor_a_positive():
+    labels = sweep.sample_labels((1, 1, 1, 2))
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        index = sweep._draw_batch(generator, labels, 3, need_pair=True)
+        assert len(torch.unique(labels[index])) < 3
+
+
+def test_limit_convergence_curve_is_bounded_by_c_over_n():
+    sizes, W = (4, 2, 1), simplex.etf(3, 5)
+    result, labels, _ = sweep.minimise_cells(sizes, W, (100,), 0.5, start="clustered", grad_tol=1e-9)
+    data = sweep.limit_convergence(result.z[0].numpy(), labels.numpy(), W, 0.5, "data")
+    n = np.array(data["n_proto"], dtype=float)
+    assert np.all(np.array(data["abs_gap"]) * n <= data["bound_constant"] * (1 + 1e-9))
+
+
+# ---------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------
+
+SMALL = ["--m", "3", "--majority-size", "4", "--imbalance", "1,4", "--n-proto", "0,10", "--dim", "4",
+         "--certify-max-vectors", "12"]
+
+
+def test_command_line_writes_its_outputs(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert sweep.main([*SMALL, "--out", str(out)]) == 0
+    summary = capsys.readouterr().out.strip().splitlines()
+    assert len(summary) == 1 and "R=4" in summary[0] and str(out) in summary[0]
+    record = json.loads((out / "prototypes.json").read_text())
+    assert record["config"]["imbalance"] == [1.0, 4.0] and record["config"]["seed"] == 0
+    assert {"git_revision", "versions"} <= set(record["metadata"])
+    assert len(record["cells"]) == 4 and record["summary"]["cells"] == 4
+    certified = [c for c in record["cells"] if c["certified"] is not None]
+    assert certified and all(abs(c["loss"] - c["certified"]["minimum"]) < 1e-6 * c["loss"] for c in certified)
+    assert (out / "prototypes.csv").read_text().count("\n") == 5
+    for name in ("deltag.png", "gram_heatmaps.png", "limit_gap.png"):
+        assert (out / name).stat().st_size > 1000
+    assert not list(out.glob(".*"))  # no temporary files left behind
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [(["--n-proto", "0,-1"], "--n-proto"), (["--imbalance", "0.5"], "--imbalance"), (["--imbalance", "1,50"], "empty"),
+     (["--geometry", "etf", "--dim", "1"], "dim"), (["--geometry", "gram:/no/such.npy"], "cannot be read"),
+     (["--tau", "0"], "tau"), (["--n-proto", "x"], "--n-proto"), (["--batch-size", "1"], "--batch-size"),
+     (["--anchors", "some"], "--anchors")],
+)
+def test_command_line_bad_input_exits_2_with_one_line(tmp_path, capsys, arguments, message):
+    out = tmp_path / "never"
+    with pytest.raises(SystemExit) as exit_info:
+        sweep.main([*SMALL, *arguments, "--out", str(out)])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and message in error[0]
+    assert not out.exists()
+
+
+def test_command_line_rejects_a_non_psd_gram_file(tmp_path, capsys):
+    np.save(tmp_path / "g.npy", np.array([[1, 0.9, -0.9], [0.9, 1, 0.9], [-0.9, 0.9, 1.0]]))
+    with pytest.raises(SystemExit) as exit_info:
+        sweep.main([*SMALL, "--geometry", f"gram:{tmp_path / 'g.npy'}", "--out", str(tmp_path / "never")])
+    assert exit_info.value.code == 2
+    assert "positive semidefinite" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------
+# The benchmark's naive loss is the same loss
+# ---------------------------------------------------------------------------
+
+
+def test_benchmark_naive_loss_equals_the_reduced_loss(monkeypatch):
+    spec = importlib.util.spec_from_file_location("prototype_cost", ROOT / "benchmarks" / "prototype_cost.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)  # its dataclass resolves annotations through sys.modules
+    spec.loader.exec_module(module)
+    generator = torch.Generator().manual_seed(0)
+    z = torch.nn.functional.normalize(torch.randn(12, 6, generator=generator, dtype=torch.float64), dim=-1)
+    labels = torch.tensor([0, 0, 0, 0, 0, 1, 1, 1, 2, 2, 3, 4])
+    W = torch.tensor(simplex.etf(5, 6), dtype=torch.float64)
+    for n_proto in (0, 1, 7, 50):
+        expected = prototype_supcon_loss(z, labels, W, n_proto, 0.3)
+        actual = module.naive_prototype_supcon(z, labels, W, n_proto, 0.3)
+        torch.testing.assert_close(actual, expected, rtol=1e-12, atol=0)
