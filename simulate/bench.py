@@ -74,7 +74,7 @@ def naive_minimise(alpha, tau, labels, instances, n_vectors, dim, steps, lr, see
     z = torch.nn.functional.normalize(parameters.detach(), dim=-1).requires_grad_(True)
     (grad,) = torch.autograd.grad(naive_combined_loss(z, labels, instances, alpha, tau), z)
     riemannian = grad - (grad * z).sum(-1, keepdim=True) * z
-    return z.detach().double(), float(riemannian.norm())
+    return z.detach().double(), float(riemannian.detach().norm())
 
 
 def run_baseline(config: Config, alphas, taus, progress=None) -> dict:
