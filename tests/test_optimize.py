@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from simulate import losses, optimize, phase
+from simulate import losses, optimize, phase, phase_diagram
 from theory import ssem
 
 
@@ -97,12 +97,19 @@ def _run_cli(*args, cwd):
         (["--alphas", "0:1:0"], "COUNT >= 1"),
     ],
 )
-def test_cli_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, args, message):
+def test_cli_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, args, message):
     out = tmp_path / "out"
-    done = _run_cli(*args, "--out", str(out), cwd=tmp_path)
-    assert done.returncode == 2
-    assert len(done.stderr.strip().splitlines()) == 1 and message in done.stderr
+    with pytest.raises(SystemExit) as exit_info:
+        phase_diagram.main([*args, "--out", str(out)])  # in-process: parsing fails before any work
+    assert exit_info.value.code == 2
+    stderr = capsys.readouterr().err
+    assert len(stderr.strip().splitlines()) == 1 and message in stderr
     assert not out.exists()
+
+
+def test_cli_bad_input_from_a_shell_exits_2_without_traceback(tmp_path):
+    done = _run_cli("--taus", "-1:1:3", "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
 
 
 def test_cli_writes_json_csv_png(tmp_path):
