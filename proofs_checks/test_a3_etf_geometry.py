@@ -8,12 +8,11 @@ class means are the prototypes, DeltaG* = 0). m = 4, tau = 0.5, full batch, anch
 class sizes (majority, minority): R = 1: 10/10, R = 10: 10/1, R = 100: 100/1.
 """
 
-import contextlib
 
 import numpy as np
-import torch
 
 from proofs_checks.registry import Result, assert_claim, claim
+from simulate.optimize import single_thread  # noqa: F401 (re-exported for other checks)
 from simulate import prototypes as sweep
 from theory import simplex
 
@@ -24,16 +23,6 @@ GRAD_TOL = 1e-9
 MONOTONE_SLACK = 1e-6  # DeltaG* values at R = 1 are ~1e-9 noise around 0
 
 
-@contextlib.contextmanager
-def single_thread():
-    """Run torch on one thread, then restore: these tensors are small, and on a shared
-    2-core machine extra threads mostly spin against other processes (measured 50x slower)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def delta_g_by_n_proto(sizes, W, n_protos, tau, seed=0, anchors="data"):

@@ -18,12 +18,13 @@ in the Gram matrix, so the minimiser is unique and is that collapsed configurati
 When the routes disagree or a certificate is not optimal the claim is "not run" (nothing is judged).
 """
 
-import contextlib
 import time
 
 import numpy as np
 import torch
 
+
+from simulate.optimize import single_thread
 from proofs_checks.registry import Result, assert_claim, claim
 from simulate import losses, metrics, optimize
 from simulate.certify import certify_supcon
@@ -38,15 +39,6 @@ DELTA_G_RESOLUTION = 1e-3  # routes must agree on DeltaG* to this; steps in R mu
 FREE = dict(restarts=2, seed=0, max_iter=1000, grad_tol=1e-9)
 
 
-@contextlib.contextmanager
-def _one_thread():
-    """Tiny batched tensors run 3-4x faster on one intra-op thread than on several busy cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def class_sizes(m: int, ratio: int) -> tuple[int, ...]:
@@ -73,7 +65,7 @@ def _cells(m: int, ratio: int) -> list[dict]:
     sizes = class_sizes(m, ratio)
     labels = torch.repeat_interleave(torch.arange(m), torch.tensor(sizes))
     taus = torch.tensor(TAUS, dtype=torch.float64)
-    with _one_thread():
+    with single_thread():
         free = optimize.minimize_with_restarts(lambda z, index: losses.supcon_loss(z, labels, taus[index]),
                                                (len(TAUS),), len(labels), len(labels), indexed=True, **FREE)
     records = []

@@ -19,12 +19,13 @@ solver returns a G that differs from the SSEM Gram there while its loss equals t
 The figure at tau = 0.1 is reported, not asserted; the loss agreement is asserted on the whole grid.
 """
 
-import contextlib
 import time
 
 import numpy as np
 import torch
 
+
+from simulate.optimize import single_thread
 from proofs_checks.registry import Result, assert_claim, claim
 from simulate import losses, metrics, optimize
 from simulate.certify import certify_combined
@@ -42,15 +43,6 @@ GRAM_MIN_TAU = 0.2  # below it some entries are not determined by the program (m
 FREE = dict(restarts=3, seed=0, max_iter=500, grad_tol=1e-7)
 
 
-@contextlib.contextmanager
-def _one_thread():
-    """Tiny batched tensors run 3-4x faster on one intra-op thread than on several busy cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _ssem_gram(m: int, n: int, p: int, beta: float) -> np.ndarray:
@@ -70,7 +62,7 @@ def _free_minima(m: int, n: int, p: int, alphas: np.ndarray, taus: np.ndarray, r
         return losses.combined_loss(z, labels, instances, alpha[index], tau[index])
 
     options = dict(FREE, restarts=restarts)
-    with _one_thread():
+    with single_thread():
         result = optimize.minimize_with_restarts(loss_fn, (len(alphas),), m * n * p, m * n, indexed=True, **options)
     return result.loss.numpy(), metrics.ssem_distance(result.z, labels, instances, m)[1].numpy()
 

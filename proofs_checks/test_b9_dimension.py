@@ -12,12 +12,13 @@ so a margin is evidence, not proof: it counts as clear when it exceeds 1000 time
 deviation from the closed form (and 1e-9).
 """
 
-import contextlib
 import time
 
 import numpy as np
 import torch
 
+
+from simulate.optimize import single_thread
 from proofs_checks.registry import Result, assert_claim, claim
 from simulate import losses, optimize
 from theory import ssem
@@ -31,15 +32,6 @@ CLEAR_FLOOR = 1e-9
 ATTAINED = 1e-9  # at collapse, the low-dimensional minimum must reach the SSEM minimum to this (relative)
 
 
-@contextlib.contextmanager
-def _one_thread():
-    """Tiny batched tensors run 3-4x faster on one intra-op thread than on several busy cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _relative_excess(m: int, n: int, p: int, dim: int, alphas: np.ndarray, taus: np.ndarray) -> np.ndarray:
@@ -50,7 +42,7 @@ def _relative_excess(m: int, n: int, p: int, dim: int, alphas: np.ndarray, taus:
     def loss_fn(z, index):
         return losses.combined_loss(z, labels, instances, alpha[index], tau[index])
 
-    with _one_thread():
+    with single_thread():
         result = optimize.minimize_with_restarts(loss_fn, (len(alphas),), m * n * p, dim, indexed=True, **FREE)
     closed = ssem.restricted_loss(ssem.optimal_beta(alphas, taus, m, n, p), alphas, taus, m, n, p)
     return (result.loss.numpy() - closed) / np.abs(closed)

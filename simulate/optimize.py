@@ -30,6 +30,7 @@ configurations are frozen while the rest continue.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -55,6 +56,21 @@ class OptimResult:
     grad_norm: torch.Tensor  # (*batch,) Riemannian gradient norm at z
     converged: torch.Tensor  # (*batch,) bool: grad_norm <= grad_tol
     iterations: int  # iterations run (the slowest configuration's count)
+
+
+@contextlib.contextmanager
+def single_thread():
+    """Run torch on one CPU thread inside the block, then restore the previous setting.
+
+    The free-embedding problems are small tensors: extra intra-op threads mostly wait, and on
+    a shared 2-core machine they spin against other processes (measured 10-50x slower).
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def normalise(x: torch.Tensor) -> torch.Tensor:
