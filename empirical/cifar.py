@@ -36,6 +36,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from simulate import cli
+
 if TYPE_CHECKING:  # the module imports torch lazily so that --help and argument errors answer at once
     from empirical.train import TrainConfig
 
@@ -78,13 +80,6 @@ class SweepConfig:
         return runs
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse whose errors are one line (what is wrong, what is allowed) and exit code 2."""
-
-    def error(self, message):
-        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def _preset_table() -> str:
     keys = ("model", "epochs", "batch_size", "lr", "weight_decay", "warmup_epochs", "dim", "width", "seeds")
     lines = ["per-dataset defaults (override with the options above):"]
@@ -94,7 +89,7 @@ def _preset_table() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m empirical.cifar", description=__doc__.split("\n\n")[0], epilog=_preset_table(),
+    p = cli.ArgumentParser(prog="python -m empirical.cifar", description=__doc__.split("\n\n")[0], epilog=_preset_table(),
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", choices=list(PRESETS), default="cifar10", help="default cifar10")
     p.add_argument("--data-dir", default=None,
@@ -231,10 +226,7 @@ def write_figures(out: Path, results: list[dict], key: str) -> list[Path]:
             results, key, {"within_var": "within-class W", "between_var": "between-class B"}, "variances at the last epoch")
     paths = []
     for name, figure in made.items():
-        temporary = out / f".{name}.tmp.png"
-        figure.savefig(temporary, dpi=120)
-        temporary.replace(out / name)
-        paths.append(out / name)
+        paths.append(cli.save_figure(figure, out / name, dpi=120))
     return paths
 
 
@@ -272,12 +264,12 @@ def _summary_line(sweep: SweepConfig, results: list[dict], device: str, world: i
 def _run_all(sweep: SweepConfig, rank: int, world: int, stop: StopFlag) -> int:
     from tqdm import tqdm
 
-    from empirical import results as files
+
     from empirical import train
     from empirical.checkpoint import load_checkpoint
 
     out = Path(sweep.out)
-    provenance = files.provenance() if rank == 0 else {}
+    provenance = {"versions": cli.library_versions(), "git_revision": cli.git_revision()} if rank == 0 else {}
     finished = []
     rows = []
     for run_id, config in sweep.run_configs():
@@ -301,7 +293,7 @@ def _run_all(sweep: SweepConfig, rank: int, world: int, stop: StopFlag) -> int:
             bar.update(1)
             bar.set_postfix(loss=f"{record['loss']:.3f}", dG=f"{record.get('delta_g', float('nan')):.3f}")
             if rank == 0:
-                files.write_jsonl(out / "runs" / f"{run_id}.jsonl", log_lines)
+                cli.write_jsonl(out / "runs" / f"{run_id}.jsonl", log_lines)
 
         if resume:
             log_lines.extend(saved["log"])
@@ -309,8 +301,8 @@ def _run_all(sweep: SweepConfig, rank: int, world: int, stop: StopFlag) -> int:
         result = train.run(config, checkpoint=checkpoint, resume=resume, should_stop=stop, on_epoch=on_epoch)
         bar.close()
         if rank == 0:
-            files.write_jsonl(out / "runs" / f"{run_id}.jsonl", result["log"])
-            files.write_json(record_path, {"run": run_id, "seed": config.seed, **provenance, **result})
+            cli.write_jsonl(out / "runs" / f"{run_id}.jsonl", result["log"])
+            cli.write_json(record_path, {"run": run_id, "seed": config.seed, **provenance, **result})
         if result["status"] == "interrupted":
             if rank == 0:
                 name = signal.Signals(stop.signal).name if stop.signal else "a stop request"
@@ -321,9 +313,9 @@ def _run_all(sweep: SweepConfig, rank: int, world: int, stop: StopFlag) -> int:
         finished.append(result)
         rows.append(summary_row(run_id, result))
         if rank == 0:
-            files.write_csv(out / "summary.csv", rows)
+            cli.write_csv(out / "summary.csv", rows)
     if rank == 0:
-        files.write_json(out / "summary.json", {"command": "empirical.cifar", "sweep": sweep.sweep_key,
+        cli.write_json(out / "summary.json", {"command": "empirical.cifar", "sweep": sweep.sweep_key,
                                                 "values": list(sweep.sweep_values), "seeds": list(sweep.seeds),
                                                 "base_config": dataclasses.asdict(sweep.base), **provenance,
                                                 "runs": rows})

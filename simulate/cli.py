@@ -2,7 +2,7 @@
 
 * `ArgumentParser`: argparse whose errors are one line on stderr and exit code 2.
 * `fail`: the same for errors found after parsing (validation by the library).
-* `write_json`, `write_csv`, `save_figure`: atomic writes (temporary file in the
+* `write_text`, `write_json`, `write_jsonl`, `write_csv`, `save_figure`: atomic writes (temporary file in the
   target folder, then rename), so an interrupted run never leaves a half file.
 * `run_metadata`: library versions, git revision, command line, time.
 """
@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from importlib import metadata
 from pathlib import Path
 
 
@@ -82,32 +83,41 @@ def _atomic_write(path: Path, write) -> Path:
     return path
 
 
+def write_text(path, text: str) -> Path:
+    """Write text (UTF-8) atomically."""
+    return _atomic_write(path, lambda stream: stream.write(text.encode("utf-8")))
+
+
 def write_json(path, data) -> Path:
     """Write JSON atomically (non-finite floats become null: JSON has no inf/NaN)."""
-    text = json.dumps(_finite_or_none(data), indent=2, sort_keys=False)
-    return _atomic_write(path, lambda stream: stream.write(text.encode() + b"\n"))
+    return write_text(path, json.dumps(_finite_or_none(data), indent=2) + "\n")
+
+
+def write_jsonl(path, records) -> Path:
+    """Write one JSON object per line, atomically."""
+    return write_text(path, "".join(json.dumps(_finite_or_none(record)) + "\n" for record in records))
 
 
 def write_csv(path, rows: list[dict]) -> Path:
-    """Write a list of flat dicts as CSV atomically (columns from the first row)."""
+    """Write dicts as CSV atomically; the columns are the union of keys in first-seen order."""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
     buffer = io.StringIO()
-    if rows:
-        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    return _atomic_write(path, lambda stream: stream.write(buffer.getvalue().encode()))
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(_finite_or_none(row) for row in rows)
+    return write_text(path, buffer.getvalue())
 
 
-def save_figure(figure, path) -> Path:
+def save_figure(figure, path, dpi: int = 130) -> Path:
     """Save a matplotlib figure as PNG atomically."""
-    return _atomic_write(path, lambda stream: figure.savefig(stream, format="png", dpi=130, bbox_inches="tight"))
+    return _atomic_write(path, lambda stream: figure.savefig(stream, format="png", dpi=dpi, bbox_inches="tight"))
 
 
 def _finite_or_none(value):
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
-        return {key: _finite_or_none(item) for key, item in value.items()}
+        return {str(key): _finite_or_none(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
         return [_finite_or_none(item) for item in value]
     return value
@@ -128,22 +138,25 @@ def git_revision() -> str | None:
     return revision + ("+dirty" if dirty else "")
 
 
+#: Libraries whose versions are recorded beside every result.
+LIBRARIES = ("numpy", "scipy", "sympy", "cvxpy", "torch", "torchvision", "scikit-learn", "matplotlib")
+
+
+def library_versions(libraries=LIBRARIES) -> dict[str, str | None]:
+    versions = {"python": platform.python_version(), "platform": platform.platform()}
+    for name in libraries:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
 def run_metadata() -> dict:
     """Versions, git revision, command line and time of this run."""
-    import numpy
-    import scipy
-    import sympy
-    import torch
-
     return {
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "git_revision": git_revision(),
-        "python": platform.python_version(),
-        "versions": {
-            "numpy": numpy.__version__,
-            "scipy": scipy.__version__,
-            "sympy": sympy.__version__,
-            "torch": torch.__version__,
-        },
+        "versions": library_versions(),
     }

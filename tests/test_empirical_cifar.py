@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from empirical import cifar
-from empirical import results as files
+from simulate import cli as files
 from empirical.checkpoint import load_checkpoint
 
 TINY = ["--dataset", "fixture", "--model", "small_cnn", "--width", "4", "--dim", "12", "--batch-size", "16",
