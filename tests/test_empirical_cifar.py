@@ -28,15 +28,6 @@ DDP_TOLERANCE = {"loss": 1e-4, "delta_g": 1e-4, "total_var": 1e-4, "within_var":
                  "nc1": 2e-2, "train_acc_overall": 1e-6, "test_acc_overall": 1e-6}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Spinning OpenMP threads make CPU training an order of magnitude slower when other
-    # processes share the cores; one thread keeps these tiny runs fast and deterministic.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 @pytest.fixture(autouse=True)
 def passive_openmp(monkeypatch):

@@ -19,15 +19,6 @@ from theory import simplex, ssem
 TIMING_KEYS = {"images_per_s", "train_seconds"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Spinning OpenMP threads make CPU training an order of magnitude slower when other
-    # processes share the cores; one thread keeps these tiny runs fast and deterministic.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 @pytest.fixture(scope="module")
 def fixture_root(tmp_path_factory):

@@ -33,15 +33,6 @@ INVARIANT = {torch.float64: dict(rtol=1e-10, atol=1e-10)}
 SMALL_SIZES = [(m, n, p) for m in range(2, 7) for n in range(2, 7) for p in range(1, 4) if m * n * p <= 12]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # The free-embedding runs here are tiny tensors: several OpenMP threads on busy cores make
-    # them several times slower, one thread does not.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 def _relative(a: float, b: float) -> float:
     return abs(a - b) / abs(b)
