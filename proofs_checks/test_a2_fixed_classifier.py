@@ -21,7 +21,7 @@ import sympy as sp
 import torch
 
 from proofs_checks.registry import Result, assert_claim, claim
-from proofs_checks.test_a3_etf_geometry import single_thread
+from simulate.optimize import single_thread
 from simulate import optimize
 from simulate.losses import fixed_classifier_ce
 from theory import prototypes, simplex

@@ -12,7 +12,7 @@ class sizes (majority, minority): R = 1: 10/10, R = 10: 10/1, R = 100: 100/1.
 import numpy as np
 
 from proofs_checks.registry import Result, assert_claim, claim
-from simulate.optimize import single_thread  # noqa: F401 (re-exported for other checks)
+from simulate.optimize import single_thread
 from simulate import prototypes as sweep
 from theory import simplex
 

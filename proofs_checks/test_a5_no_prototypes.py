@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from proofs_checks.registry import Result, assert_claim, claim
-from proofs_checks.test_a3_etf_geometry import single_thread
+from simulate.optimize import single_thread
 from simulate import certify, metrics
 from simulate import prototypes as sweep
 from theory import simplex
