@@ -48,6 +48,8 @@ class Claim:
 
 
 CLAIMS: dict[str, Claim] = {}
+#: Results measured by `assert_claim` in this process, for pytest's closing summary.
+MEASURED: dict[str, Result] = {}
 
 
 def claim(id: str, *, source: str, statement: str, routes, expect: str = "holds"):
@@ -82,6 +84,7 @@ def assert_claim(check: Callable[[], Result]) -> Result:
     """Run a registered check, print its figures, and assert the expected verdict."""
     entry = CLAIMS[check.claim_id]
     result = check()
+    MEASURED[entry.id] = result
     print(f"[{entry.id}] {entry.statement}\n  -> {describe(result)}")
     assert result.verdict == entry.expect, f"[{entry.id}] expected '{entry.expect}', measured {describe(result)}"
     return result
