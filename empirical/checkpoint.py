@@ -7,11 +7,11 @@ log, model and optimizer state) saved with ``torch.save`` and read with
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
+
+from simulate import cli
 
 #: Tag stored in every checkpoint; a file without it is not one of ours.
 FORMAT = "scl-geometry/empirical checkpoint v1"
@@ -29,18 +29,7 @@ def save_checkpoint(path, state: dict) -> None:
     file is renamed over ``path``: a crash or a signal mid-write leaves the previous
     checkpoint intact, never a truncated one.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save({"format": FORMAT, **state}, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    cli.write_atomic(path, lambda stream: torch.save({"format": FORMAT, **state}, stream))
 
 
 def load_checkpoint(path, map_location=None) -> dict:

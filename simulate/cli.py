@@ -69,13 +69,19 @@ def attach_range_values(argv, options) -> list[str]:
     return joined
 
 
-def _atomic_write(path: Path, write) -> Path:
+def write_atomic(path, write) -> Path:
+    """Call write(stream) on a temporary file in the target folder, flush it to disk, rename it over path.
+
+    A crash or a signal mid-write leaves the previous file intact, never a truncated one.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as stream:
             write(stream)
+            stream.flush()
+            os.fsync(stream.fileno())
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
@@ -85,7 +91,7 @@ def _atomic_write(path: Path, write) -> Path:
 
 def write_text(path, text: str) -> Path:
     """Write text (UTF-8) atomically."""
-    return _atomic_write(path, lambda stream: stream.write(text.encode("utf-8")))
+    return write_atomic(path, lambda stream: stream.write(text.encode("utf-8")))
 
 
 def write_json(path, data) -> Path:
@@ -110,7 +116,7 @@ def write_csv(path, rows: list[dict]) -> Path:
 
 def save_figure(figure, path, dpi: int = 130) -> Path:
     """Save a matplotlib figure as PNG atomically."""
-    return _atomic_write(path, lambda stream: figure.savefig(stream, format="png", dpi=dpi, bbox_inches="tight"))
+    return write_atomic(path, lambda stream: figure.savefig(stream, format="png", dpi=dpi, bbox_inches="tight"))
 
 
 def _finite_or_none(value):
