@@ -178,7 +178,8 @@ def figure(result: dict):
         ax.set_yscale("log")
         ax.set_xlabel(r"$\alpha$ (weight of the self-supervised term)")
         ax.set_title(title)
-        ax.set_xlim(alphas[0] - 1e-9, alphas[-1] + 1e-9) if len(alphas) == 1 else ax.set_xlim(alphas[0], alphas[-1])
+        if len(alphas) > 1:
+            ax.set_xlim(alphas[0], alphas[-1])
     axes[0, 0].set_ylabel(r"temperature $\tau$ (log scale)")
     axes[0, 0].legend(loc="upper left", fontsize=8, framealpha=0.6)
     fig.colorbar(mesh, ax=axes[0].tolist(), label=r"within-class variance $W$")

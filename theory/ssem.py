@@ -91,9 +91,10 @@ def _pair_similarities(beta, n_classes, n_per_class):
     return similarities, slopes
 
 
-def _mean_similarity(counts: tuple, similarities: np.ndarray) -> np.ndarray:
+def _mean_over(counts: tuple, values: np.ndarray) -> np.ndarray:
+    """Mean of per-pair-type values (leading axis of length 3) weighted by the pair counts."""
     weights = np.asarray(counts, dtype=float)
-    return np.tensordot(weights / weights.sum(), similarities, axes=1)
+    return np.tensordot(weights / weights.sum(), values, axes=1)
 
 
 def _log_denominator_terms(counts: PairCounts, similarities, tau):
@@ -121,7 +122,7 @@ def restricted_loss(beta, alpha, tau, n_classes, n_per_class, n_views=2, variant
         raise ValueError(f"beta must lie in [0, 1], got {float(beta[~((beta >= 0) & (beta <= 1))].flat[0])!r}")
     similarities, _ = _pair_similarities(beta, n_classes, n_per_class)
     log_denominator = np.logaddexp.reduce(_log_denominator_terms(counts, similarities, tau), axis=0)
-    positives = alpha * _mean_similarity(counts.self_positives, similarities) + (1 - alpha) * _mean_similarity(
+    positives = alpha * _mean_over(counts.self_positives, similarities) + (1 - alpha) * _mean_over(
         counts.sup_positives, similarities
     )
     return log_denominator - positives / tau
@@ -139,16 +140,11 @@ def _slope_sign(beta, alpha, tau, counts, n_classes, n_per_class):
     """
     similarities, slopes = _pair_similarities(beta, n_classes, n_per_class)
     terms = _log_denominator_terms(counts, similarities, tau)
-    c = alpha * _mean_slope(counts.self_positives, slopes) + (1 - alpha) * _mean_slope(counts.sup_positives, slopes)
+    c = alpha * _mean_over(counts.self_positives, slopes) + (1 - alpha) * _mean_over(counts.sup_positives, slopes)
     with np.errstate(divide="ignore"):
         rising = terms[1] + np.log(slopes[1] - c)
         falling = np.logaddexp(terms[0] + np.log(c - slopes[0]), terms[2] + np.log(c - slopes[2]))
     return rising - falling
-
-
-def _mean_slope(counts: tuple, slopes: np.ndarray) -> float:
-    weights = np.asarray(counts, dtype=float)
-    return float(weights @ slopes / weights.sum())
 
 
 def optimal_beta(alpha, tau, n_classes, n_per_class, n_views=2, variant="instance"):
