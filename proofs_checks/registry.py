@@ -37,6 +37,13 @@ class Result:
             raise ValueError("a 'not run' verdict needs its reason")
 
 
+def verdict(figures: dict, failures: list[str]) -> Result:
+    """`holds` when no failure was found, else `fails` with the failures as the counterexample."""
+    if failures:
+        return Result("fails", figures, counterexample="; ".join(failures))
+    return Result("holds", figures)
+
+
 @dataclass(frozen=True)
 class Claim:
     id: str

@@ -15,7 +15,7 @@ bound and tends to the derived first-order coefficient.
 import numpy as np
 import torch
 
-from proofs_checks.registry import Result, assert_claim, claim
+from proofs_checks.registry import Result, assert_claim, claim, verdict
 from simulate.losses import prototype_supcon_loss
 from theory import prototypes, simplex
 
@@ -109,9 +109,7 @@ def check() -> Result:
     figures["n_w range"] = f"{N_W[0]}..{N_W[-1]} ({len(N_W)} values)"
     figures["anchors='all' extra term Kbar - mean CE by case"] = extras
     figures["first-order coefficient c1 by case"] = first_order
-    if failures:
-        return Result("fails", figures, counterexample="; ".join(failures))
-    return Result("holds", figures)
+    return verdict(figures, failures)
 
 
 def test_A1_prototype_limit_is_fixed_classifier_ce():

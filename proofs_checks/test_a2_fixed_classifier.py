@@ -20,7 +20,7 @@ import numpy as np
 import sympy as sp
 import torch
 
-from proofs_checks.registry import Result, assert_claim, claim
+from proofs_checks.registry import Result, assert_claim, claim, verdict
 from simulate.optimize import single_thread
 from simulate import optimize
 from simulate.losses import fixed_classifier_ce
@@ -99,9 +99,7 @@ def check() -> Result:
     if agreement > 1e-5 or float(cosine.max()) > 1 - 1e-3:
         failures.append(f"minority-spread: free vs theory minimiser differ by {agreement:.3g}, "
                         f"max <h, w_y> {float(cosine.max()):.6f}")
-    if failures:
-        return Result("fails", figures, counterexample="; ".join(failures))
-    return Result("holds", figures)
+    return verdict(figures, failures)
 
 
 def test_A2_fixed_classifier_minimiser():

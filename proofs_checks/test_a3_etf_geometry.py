@@ -11,7 +11,7 @@ class sizes (majority, minority): R = 1: 10/10, R = 10: 10/1, R = 100: 100/1.
 
 import numpy as np
 
-from proofs_checks.registry import Result, assert_claim, claim
+from proofs_checks.registry import Result, assert_claim, claim, verdict
 from simulate.optimize import single_thread
 from simulate import prototypes as sweep
 from theory import simplex
@@ -63,9 +63,7 @@ def check() -> Result:
             if rate < 5:
                 failures.append(f"R={ratio}: DeltaG* falls only {rate:.3g}x from n_w = 1e3 to 1e4 "
                                 "(1/n_w would give 10x)")
-    if failures:
-        return Result("fails", figures, counterexample="; ".join(failures))
-    return Result("holds", figures)
+    return verdict(figures, failures)
 
 
 def test_A3_etf_prototypes_steer_geometry():

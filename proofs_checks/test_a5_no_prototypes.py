@@ -11,7 +11,7 @@ minimiser's loss and DeltaG* must match it).
 import numpy as np
 import torch
 
-from proofs_checks.registry import Result, assert_claim, claim
+from proofs_checks.registry import Result, assert_claim, claim, verdict
 from simulate.optimize import single_thread
 from simulate import certify, metrics
 from simulate import prototypes as sweep
@@ -66,9 +66,7 @@ def check() -> Result:
     if worst_loss > 1e-6 or worst_delta > 1e-4:
         failures.append(f"free minimiser disagrees with the certificate (loss {worst_loss:.3g}, "
                         f"DeltaG* {worst_delta:.3g})")
-    if failures:
-        return Result("fails", figures, counterexample="; ".join(failures))
-    return Result("holds", figures)
+    return verdict(figures, failures)
 
 
 def test_A5_imbalance_bends_scl_geometry():

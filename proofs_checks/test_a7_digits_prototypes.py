@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 from empirical.train import TrainConfig, run
-from proofs_checks.registry import Result, assert_claim, claim
+from proofs_checks.registry import Result, assert_claim, claim, verdict
 from simulate.optimize import single_thread
 
 IMBALANCE = 10
@@ -88,9 +88,7 @@ def check() -> Result:
             rise = "separated" if mean_a + 2 * s_a < mean_b - 2 * s_b else "not separated"
             failures.append(f"mean DeltaG* rises from n_w={n_a} ({mean_a:.3f}, std {s_a:.3f}) to n_w={n_b} "
                             f"({mean_b:.3f}, std {s_b:.3f}); the mean +- 2 std intervals are {rise}")
-    if failures:
-        return Result("fails", figures, counterexample="; ".join(failures))
-    return Result("holds", figures)
+    return verdict(figures, failures)
 
 
 @pytest.mark.slow

@@ -25,7 +25,7 @@ import torch
 
 
 from simulate.optimize import single_thread
-from proofs_checks.registry import Result, assert_claim, claim
+from proofs_checks.registry import Result, assert_claim, claim, verdict
 from simulate import losses, metrics, optimize
 from simulate.certify import certify_supcon
 from theory import simplex
@@ -152,9 +152,7 @@ def check() -> Result:
     if problems:
         return Result("not run", figures, reason="routes disagree, nothing judged: " + "; ".join(problems))
     failures = _claim_failures(records)
-    if failures:
-        return Result("fails", figures, counterexample="; ".join(failures))
-    return Result("holds", figures)
+    return verdict(figures, failures)
 
 
 def test_A8_imbalance_without_prototypes_certified():

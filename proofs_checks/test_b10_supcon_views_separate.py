@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-from proofs_checks.registry import Result, assert_claim, claim
+from proofs_checks.registry import Result, assert_claim, claim, verdict
 from simulate.certify import certify_combined
 from theory import ssem
 
@@ -108,9 +108,7 @@ def check() -> Result:
                                                   round(max(t[1] for t in timings if t[0] == k), 2))
                                                  for k in sorted({t[0] for t in timings})]
     figures["seconds"] = round(time.perf_counter() - start, 1)
-    if failures:
-        return Result("fails", figures, counterexample="; ".join(failures))
-    return Result("holds", figures)
+    return verdict(figures, failures)
 
 
 def test_B10_supcon_variant_views_separate_at_small_alpha_and_tau():

@@ -29,7 +29,7 @@ import time
 import pytest
 
 from empirical.train import TrainConfig, run
-from proofs_checks.registry import Result, assert_claim, claim
+from proofs_checks.registry import Result, assert_claim, claim, verdict
 from simulate.optimize import single_thread
 from proofs_checks.test_a7_digits_prototypes import summary
 
@@ -80,9 +80,7 @@ def check() -> Result:
     if not m0 + 2 * s0 < NEAR_COLLAPSE:
         failures.append(f"alpha=0 is not near collapse: W = {m0:.4f} + 2 std {2 * s0:.4f} >= {NEAR_COLLAPSE}")
     figures["seconds"] = round(time.perf_counter() - start, 1)
-    if failures:
-        return Result("fails", figures, counterexample="; ".join(failures))
-    return Result("holds", figures)
+    return verdict(figures, failures)
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ Routes: exact (closed form) against a numerical minimisation of the restricted l
 
 import numpy as np
 
-from proofs_checks.registry import Result, assert_claim, claim
+from proofs_checks.registry import Result, assert_claim, claim, verdict
 from theory import ssem
 
 SIZES = [(m, n) for m in (2, 3, 5, 10) for n in (2, 4, 8)]
@@ -62,9 +62,7 @@ def check() -> Result:
     for size, points in mismatches.items():
         if points:
             failures.append(f"(m, n) = {size}: optimum disagrees with alpha* at (alpha, tau) = {points[0]}")
-    if failures:
-        return Result("fails", figures, counterexample="; ".join(failures))
-    return Result("holds", figures)
+    return verdict(figures, failures)
 
 
 def test_B2_alpha_star_limits_monotone_and_boundary():

@@ -6,7 +6,7 @@ Route: exact (closed forms checked against each other and against the numerical 
 
 import numpy as np
 
-from proofs_checks.registry import Result, assert_claim, claim
+from proofs_checks.registry import Result, assert_claim, claim, verdict
 from theory import ssem
 
 SIZES = [(m, n) for m in (2, 3, 10) for n in (2, 4, 16)]
@@ -37,9 +37,7 @@ def check() -> Result:
     figures = {"max relative |alpha*(tau*(alpha)) - alpha|": worst_inverse, "disagreements at tau* x (0.99, 1.01)": len(failures)}
     if worst_inverse > 1e-10:
         failures.append(f"tau* does not invert alpha* (relative error {worst_inverse:.3g})")
-    if failures:
-        return Result("fails", figures, counterexample="; ".join(failures))
-    return Result("holds", figures)
+    return verdict(figures, failures)
 
 
 def test_B3_tau_star_inverts_alpha_star():

@@ -8,7 +8,7 @@ restricted loss against both formulas.
 import numpy as np
 import sympy as sp
 
-from proofs_checks.registry import Result, assert_claim, claim
+from proofs_checks.registry import Result, assert_claim, claim, verdict
 from theory import ssem
 from theory.ssem_symbolic import alpha, beta, derive, m, n
 
@@ -42,9 +42,7 @@ def check() -> Result:
         failures.append(f"alpha = 1 optimum differs (error {worst_at_one:.3g})")
     if worst_ratio > 0.05:
         failures.append(f"small-tau asymptote off by {worst_ratio:.3g} relative at tau = 1e-3")
-    if failures:
-        return Result("fails", figures, counterexample="; ".join(failures))
-    return Result("holds", figures)
+    return verdict(figures, failures)
 
 
 def test_B5_within_variance_asymptote_and_alpha_one():

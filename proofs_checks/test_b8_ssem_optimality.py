@@ -26,7 +26,7 @@ import torch
 
 
 from simulate.optimize import single_thread
-from proofs_checks.registry import Result, assert_claim, claim
+from proofs_checks.registry import Result, assert_claim, claim, verdict
 from simulate import losses, metrics, optimize
 from simulate.certify import certify_combined
 from theory import ssem
@@ -133,9 +133,7 @@ def check() -> Result:
     for key, tolerance in (("certificate", RELATIVE), ("free", RELATIVE), ("gram", GRAM_TOLERANCE)):
         if worst[key][key] > tolerance:
             failures.append(f"{key} off by {worst[key][key]:.3g} (> {tolerance:g}) at {_where(worst[key])}")
-    if failures:
-        return Result("fails", figures, counterexample="; ".join(failures))
-    return Result("holds", figures)
+    return verdict(figures, failures)
 
 
 def test_B8_ssem_is_the_certified_global_minimum():

@@ -19,7 +19,7 @@ import torch
 
 
 from simulate.optimize import single_thread
-from proofs_checks.registry import Result, assert_claim, claim
+from proofs_checks.registry import Result, assert_claim, claim, verdict
 from simulate import losses, optimize
 from theory import ssem
 
@@ -92,9 +92,7 @@ def check() -> Result:
     if abs(largest_at_collapse[4]) > ATTAINED:
         failures.append(f"at collapse the minimum in d = mn - 2 misses the SSEM minimum by "
                         f"{largest_at_collapse[4]:.3g} at {_point(largest_at_collapse)}")
-    if failures:
-        return Result("fails", figures, counterexample="; ".join(failures))
-    return Result("holds", figures)
+    return verdict(figures, failures)
 
 
 def test_B9_below_mn_minus_1_dimensions_the_minimum_is_higher():
