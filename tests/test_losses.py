@@ -165,11 +165,24 @@ def test_prototype_supcon_equals_supcon_on_explicit_copies(n_proto):
     close(prototype_supcon_loss(z, labels, prototypes, n_proto, tau, "data"), per_anchor[data & valid].mean())
 
 
-def test_prototype_supcon_with_zero_copies_is_supcon():
+def test_prototype_supcon_with_zero_copies_is_supcon_by_the_oracle():
+    """n_w = 0 against the naive loop (not against supcon_loss, which prototype_supcon_loss calls at n_w = 0)."""
     labels = torch.tensor([0, 0, 1, 1, 1])
     z, prototypes = unit((5, 3), seed=5), unit((2, 3), seed=6)
+    expected = naive.supcon_on_set(z.tolist(), labels.tolist(), range(len(labels)), 0.2)
     for anchors in ("data", "all"):
-        assert torch.equal(prototype_supcon_loss(z, labels, prototypes, 0, 0.2, anchors), supcon_loss(z, labels, 0.2))
+        close(prototype_supcon_loss(z, labels, prototypes, 0, 0.2, anchors), expected)
+
+
+@pytest.mark.parametrize("anchors", ["data", "all"])
+@pytest.mark.parametrize("n_proto", [2, 7])
+def test_prototype_copies_count_n_w_times_in_positives(anchors, n_proto):
+    """Against the oracle with the copies written out, at tau where the positive weighting moves the loss."""
+    labels = torch.tensor([0, 0, 0, 1, 2, 2])
+    z, prototypes = unit((6, 5), seed=31), unit((3, 5), seed=32)
+    tau = 0.1
+    expected = naive.prototype_supcon_loss(z.tolist(), labels.tolist(), prototypes.tolist(), n_proto, tau, anchors)
+    close(prototype_supcon_loss(z, labels, prototypes, n_proto, tau, anchors), expected)
 
 
 def test_prototype_supcon_tends_to_ce_plus_log_copies():

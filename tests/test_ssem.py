@@ -167,3 +167,59 @@ def test_guideline_audit_finds_the_design_counterexample():
 def test_bad_arguments_raise_clear_errors(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+# --- independent routes for the closed forms (each fails on a planted wrong formula) ---
+
+INTERIOR = [(m, n, a) for m, n in ((2, 2), (3, 4), (10, 16)) for a in (0.3, 0.6, 0.9)]
+
+
+@pytest.mark.parametrize("m, n, alpha", [(m, n, a) for m, n, a in INTERIOR if a > 1 / n])
+def test_tau_star_interior_solves_alpha_star_of_tau_equal_alpha(m, n, alpha):
+    """tau*(alpha) is the root of alpha*(tau) = alpha, found here by bracketing in log tau (brentq)."""
+    from scipy.optimize import brentq
+
+    root = np.exp(brentq(lambda log_tau: ssem.alpha_star(np.exp(log_tau), m, n) - alpha, np.log(1e-3), np.log(1e3),
+                         xtol=1e-14, rtol=1e-14))
+    assert ssem.tau_star(alpha, m, n) == pytest.approx(root, rel=1e-9)
+
+
+@pytest.mark.parametrize("m, n, alpha", [(m, n, a) for m, n, a in INTERIOR if a > 1 / n])
+def test_tau_star_interior_separates_collapse_in_the_restricted_loss(m, n, alpha):
+    """Just below tau* the restricted loss still falls towards beta = 1 (no collapse); just above it rises."""
+    tau = ssem.tau_star(alpha, m, n)
+    step = 1e-4
+    for factor, collapses in ((1 - 1e-3, False), (1 + 1e-3, True)):
+        near_one = ssem.restricted_loss(np.array([1 - step, 1.0]), alpha, tau * factor, m, n)
+        assert (near_one[1] < near_one[0]) == collapses, (factor, near_one)
+
+
+@pytest.mark.parametrize("m, n", [(2, 2), (3, 4), (10, 5)])
+def test_small_tau_within_is_the_asymptote_of_the_optimum(m, n):
+    """W*(alpha, tau) / asymptote -> 1 as tau -> 0, W* from the minimiser of the restricted loss.
+
+    The neglected terms are O(e^{-c/tau}): below tau = 1e-2 only rounding separates the two.
+    """
+    alphas = np.linspace(1 / n, 1, 7)[1:-1]
+    for tau in (1e-2, 1e-3):
+        within = ssem.optimal_variances(alphas, tau, m, n)[0]
+        np.testing.assert_allclose(within, ssem.small_tau_within(alphas, tau, n), rtol=1e-9)
+
+
+OPEN_POINTS = [(3, 4, 0.5, 0.5, "instance"), (3, 4, 0.8, 0.2, "instance"), (2, 2, 0.9, 1.0, "instance"),
+               (5, 3, 0.7, 0.1, "instance"), (3, 4, 0.2, 0.05, "supcon"), (2, 3, 0.9, 0.5, "supcon")]
+
+
+@pytest.mark.parametrize("m, n, alpha, tau, variant", OPEN_POINTS)
+def test_optimal_beta_is_the_brute_force_minimiser_where_it_is_below_one(m, n, alpha, tau, variant):
+    """Brute force: the restricted loss on a fine beta grid, refined by bounded scalar minimisation."""
+    from scipy.optimize import minimize_scalar
+
+    grid = np.linspace(0, 1, 10001)
+    losses = ssem.restricted_loss(grid, alpha, tau, m, n, 2, variant)
+    k = int(np.argmin(losses))
+    low, high = grid[max(k - 1, 0)], grid[min(k + 1, len(grid) - 1)]
+    refined = minimize_scalar(lambda b: float(ssem.restricted_loss(b, alpha, tau, m, n, 2, variant)),
+                              bounds=(low, high), method="bounded", options={"xatol": 1e-12}).x
+    assert refined < 1 - 1e-2  # the point is away from collapse: a beta* stuck at 1 would fail below
+    assert ssem.optimal_beta(alpha, tau, m, n, 2, variant) == pytest.approx(refined, abs=1e-6)

@@ -1,0 +1,56 @@
+"""minimize_with_restarts keeps, for every configuration, the best of its restarts.
+
+The loss has several local minima of different depths (wells around +-e_k on the sphere), so
+random starts end in different wells; the expected best is recomputed independently: the same
+starts run through `minimize_on_sphere` one restart at a time, the minimum taken with numpy.
+"""
+
+import numpy as np
+import torch
+
+from simulate import optimize
+
+DIM = 3
+KAPPA = 8.0  # well width: neighbouring wells contribute e^{-8} at a well's centre
+#: Well depths per configuration (3 configurations x 6 wells at +e1, -e1, +e2, -e2, +e3, -e3).
+DEPTHS = torch.tensor([[1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+                       [6.0, 1.0, 5.0, 2.0, 4.0, 3.0],
+                       [2.0, 2.5, 1.0, 4.5, 3.0, 1.5]], dtype=torch.float64)
+WELLS = torch.cat([torch.eye(DIM), -torch.eye(DIM)]).reshape(2, DIM, DIM).transpose(0, 1).reshape(2 * DIM, DIM)
+WELLS = WELLS.to(torch.float64)
+RESTARTS, SEED = 8, 4
+
+
+def wells_loss(z: torch.Tensor) -> torch.Tensor:
+    """-sum_k a_k exp(kappa (<z, v_k> - 1)) for one vector per configuration: z (..., B, 1, d) -> (..., B)."""
+    cosines = z[..., 0, :] @ WELLS.T  # (..., B, 6)
+    return -(DEPTHS * torch.exp(KAPPA * (cosines - 1.0))).sum(-1)
+
+
+def test_restarts_keep_each_configurations_best_run():
+    best = optimize.minimize_with_restarts(wells_loss, (len(DEPTHS),), 1, DIM, restarts=RESTARTS, seed=SEED)
+    starts = optimize.random_start((RESTARTS, len(DEPTHS)), 1, DIM, seed=SEED)
+    per_restart = np.array([optimize.minimize_on_sphere(wells_loss, starts[r]).loss.numpy() for r in range(RESTARTS)])
+    # The test can tell best from worst: every configuration's restarts end in different wells.
+    assert (per_restart.max(0) - per_restart.min(0) > 0.5).all(), per_restart
+    np.testing.assert_allclose(best.loss.numpy(), per_restart.min(0), rtol=1e-12)
+    # The returned point, flag and gradient norm belong to that best run.
+    np.testing.assert_allclose(wells_loss(best.z).numpy(), best.loss.numpy(), rtol=1e-12)
+    assert best.converged.all()
+    z = best.z.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(wells_loss(z).sum(), z)
+    riemannian = (grad - (grad * z).sum(-1, keepdim=True) * z).detach()
+    np.testing.assert_allclose(riemannian.flatten(1).norm(dim=-1).numpy(), best.grad_norm.numpy(), atol=1e-12)
+
+
+def test_restarts_indexed_mode_keeps_the_best_too():
+    def indexed_loss(z, index):  # z (k, 1, d), index (k,) into the flattened configurations
+        cosines = z[:, 0, :] @ WELLS.T
+        return -(DEPTHS[index] * torch.exp(KAPPA * (cosines - 1.0))).sum(-1)
+
+    indexed = optimize.minimize_with_restarts(indexed_loss, (len(DEPTHS),), 1, DIM, restarts=RESTARTS, seed=SEED,
+                                              indexed=True)
+    full = optimize.minimize_with_restarts(wells_loss, (len(DEPTHS),), 1, DIM, restarts=RESTARTS, seed=SEED)
+    np.testing.assert_allclose(indexed.loss.numpy(), full.loss.numpy(), rtol=1e-12)
+    # The deepest well of each configuration is found (8 restarts over 6 wells): loss ~ -max depth.
+    np.testing.assert_allclose(full.loss.numpy(), -DEPTHS.max(-1).values.numpy(), rtol=1e-3)
