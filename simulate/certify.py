@@ -438,7 +438,7 @@ def _solver_options(solver: str, tolerance: float) -> dict:
     return {"eps_abs": tolerance, "eps_rel": tolerance, "max_iters": 100_000, "time_limit_secs": SCS_TIME_LIMIT}
 
 
-def _solve_with(problem: cp.Problem, solver: str, tolerance: float) -> tuple[str, float, float]:
+def solve_problem(problem: cp.Problem, solver: str, tolerance: float) -> tuple[str, float, float]:
     """Solve in place; return (status, primal, dual objective) on the problem's scale.
 
     Problem.solve split into get_problem_data / solve_via_data / unpack_results, to
@@ -476,7 +476,7 @@ def _solve(program: _Program, tau: float, loss: str, solver: str | None, strict:
     for name, tolerance in attempts:
         problem, G = _build(program, tau)
         try:
-            status, primal, dual = _solve_with(problem, name, tolerance)
+            status, primal, dual = solve_problem(problem, name, tolerance)
         except cp.SolverError:
             status, primal, dual = cp.SOLVER_ERROR, math.nan, math.nan
         if status == cp.OPTIMAL:

@@ -287,3 +287,27 @@ def ssem_distance(z: Tensor, labels: Tensor, instances: Tensor, n_classes: int) 
     beta = fitted.clamp(0.0, 1.0)
     model = torch.where(same_instance, 1.0, offset + beta[..., None, None] * slope)
     return beta, (G - model).abs().amax((-1, -2))
+
+
+def variances_from_class_mean_gram(G, class_counts) -> Variances:
+    """T, W, B of unit embeddings from their class-mean Gram G_ck = <mu_c, mu_k> alone.
+
+    The same quantities as `variances`, written in G: with f_c = N_c/N,
+    |mu|^2 = sum_ck f_c f_k G_ck, so T = 1 - f^T G f, W = sum_c f_c (1 - G_cc), B = T - W.
+    Used where only a Gram is known (the exchangeable certificates).
+
+    Args:
+        G: (..., m, m) class-mean Gram (tensor or array); class_counts: (m,) N_c >= 0, sum > 0.
+    Returns:
+        Variances(total, within, between), each (...,).
+    """
+    G = torch.as_tensor(G, dtype=torch.float64) if not isinstance(G, Tensor) else _embeddings("G", G)
+    if G.dim() < 2 or G.shape[-1] != G.shape[-2]:
+        raise ValueError(f"G must be a (..., m, m) matrix, got shape {tuple(G.shape)}")
+    counts = torch.as_tensor(class_counts, dtype=G.dtype, device=G.device)
+    if counts.shape != G.shape[-1:] or not bool((counts >= 0).all()) or not bool(counts.sum() > 0):
+        raise ValueError(f"class_counts must be {G.shape[-1]} counts >= 0 with a positive sum, got {class_counts!r}")
+    fractions = counts / counts.sum()  # (m,)
+    total = 1.0 - torch.einsum("c,...ck,k->...", fractions, G, fractions)
+    within = ((1.0 - torch.diagonal(G, dim1=-2, dim2=-1)) * fractions).sum(-1)
+    return Variances(total, within, total - within)
