@@ -1,6 +1,6 @@
 """The verification report: run the registered claims, render README.md, report.json and figures.
 
-Library side of `python -m proofs_checks` (DESIGN §0, §6; issue 7). It reads the same
+Library side of `python -m proofs_checks` (docs/commands.md#python-m-proofs-checks). It reads the same
 registry as `pytest proofs_checks` (`proofs_checks.registry`): every claim's check is run
 once, and its outcome is one of
 
@@ -48,7 +48,8 @@ HOW_TO_READ = (
     "this machine lacks, with the reason; **error** — the check itself crashed: a defect of the suite, not a "
     "verdict on the claim. \"Suite asserts\" is the verdict `pytest proofs_checks` expects; a measured verdict "
     "that differs from it is flagged. Key figures are the first numbers the check measured; each claim's "
-    "section lists all of them, with its figures."
+    "section lists all of them, with its figures. Every quantity and formula the statements use is defined in the "
+    "repository's docs/ (docs/claims.md links each claim to its definitions; the verdicts: docs/verdicts.md)."
 )
 
 
@@ -703,7 +704,7 @@ def certificate_figure(_: FigureInputs):
         style = dict(marker=markers[index], ls="none", ms=6, alpha=0.8, label=f"(m, n, p) = ({m}, {n}, {p})")
         left.plot(tau_of, np.maximum(loss_gap, 1e-16), **style)
         right.plot(tau_of, np.maximum(gram_gap, 1e-16), **style)
-    left.axhline(1e-6, color="k", ls="--", lw=1, label="tolerance 1e-6 (DESIGN §6)")
+    left.axhline(1e-6, color="k", ls="--", lw=1, label="tolerance 1e-6 (routes must agree)")
     right.axhline(1e-4, color="k", ls="--", lw=1, label="tolerance 1e-4 (claim B8)")
     left.set(xscale="log", yscale="log", xlabel=r"temperature $\tau$ ($\alpha \in \{0, 0.3, 0.6, 1\}$ at each)",
              ylabel=r"$|L_{cert} - L_{SSEM}(\beta^*)| / |L_{SSEM}|$")

@@ -1,4 +1,4 @@
-"""Claim A1 (DESIGN §5, Paper A): with many prototype copies, prototype SCL becomes CE with a fixed classifier.
+"""Claim A1 (Paper A): with many prototype copies, prototype SCL becomes CE with a fixed classifier.
 
 anchors="data": mean loss - log n_w -> mean CE with classifier W = the prototypes, with
 |gap| <= C / n_w for every n_w >= 1 (C from `theory.prototypes.gap_bound_constant`).
@@ -67,7 +67,7 @@ def _symbolic_residuals() -> dict:
 
 @claim(
     "A1",
-    source="Paper A (DESIGN §5)",
+    source="Paper A: with many prototypes SCL becomes CE with a fixed classifier",
     statement="Prototype SCL with anchors='data': mean loss - log n_w -> mean CE with classifier W, "
     "|error| <= C/n_w; with anchors='all' the limit is Kbar = mean_c CE(w_c; W), so Kbar - mean CE survives "
     "(closed form), error O(1/n_w).",

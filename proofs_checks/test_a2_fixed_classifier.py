@@ -1,4 +1,4 @@
-"""Claim A2 (DESIGN §5, Paper A): for an ETF classifier W and unit h, CE is minimised exactly at h_i = w_{y_i},
+"""Claim A2 (Paper A): for an ETF classifier W and unit h, CE is minimised exactly at h_i = w_{y_i},
 whatever the class sizes; for non-ETF W the minimiser is in general not w_y.
 
 Why (theory.prototypes, result 4): by Jensen and Cauchy-Schwarz CE(h) >= log(1 + (m-1)
@@ -58,7 +58,7 @@ def _symbolic() -> tuple[list[str], dict]:
 
 @claim(
     "A2",
-    source="Paper A (DESIGN §5)",
+    source="Paper A: CE with a fixed classifier, the many-prototype limit",
     statement="For an ETF classifier and unit h, mean CE is minimised exactly at h_i = w_{y_i} for any class sizes "
     "(minimum log(1 + (m-1) exp(-m/((m-1) tau)))); for an orthonormal frame the minimiser is the centred direction "
     "(<h, w_y> = sqrt((m-1)/m)), and for the minority-spread geometry it is not w_y either.",

@@ -1,4 +1,4 @@
-"""Claim A3 (DESIGN §5, Paper A): with ETF prototypes, the DeltaG* of the learnt class means to the prototype Gram
+"""Claim A3 (Paper A): with ETF prototypes, the DeltaG* of the learnt class means to the prototype Gram
 decreases as n_w grows, towards 0, for imbalance R in {1, 10, 100}.
 
 Route: free optimisation (`simulate.prototypes.minimise_cells`: every n_w of one R in one
@@ -35,7 +35,7 @@ def delta_g_by_n_proto(sizes, W, n_protos, tau, seed=0, anchors="data"):
 
 @claim(
     "A3",
-    source="Paper A (DESIGN §5)",
+    source="Paper A: prototypes in every batch steer the learnt geometry",
     statement="With ETF prototypes, DeltaG* of the free-embedding minimiser to the prototype Gram is non-increasing "
     "in n_w and tends to 0 (like 1/n_w) for imbalance R = 1, 10, 100.",
     routes=("exact", "free optimisation"),

@@ -1,4 +1,4 @@
-"""Claim A4 (DESIGN §5, Paper A): beyond the ETF, other feasible prototype geometries (e.g. minority classes set
+"""Claim A4 (Paper A): beyond the ETF, other feasible prototype geometries (e.g. minority classes set
 further apart) are learnt too — DeltaG* to the prototype Gram shrinks towards 0 as n_w grows.
 
 Expected finding: false in general. As n_w -> infinity the free-embedding minimiser tends
@@ -38,7 +38,7 @@ def geometries() -> dict:
 
 @claim(
     "A4",
-    source="Paper A (DESIGN §5)",
+    source="Paper A: prototype geometries beyond the ETF",
     statement="For non-ETF prototype geometries (minority classes set further apart; an orthogonal frame) DeltaG* of "
     "the free-embedding minimiser to the prototype Gram shrinks towards 0 as n_w grows (m=4, R=10, tau=0.5).",
     routes=("exact", "free optimisation"),

@@ -1,4 +1,4 @@
-"""Claim A5 (DESIGN §5, Paper A's starting point): without prototypes (n_w = 0), class imbalance bends the
+"""Claim A5 (Paper A's starting point): without prototypes (n_w = 0), class imbalance bends the
 SCL geometry away from the ETF — DeltaG* of the class means to the ETF Gram is 0 for balanced classes and
 grows with R; at the extreme the minority classes collapse onto one another.
 
@@ -33,7 +33,7 @@ def _certified_delta_g(sizes) -> tuple[float, float]:
 
 @claim(
     "A5",
-    source="Paper A (DESIGN §5)",
+    source="Paper A: imbalance bends the SCL geometry without prototypes",
     statement="Without prototypes, the SCL minimiser's class-mean geometry is the ETF for balanced classes and moves "
     "away from it as the imbalance R grows (DeltaG* to the ETF Gram increasing in R; m=4, tau=0.5).",
     routes=("free optimisation", "certificate"),

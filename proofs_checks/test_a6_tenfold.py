@@ -1,4 +1,4 @@
-"""Claim A6 (issue 5 acceptance, Paper A's CIFAR-10 setting in free embeddings): with ETF prototypes, m = 10
+"""Claim A6 (this suite's criterion, Paper A's CIFAR-10 setting in free embeddings): with ETF prototypes, m = 10
 classes and step imbalance R = 100, DeltaG* to the prototype Gram at n_w = 100 is at least ten times smaller
 than at n_w = 0.
 
@@ -21,7 +21,7 @@ REQUIRED = 10.0
 
 @claim(
     "A6",
-    source="issue 5 acceptance (Paper A, DESIGN §5)",
+    source="this suite's criterion, on Paper A's CIFAR-10 setting",
     statement="ETF prototypes, m=10, R=100 (majority 100, minority 1): DeltaG*(n_w=100) <= DeltaG*(n_w=0) / 10.",
     routes=("free optimisation",),
     expect="fails",

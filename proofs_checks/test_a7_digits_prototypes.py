@@ -1,4 +1,4 @@
-"""Claim A7 (DESIGN §5, Paper A, on real images): on scikit-learn's digits with step imbalance R = 10,
+"""Claim A7 (Paper A, on real images): on scikit-learn's digits with step imbalance R = 10,
 prototypes pull the learnt class-mean geometry towards the prototype (ETF) Gram — DeltaG* at n_w = 100
 lies below DeltaG* at n_w = 0 with the intervals mean +- 2 std separated, and the mean DeltaG*
 decreases across n_w in {0, 10, 100}.
@@ -58,7 +58,7 @@ def summary(values) -> tuple[float, float, int]:
 
 @claim(
     "A7",
-    source="Paper A (DESIGN §5), issue 6 item 5",
+    source="Paper A: CIFAR-10 experiment; this suite's criterion on digits",
     statement="On digits with step imbalance R = 10 (small CNN, 30 epochs, 3 seeds), DeltaG* to the ETF at n_w = 100 "
     "is below n_w = 0 with mean +- 2 std separated, and mean DeltaG* decreases across n_w = 0, 10, 100.",
     routes=("empirical",),

@@ -1,4 +1,4 @@
-"""Claim A8 (DESIGN §5, Paper A's starting point): without prototypes, the global SCL minimiser collapses
+"""Claim A8 (Paper A's starting point): without prototypes, the global SCL minimiser collapses
 every class to a point, and imbalance bends its class-mean geometry away from the ETF — DeltaG* to the
 ETF Gram is 0 for balanced classes and grows with the imbalance ratio R.
 
@@ -120,7 +120,7 @@ def _claim_failures(records: list[dict]) -> list[str]:
 
 @claim(
     "A8",
-    source="Paper A (DESIGN §5), certified",
+    source="Paper A: imbalance bends the SCL geometry without prototypes",
     statement="Without prototypes the certified SCL minimiser collapses within classes, and DeltaG* of its class "
     "means to the ETF Gram is 0 at R = 1 and grows with R (m in {3, 4}, tau in {0.2, 1}).",
     routes=("certificate", "free optimisation"),

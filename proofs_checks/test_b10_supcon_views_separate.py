@@ -1,4 +1,4 @@
-"""Claim B10 (DESIGN §4, Paper B, variant "supcon"): at small alpha and tau the global minimum of the
+"""Claim B10 (Paper B, variant "supcon"): at small alpha and tau the global minimum of the
 combined loss falls below its SSEM minimum — the views of an instance separate, so the minimiser leaves
 SSEM — and elsewhere the SSEM minimum is the global one.
 
@@ -73,7 +73,7 @@ def _region(below: np.ndarray) -> str:
 
 @claim(
     "B10",
-    source="Paper B (DESIGN §4, variant supcon)",
+    source="Paper B: the supcon variant (the authors' ImageNet code)",
     statement='Variant "supcon": at small alpha and tau the certified minimum falls below the SSEM minimum '
     "(views separate); at alpha >= 0.5 or tau >= 1 it equals it.",
     routes=("exact", "certificate"),

@@ -1,11 +1,11 @@
-"""Claim B11 (DESIGN §4, Paper B, on real images): on balanced digits trained with the combined loss
+"""Claim B11 (Paper B, on real images): on balanced digits trained with the combined loss
 (1 - alpha) L_sup + alpha L_self, the within-class variance W of the learnt embeddings increases across
 alpha in {0, 0.5, 1}, and alpha = 0 (supervised only) is near collapse.
 
 Route: empirical (`empirical.train.run`), the library's digits CPU setting unchanged: small CNN
 (width 16, d = 32), combined loss of variant "instance" (the two views of an image form one
 instance), tau = 0.1, 30 epochs, batch 64, SGD lr 0.1 with warm-up and cosine decay, all ~1200
-training images (R = 1). W = sum_c (N_c/N)(1 - |mu_c|^2) (DESIGN §3) of the un-augmented training
+training images (R = 1). W = sum_c (N_c/N)(1 - |mu_c|^2) (docs/metrics.md#variances) of the un-augmented training
 images after the last epoch.
 
 Criteria, on the per-seed values (mean, sample std with ddof = 1, n seeds):
@@ -56,7 +56,7 @@ def measure(seeds=SEEDS, alphas=ALPHAS) -> dict[float, list[float]]:
 
 @claim(
     "B11",
-    source="Paper B (DESIGN §4), issue 6 item 5",
+    source="Paper B: within-class variance grows with alpha; this suite's criterion on digits",
     statement="On balanced digits with the combined loss (small CNN, 30 epochs, 2 seeds), within-class variance W "
     "increases across alpha = 0, 0.5, 1 (mean +- 2 std separated) and alpha = 0 is near collapse (W + 2 std < 0.05).",
     routes=("empirical",),

@@ -1,4 +1,4 @@
-"""Claim B2 (DESIGN §4, Paper B): alpha*(tau) increases with tau, tends to 1/n as tau -> 0 and to 1 as
+"""Claim B2 (Paper B): alpha*(tau) increases with tau, tends to 1/n as tau -> 0 and to 1 as
 tau -> inf; and it is the collapse boundary of the numerically minimised restricted loss
 (beta* = 1 exactly when alpha <= alpha*).
 
@@ -29,7 +29,7 @@ def _boundary_mismatches(m, n):
 
 @claim(
     "B2",
-    source="Paper B (DESIGN §4)",
+    source="Paper B: alpha and tau decide collapse; threshold derived by this suite",
     statement="alpha*(tau) increases with tau from 1/n (tau -> 0) to 1 (tau -> inf), and separates collapse "
     "(beta* = 1) from no collapse.",
     routes=("exact",),

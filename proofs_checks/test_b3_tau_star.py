@@ -1,4 +1,4 @@
-"""Claim B3 (DESIGN §4, Paper B): no collapse iff alpha > 1/n and tau < tau*(alpha) =
+"""Claim B3 (Paper B): no collapse iff alpha > 1/n and tau < tau*(alpha) =
 m / ((m-1) log[(mn - 1 - n(m-1) alpha) / (n alpha - 1)]); tau* inverts alpha*.
 
 Route: exact (closed forms checked against each other and against the numerical optimum of the restricted loss).
@@ -14,7 +14,7 @@ SIZES = [(m, n) for m in (2, 3, 10) for n in (2, 4, 16)]
 
 @claim(
     "B3",
-    source="Paper B (DESIGN §4)",
+    source="Paper B: alpha and tau decide collapse; tau* derived by this suite",
     statement="tau*(alpha) inverts alpha*(tau): collapse is avoided exactly when alpha > 1/n and tau < tau*(alpha); "
     "tau* = inf at alpha = 1 and no temperature avoids collapse when alpha <= 1/n.",
     routes=("exact",),

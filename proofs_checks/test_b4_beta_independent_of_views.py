@@ -1,4 +1,4 @@
-"""Claim B4 (DESIGN §4, Paper B): for the "instance" variant the SSEM minimiser beta* does not depend
+"""Claim B4 (Paper B): for the "instance" variant the SSEM minimiser beta* does not depend
 on the number of views p (for "supcon" it does).
 
 Routes: exact — dL/dbeta has no p in it (sympy), and beta* computed numerically for p = 1..6 agrees.
@@ -16,7 +16,7 @@ ALPHAS, TAUS = np.meshgrid(np.linspace(0, 1, 41), np.logspace(-2, 1, 31))
 
 @claim(
     "B4",
-    source="Paper B (DESIGN §4)",
+    source="Paper B: SSEM restricted loss, derived by this suite",
     statement='For the "instance" variant, beta* does not depend on the number of views p.',
     routes=("exact",),
 )

@@ -1,4 +1,4 @@
-"""Claim B5 (DESIGN §4, Paper B): at the optimum, for small tau and alpha > 1/n,
+"""Claim B5 (Paper B): at the optimum, for small tau and alpha > 1/n,
 W* ~ ((n-1)/n) tau log((n-1) alpha/(1 - alpha)); at alpha = 1, W* = m(n-1)/(mn-1) for every tau.
 
 Routes: exact — the alpha = 1 optimum symbolically (s_w = s_b there), and the numerical optimum of the
@@ -17,7 +17,7 @@ SIZES = [(m_, n_) for m_ in (2, 3, 10) for n_ in (2, 4, 16)]
 
 @claim(
     "B5",
-    source="Paper B (DESIGN §4)",
+    source="Paper B: within-class variance of SSEM, derived by this suite",
     statement="For small tau and alpha > 1/n, W* ~ ((n-1)/n) tau log((n-1) alpha/(1-alpha)); at alpha = 1, "
     "W* = m(n-1)/(mn-1).",
     routes=("exact",),

@@ -1,4 +1,4 @@
-"""Claim B6 (DESIGN §4, Paper B): the SSEM(beta) construction has Gram entries 1 within an instance,
+"""Claim B6 (Paper B): the SSEM(beta) construction has Gram entries 1 within an instance,
 s_w = (n beta - 1)/(n - 1) within a class and s_b = -beta/(m - 1) across classes, and variances
 T = 1, B = beta, W = 1 - beta — measured through `simulate.metrics`, the functions every route uses.
 
@@ -21,7 +21,7 @@ TOLERANCE = 1e-12
 
 
 def _expected_gram(m: int, n: int, p: int, beta: float) -> np.ndarray:
-    """DESIGN §4 Gram of the m n p views, class-major, then instance, then view; (N, N)."""
+    """SSEM Gram (docs/ssem.md) of the m n p views, class-major, then instance, then view; (N, N)."""
     instance = np.arange(m * n * p) // p
     label = instance // n
     same_instance = instance[:, None] == instance[None, :]
@@ -49,7 +49,7 @@ def _errors(m: int, n: int, p: int, beta: float, dim: int, seed) -> dict:
 
 @claim(
     "B6",
-    source="Paper B (DESIGN §4)",
+    source="Paper B: the SSEM construction",
     statement="The SSEM(beta) construction has Gram entries 1 / (n beta - 1)/(n - 1) / -beta/(m - 1) and "
     "variances T = 1, B = beta, W = 1 - beta, to 1e-12, as measured by simulate.metrics.",
     routes=("exact",),

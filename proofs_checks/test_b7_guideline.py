@@ -1,4 +1,4 @@
-"""Claim B7 (the summary of Paper B, DESIGN §4): "alpha >= 1/n and tau <= 1/log m prevents collapse".
+"""Claim B7 (a summary of Paper B): "alpha >= 1/n and tau <= 1/log m prevents collapse".
 
 Route: exact. The guideline audit (theory.ssem.guideline_audit) searches a grid of (m, n) for points inside the
 guideline's region that collapse. The suite's verdict is that the guideline is NOT sufficient; the exact
@@ -13,7 +13,7 @@ from theory import ssem
 
 @claim(
     "B7",
-    source="summary of Paper B (seeds/paper-B-ssem-2503.08203.txt)",
+    source="summary of Paper B",
     statement="alpha >= 1/n and tau <= 1/log m prevent class collapse.",
     routes=("exact",),
     expect="fails",

@@ -1,4 +1,4 @@
-"""Claim B8 (DESIGN §4, §6, Paper B): for variant "instance" and d >= mn - 1 the global minimum of the
+"""Claim B8 (Paper B): for variant "instance" and d >= mn - 1 the global minimum of the
 combined loss over free unit embeddings is the SSEM minimum min_beta L(beta), and every minimiser lies in
 SSEM: the minimiser's Gram is the SSEM Gram at beta*.
 
@@ -8,7 +8,7 @@ Routes, on a grid of small (m, n, p) and (alpha, tau):
   value is the global minimum in any dimension >= N = m n p;
 * free optimisation: batched L-BFGS over unit embeddings in d = m n (`simulate.optimize`), three
   random starts per point, every point of one size in one batch.
-The three minima must agree to 1e-6 relative (DESIGN §6), and the certified optimal G must equal the
+The three minima must agree to 1e-6 relative (docs/verdicts.md#routes), and the certified optimal G must equal the
 SSEM Gram at beta* entrywise within 1e-4.
 
 Why the Gram comparison is asserted for tau >= 0.2 only. The loss is strictly convex in G (each
@@ -37,7 +37,7 @@ TAUS = (0.1, 0.2, 0.5, 1.0, 2.0)
 #: One larger size (K = 32 vectors, the largest the issue asks to time) at one point.
 LARGE_SIZE, LARGE_POINT = (4, 4, 2), (0.6, 0.5)
 
-RELATIVE = 1e-6  # agreement of loss values (DESIGN §6)
+RELATIVE = 1e-6  # agreement of loss values (docs/verdicts.md#routes)
 GRAM_TOLERANCE = 1e-4  # certified G against the SSEM Gram, entrywise
 GRAM_MIN_TAU = 0.2  # below it some entries are not determined by the program (module docstring)
 FREE = dict(restarts=3, seed=0, max_iter=500, grad_tol=1e-7)
@@ -96,7 +96,7 @@ def _where(record: dict) -> str:
 
 @claim(
     "B8",
-    source="Paper B (DESIGN §4, §6)",
+    source="Paper B: optimal embeddings lie in SSEM",
     statement='Variant "instance": certified minimum = closed-form SSEM minimum = free-optimisation minimum '
     "(1e-6 relative), and the certified optimal Gram equals the SSEM Gram at beta* (1e-4 entrywise, tau >= 0.2).",
     routes=("exact", "certificate", "free optimisation"),

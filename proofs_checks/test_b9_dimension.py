@@ -1,9 +1,9 @@
-"""Claim B9 (DESIGN §4, Paper B): SSEM(beta) needs d >= mn - 1, and in d = mn - 2 the minimum of the
+"""Claim B9 (Paper B): SSEM(beta) needs d >= mn - 1, and in d = mn - 2 the minimum of the
 "instance" combined loss stays strictly above the SSEM minimum min_beta L(beta) — when beta* < 1.
 
 The caveat is part of the finding: at collapse (beta* = 1) every view of class i sits on the simplex
 vertex c_i, a configuration of rank m - 1 <= mn - 2, so the SSEM minimum is attained in d = mn - 2 and
-DESIGN §4's unconditional "for d < mn - 1 the minimum is strictly above" holds only without collapse.
+the unconditional form "for d < mn - 1 the minimum is strictly above" holds only without collapse.
 
 Route: free optimisation (`simulate.optimize`), several random starts per point, every point of one size
 in one batch, in d = mn - 2 and, as a control of the optimiser's accuracy, in d = mn - 1 (where B8 shows
@@ -54,7 +54,7 @@ def _point(row) -> str:
 
 @claim(
     "B9",
-    source="Paper B (DESIGN §4)",
+    source="Paper B: optimal embeddings lie in SSEM, which needs d >= mn - 1",
     statement='Variant "instance", d = mn - 2: without collapse (beta* < 1) the best free minimum stays above the '
     "SSEM minimum by a clear margin; at collapse (beta* = 1) the SSEM minimum is attained (rank m - 1).",
     routes=("exact", "free optimisation"),

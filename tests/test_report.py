@@ -309,7 +309,7 @@ def test_empirical_summaries_are_found_in_the_folder_or_its_subfolders(tmp_path)
 
 
 def test_command_draws_the_empirical_figure_for_empirical_claims(monkeypatch, tmp_path):
-    claims = {"E1": Claim("E1", "issue 6", "digits", ("empirical",), lambda: Result("not run", reason="no data"))}
+    claims = {"E1": Claim("E1", "Paper A", "digits", ("empirical",), lambda: Result("not run", reason="no data"))}
     monkeypatch.setattr(report, "load_claims", lambda: (claims, []))
     _write_summary(tmp_path / "emp")
     out = tmp_path / "report"
