@@ -8,7 +8,10 @@ subsampled with a fixed seed. Test sets stay balanced.
 
 Augmentation works on a whole batch on the device (`sample_augmentation`, `augment`):
 random parameters are drawn per sample from an explicit generator, then one affine
-resampling and a few elementwise operations transform the batch.
+resampling and a few elementwise operations transform the batch. `AUGMENTATIONS` names
+the recipes: "supcon" (SupCon's CIFAR recipe: torchvision's RandomResizedCrop, flip,
+colour jitter, grayscale), "crop_flip" (pad 4, random crop, flip: the recipe of Paper A's
+predecessor code) and "digits" (mild crops and intensity jitter).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import math
 import pickle
 from dataclasses import dataclass
+from numbers import Real
 from pathlib import Path
 
 import numpy as np
@@ -24,10 +28,12 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.datasets import CIFAR10, CIFAR100
 
-from theory.arguments import require_choice, require_int, require_positive_real
+from theory.arguments import require_choice, require_int
 from theory.simplex import majority_classes, minority_classes
 
-DATASETS = ("cifar10", "cifar100", "digits", "fixture")
+DATASETS = ("cifar10", "cifar100", "digits", "digits32", "fixture")
+#: Number of classes of each dataset, known before any file is read (validation uses it).
+N_CLASSES = {"cifar10": 10, "cifar100": 100, "digits": 10, "digits32": 10, "fixture": 10}
 PROFILES = ("step", "exp")
 
 #: Fraction of each digit class held out (stratified, fixed seed) as the balanced test set.
@@ -87,7 +93,6 @@ class _CIFAR10Fixture(CIFAR10):
 
 
 _READERS = {"cifar10": CIFAR10, "cifar100": CIFAR100, "fixture": _CIFAR10Fixture}
-_CLASS_COUNTS = {"cifar10": 10, "cifar100": 100, "fixture": 10}
 
 
 def _missing_message(name: str, root: Path) -> str:
@@ -108,7 +113,14 @@ def ensure_available(name: str, data_dir, download: bool = False) -> None:
         return
     reader, root = _READERS[name], Path(data_dir)
     if download:
-        reader(str(root), train=True, download=True)
+        try:
+            reader(str(root), train=True, download=True)
+        except (OSError, RuntimeError) as error:  # URLError is an OSError; a bad archive a RuntimeError
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise DatasetNotFoundError(
+                f"could not download {name} into {root}/ ({reason}): without network, copy {reader.base_folder}/ "
+                "there yourself and run without --download"
+            ) from None
         return
     names = [f for f, _ in reader.train_list + reader.test_list] + [reader.meta["filename"]]
     if not all((root / reader.base_folder / f).is_file() for f in names):
@@ -134,7 +146,7 @@ def load_cifar(name: str, data_dir, download: bool = False) -> tuple[LabelledIma
             raise DatasetNotFoundError(_missing_message(name, root)) from None
         images = torch.from_numpy(np.ascontiguousarray(dataset.data.transpose(0, 3, 1, 2)))  # HWC -> (N, 3, 32, 32)
         labels = torch.as_tensor(dataset.targets, dtype=torch.int64)
-        splits.append(LabelledImages(images, labels, _CLASS_COUNTS[name]))
+        splits.append(LabelledImages(images, labels, N_CLASSES[name]))
     return splits[0], splits[1]
 
 
@@ -212,11 +224,24 @@ def load_digits_split(seed: int = 0) -> tuple[LabelledImages, LabelledImages]:
     return train, LabelledImages(torch.from_numpy(images[test]), torch.from_numpy(labels[test]), 10)
 
 
+def upsample(data: LabelledImages, size: int) -> LabelledImages:
+    """Images resized to size x size (bilinear, antialiased, rounded back to uint8)."""
+    size = require_int("size", size, 1)
+    x = F.interpolate(data.images.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return LabelledImages(x.round().clamp(0, 255).to(torch.uint8), data.labels, data.n_classes)
+
+
 def load_dataset(name: str, data_dir="data", download: bool = False) -> tuple[LabelledImages, LabelledImages]:
-    """(train, test) of one of `DATASETS`; the fixture must have been written under data_dir."""
+    """(train, test) of one of `DATASETS`; the fixture must have been written under data_dir.
+
+    "digits32" is digits upsampled to 32x32: real images at CIFAR's size, to run the
+    CIFAR network on a machine without CIFAR.
+    """
     require_choice("dataset", name, DATASETS)
     if name == "digits":
         return load_digits_split()
+    if name == "digits32":
+        return tuple(upsample(split, 32) for split in load_digits_split())
     return load_cifar(name, data_dir, download)
 
 
@@ -227,10 +252,9 @@ def load_dataset(name: str, data_dir="data", download: bool = False) -> tuple[La
 
 def require_imbalance(imbalance) -> float:
     """The imbalance ratio R as a float; a finite real >= 1 (1 = balanced)."""
-    R = require_positive_real("imbalance", imbalance)
-    if R < 1:
-        raise ValueError(f"imbalance must be a real number >= 1 (1 = balanced), got {imbalance}")
-    return R
+    if isinstance(imbalance, bool) or not isinstance(imbalance, Real) or not math.isfinite(imbalance) or imbalance < 1:
+        raise ValueError(f"imbalance must be a finite real number >= 1 (1 = balanced), got {imbalance!r}")
+    return float(imbalance)
 
 
 def kept_class_sizes(sizes, imbalance: float, profile: str = "step") -> list[int]:
@@ -279,44 +303,91 @@ def class_groups(n_classes: int) -> dict[str, list[int]]:
 
 @dataclass(frozen=True)
 class Augmentation:
-    """Random resized crop (+ optional horizontal flip), colour jitter, random grayscale.
+    """A crop (+ optional horizontal flip), colour jitter, random grayscale.
 
-    crop_scale: range of the crop's area fraction; crop_ratio: range of its aspect ratio.
-    jitter: strength j of brightness, contrast and saturation factors drawn from
-    U(1 - j, 1 + j), applied together with probability jitter_prob. Hue jitter is left
-    out (a per-pixel colour-space round trip for little effect at 32x32).
+    crop "resized": torchvision's RandomResizedCrop: area fraction uniform in crop_scale,
+    aspect ratio log-uniform in crop_ratio, a draw that does not fit in the image redrawn
+    (10 attempts, then the whole image), position uniform; resized back to the image size.
+    crop "padded": the image padded with `pad` black pixels on every side and a crop of the
+    original size at a uniform integer offset (torchvision's RandomCrop(size, padding)).
+    flip: horizontal flip with probability 1/2. jitter: strength j of brightness, contrast
+    and saturation factors drawn from U(1 - j, 1 + j), applied together with probability
+    jitter_prob. Hue jitter is left out (a per-pixel colour-space round trip for little
+    effect at 32x32).
     """
 
+    crop: str = "resized"
     crop_scale: tuple[float, float] = (0.2, 1.0)
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    pad: int = 4
     flip: bool = True
     jitter: float = 0.4
     jitter_prob: float = 0.8
     grayscale_prob: float = 0.2
 
+    def __post_init__(self):
+        require_choice("crop", self.crop, ("resized", "padded"))
 
-#: SupCon's CIFAR recipe (without hue).
-CIFAR_AUGMENTATION = Augmentation()
-#: Digits are not mirror-symmetric and have one channel: mild crops and intensity jitter only.
-DIGITS_AUGMENTATION = Augmentation(crop_scale=(0.6, 1.0), crop_ratio=(0.8, 1.25), flip=False, jitter=0.3, grayscale_prob=0.0)
+    @property
+    def padding_mode(self) -> str:
+        """Outside the image: black for the padded crop, a reflection otherwise (bilinear samples near the border)."""
+        return "zeros" if self.crop == "padded" else "reflection"
 
 
-def sample_augmentation(n: int, augmentation: Augmentation, generator: torch.Generator) -> Tensor:
-    """Per-sample random parameters (n, 9) on the generator's device.
+#: Recipes by name. "supcon": SupCon's CIFAR recipe (RandomResizedCrop(32, (0.2, 1)), flip,
+#: ColorJitter(0.4, 0.4, 0.4) with p = 0.8, grayscale p = 0.2; no hue). "crop_flip": Paper A's
+#: predecessor code (RandomCrop(32, padding=4), flip). "digits": digits are not mirror-symmetric
+#: and have one channel: mild crops and intensity jitter only.
+AUGMENTATIONS = {
+    "supcon": Augmentation(),
+    "crop_flip": Augmentation(crop="padded", pad=4, flip=True, jitter=0.0, jitter_prob=0.0, grayscale_prob=0.0),
+    "digits": Augmentation(crop_scale=(0.6, 1.0), crop_ratio=(0.8, 1.25), flip=False, jitter=0.3, grayscale_prob=0.0),
+}
+CROP_ATTEMPTS = 10  # torchvision's RandomResizedCrop tries 10 draws before falling back
+
+
+def _resized_crop(u: Tensor, augmentation: Augmentation) -> tuple[Tensor, Tensor]:
+    """Crop width and height (fractions of a square image) from uniforms u (n, CROP_ATTEMPTS, 2).
+
+    Attempt k: area a ~ U(crop_scale), ratio r = exp(U(log crop_ratio)), w = sqrt(a r),
+    h = sqrt(a / r); the first attempt with w <= 1 and h <= 1 is kept (torchvision's
+    rejection, done for all attempts at once). If none fits: the whole image, or the
+    largest centred crop of the nearest allowed ratio when 1 is outside crop_ratio.
+    """
+    low, high = augmentation.crop_scale
+    area = low + (high - low) * u[..., 0]
+    log_low, log_high = (math.log(v) for v in augmentation.crop_ratio)
+    ratio = torch.exp(log_low + (log_high - log_low) * u[..., 1])
+    width, height = torch.sqrt(area * ratio), torch.sqrt(area / ratio)  # (n, attempts)
+    fits = (width <= 1) & (height <= 1)
+    first = fits.to(torch.uint8).argmax(dim=1, keepdim=True)  # index of the first fitting attempt (0 if none)
+    r_min, r_max = augmentation.crop_ratio
+    fallback = (1.0, 1 / r_min) if r_min > 1 else (r_max, 1.0) if r_max < 1 else (1.0, 1.0)
+    found = fits.any(dim=1)
+    width = torch.where(found, width.gather(1, first)[:, 0], fallback[0])
+    height = torch.where(found, height.gather(1, first)[:, 0], fallback[1])
+    return width, height
+
+
+def sample_augmentation(n: int, augmentation: Augmentation, generator: torch.Generator, size: int = 32) -> Tensor:
+    """Per-sample random parameters (n, 9) on the generator's device, for square images of side ``size``.
 
     Columns: crop width, crop height (fractions of the image), centre x, centre y (in
     [-1, 1] grid units), flip sign, brightness, contrast, saturation, grayscale flag.
+    The "resized" crop places its centre uniformly with the crop inside the image (a
+    continuous version of torchvision's integer offsets); the "padded" crop keeps the
+    image size and shifts it by a whole number of pixels in [-pad, pad].
     """
     device = generator.device
-    u = torch.rand(n, 9, generator=generator, device=device)
-    low, high = (math.log(v) for v in augmentation.crop_scale)
-    area = torch.exp(low + (high - low) * u[:, 0])
-    low, high = (math.log(v) for v in augmentation.crop_ratio)
-    ratio = torch.exp(low + (high - low) * u[:, 1])
-    width = torch.sqrt(area * ratio).clamp(max=1.0)
-    height = torch.sqrt(area / ratio).clamp(max=1.0)
-    centre_x = (1 - width) * (2 * u[:, 2] - 1)
-    centre_y = (1 - height) * (2 * u[:, 3] - 1)
+    u = torch.rand(n, 7, generator=generator, device=device)
+    if augmentation.crop == "resized":
+        width, height = _resized_crop(torch.rand(n, CROP_ATTEMPTS, 2, generator=generator, device=device), augmentation)
+        centre_x = (1 - width) * (2 * u[:, 2] - 1)
+        centre_y = (1 - height) * (2 * u[:, 3] - 1)
+    else:
+        width = height = torch.ones(n, device=device)
+        shifts = torch.randint(-augmentation.pad, augmentation.pad + 1, (n, 2), generator=generator, device=device)
+        centre_x, centre_y = (2 / require_int("size", size, 1) * shifts.float()).unbind(1)
     flip = torch.where((u[:, 4] < 0.5) & augmentation.flip, -1.0, 1.0)
     apply_jitter = u[:, 5] < augmentation.jitter_prob
     factors = 1 + augmentation.jitter * (2 * torch.rand(n, 3, generator=generator, device=device) - 1)
@@ -333,11 +404,11 @@ def _gray(x: Tensor) -> Tensor:
     return 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
 
 
-def augment(images: Tensor, params: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+def augment(images: Tensor, params: Tensor, mean: Tensor, std: Tensor, padding_mode: str = "reflection") -> Tensor:
     """Augment and normalise a batch: uint8 (N, C, H, W), params (N, 9) -> float (N, C, H, W).
 
-    The crop, resize and flip are one bilinear affine resampling (reflection at the
-    borders); then brightness x b, contrast (x - mean luma) c + mean luma, saturation
+    The crop, resize and flip are one bilinear affine resampling (``padding_mode``
+    "reflection" or "zeros" outside the image: `Augmentation.padding_mode`); then brightness x b, contrast (x - mean luma) c + mean luma, saturation
     luma + (x - luma) s, grayscale, clamp to [0, 1], and (x - mean) / std per channel.
     """
     x = images.float() / 255
@@ -347,7 +418,7 @@ def augment(images: Tensor, params: Tensor, mean: Tensor, std: Tensor) -> Tensor
         [params[:, 0] * params[:, 4], zero, params[:, 2], zero, params[:, 1], params[:, 3]], dim=1
     ).view(-1, 2, 3)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode=padding_mode, align_corners=False)
     x = (x * brightness).clamp(0, 1)
     luma_mean = _gray(x).mean(dim=(1, 2, 3), keepdim=True)
     x = ((x - luma_mean) * contrast + luma_mean).clamp(0, 1)

@@ -84,10 +84,15 @@ class ContrastiveNet(nn.Module):
         self.final_relu = bool(final_relu)
 
     def forward(self, x: Tensor) -> Tensor:
-        h = self.projector(self.backbone(x))  # (N, dim)
+        return self.features_and_embedding(x)[1]
+
+    def features_and_embedding(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(h, z): the backbone features h (N, F) and the embedding z (N, dim) of `forward`, from one pass."""
+        h = self.backbone(x)  # (N, F)
+        p = self.projector(h)  # (N, dim)
         if self.final_relu:
-            h = F.relu(h)
-        return F.normalize(h.float(), dim=-1)
+            p = F.relu(p)
+        return h, F.normalize(p.float(), dim=-1)
 
 
 def build_model(name: str, in_channels: int, dim: int = 128, final_relu: bool = False, width: int = 32) -> ContrastiveNet:

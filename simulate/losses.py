@@ -16,6 +16,13 @@ Conventions shared by every loss here:
   positives are reduced with ``torch.where(mask, logits, 0)``; per-anchor divisions
   use counts clamped to 1 so that excluded anchors carry no NaN into the gradient.
 
+Training loops use the fast path (`prototype_supcon_training_loss`,
+`combined_training_loss`): the arguments that are fixed for a run are validated once
+when the loss is built, tau and alpha stay Python floats, and a call runs the same
+kernel as the public function without any check that reads a tensor on the host
+(``bool(t.all())``, ``.item()``, ``.tolist()``): on a GPU such a read waits for every
+queued kernel, once per step.
+
 `balanced_layout` builds the labels and instance ids of a balanced (m, n, p) set in
 the order used throughout the project: index = (i n + j) p + k for view k of
 instance j of class i, so that ``z.reshape(m * n * p, d)`` of an (m, n, p, d) tensor
@@ -26,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -146,9 +154,9 @@ def _fixed_vectors(name: str, vectors, z: Tensor) -> Tensor:
     return vectors.detach().to(device=z.device, dtype=z.dtype)
 
 
-def _similarities(x: Tensor, y: Tensor, tau: Tensor) -> Tensor:
-    """<x_a, y_b> / tau; (..., N, d), (..., M, d), (...) -> (..., N, M)."""
-    return x @ y.transpose(-1, -2) / tau[..., None, None]
+def _similarities(x: Tensor, y: Tensor, tau: Tensor | float) -> Tensor:
+    """<x_a, y_b> / tau; (..., N, d), (..., M, d), tau (...) or a Python float -> (..., N, M)."""
+    return x @ y.transpose(-1, -2) / (tau if isinstance(tau, float) else tau[..., None, None])
 
 
 # ---------------------------------------------------------------------------
@@ -217,6 +225,13 @@ def combined_loss_terms(z: Tensor, labels: Tensor, instances: Tensor, tau, varia
     same_instance, supervised = _instance_masks(labels, instances)
     if not bool(supervised.any()):
         raise ValueError("labels/instances give no pair of the same class and different instances: L_sup is undefined")
+    if variant == "supcon":
+        require_variant(variant, int(same_instance.sum(-1).min()))  # views of the smallest instance
+    return _combined_terms(z, same_instance, supervised, tau, variant)
+
+
+def _combined_terms(z: Tensor, same_instance: Tensor, supervised: Tensor, tau, variant: str) -> tuple[Tensor, Tensor]:
+    """(L_sup, L_self) of `combined_loss_terms` from checked masks (N, N); no validation, no host read."""
     logits = _similarities(z, z, tau)  # (..., N, N)
     if variant == "instance":
         log_denominator = torch.logsumexp(logits, dim=-1)  # (..., N)
@@ -224,8 +239,7 @@ def combined_loss_terms(z: Tensor, labels: Tensor, instances: Tensor, tau, varia
         own, own_count = _anchor_losses(log_denominator, logits, same_instance)
         # Pair means = per-anchor means weighted by the anchor's number of positives.
         return _mean_over_anchors(sup, sup_count), _mean_over_anchors(own, own_count)
-    require_variant(variant, int(same_instance.sum(-1).min()))  # views of the smallest instance
-    diagonal = torch.eye(n, dtype=torch.bool, device=z.device)
+    diagonal = torch.eye(z.shape[-2], dtype=torch.bool, device=z.device)
     log_denominator = torch.logsumexp(logits.masked_fill(diagonal, -math.inf), dim=-1)
     sup, sup_count = _anchor_losses(log_denominator, logits, supervised)
     own, own_count = _anchor_losses(log_denominator, logits, same_instance & ~diagonal)
@@ -300,6 +314,11 @@ def supcon_loss_per_anchor(z: Tensor, labels: Tensor, tau) -> tuple[Tensor, Tens
     z = _embeddings("z", z)
     labels = _ids("labels", labels, z.shape[-2], z.device)
     tau = _parameter("tau", tau, z.shape[:-2], z)
+    return _supcon_per_anchor(z, labels, tau)
+
+
+def _supcon_per_anchor(z: Tensor, labels: Tensor, tau) -> tuple[Tensor, Tensor]:
+    """(l (..., N), valid (N,)) of `supcon_loss_per_anchor`; no validation, no host read."""
     ones = torch.ones(z.shape[-2], dtype=z.dtype, device=z.device)
     losses, count = _multiset_supcon_anchors(z, z, labels, ones, tau)
     return losses, count > 0
@@ -377,6 +396,11 @@ def prototype_supcon_loss(z: Tensor, labels: Tensor, prototypes: Tensor, n_proto
     if n_proto == 0:
         return supcon_loss(z, labels, tau)
     tau = _parameter("tau", tau, z.shape[:-2], z)
+    return _prototype_supcon(z, labels, prototypes, n_proto, tau, anchors)
+
+
+def _prototype_supcon(z: Tensor, labels: Tensor, prototypes: Tensor, n_proto: int, tau, anchors: str) -> Tensor:
+    """`prototype_supcon_loss` for n_proto >= 1 on checked arguments; no validation, no host read."""
     n, m = z.shape[-2], prototypes.shape[-2]
     x = torch.cat([z, prototypes.expand(z.shape[:-2] + prototypes.shape[-2:])], dim=-2)  # (..., N + m, d)
     all_labels = torch.cat([labels, torch.arange(m, device=z.device)])
@@ -407,3 +431,75 @@ def fixed_classifier_ce(h: Tensor, labels: Tensor, classifier: Tensor, tau) -> T
     log_probs = torch.log_softmax(_similarities(h, classifier, tau), dim=-1)  # (..., N, m)
     picked = torch.gather(log_probs, -1, labels.expand(log_probs.shape[:-1])[..., None])[..., 0]
     return -picked.mean(-1)
+
+
+# ---------------------------------------------------------------------------
+# Training fast path: validated once per run, no host synchronisation per call
+# ---------------------------------------------------------------------------
+
+
+def prototype_supcon_training_loss(prototypes: Tensor, n_proto: int, tau, anchors: str = "data") -> Callable:
+    """`prototype_supcon_loss` for a training loop: ``loss(z, labels)`` with the run's fixed arguments checked here.
+
+    Builds once: n_proto (int >= 0), anchors, the prototypes (m, d) (detached, kept on
+    their device; None allowed when n_proto = 0) and tau (a finite real > 0, kept as a Python float). The
+    returned function computes exactly the loss of `prototype_supcon_loss` (DESIGN §2.3,
+    §2.4) with the same kernels, but checks nothing per call and never reads a tensor on
+    the host, so a step on a GPU queues its kernels without waiting.
+
+    The caller guarantees what the public function would check: z (N, d) floating on
+    the prototypes' device with d = the prototypes' d, labels (N,) int64 in [0, m).
+    With n_proto = 0 (plain SupCon) a batch in which no anchor has a positive gives NaN
+    (0/0) where the public function raises; two views of every image rule that out.
+
+    Returns:
+        loss(z (N, d), labels (N,)) -> scalar tensor, float32 or wider.
+    """
+    n_proto = require_int("n_proto", n_proto, 0)
+    require_choice("anchors", anchors, ANCHOR_MODES)
+    if n_proto > 0:  # n_proto = 0 uses no prototype: None is accepted there
+        if not isinstance(prototypes, Tensor) or not prototypes.is_floating_point() or prototypes.dim() != 2:
+            raise ValueError(f"prototypes must be a floating tensor of shape (m, d), got {prototypes!r}")
+        prototypes = prototypes.detach().to(_compute_dtype(prototypes.dtype))
+    tau = float(require_tau(tau))  # a Python float: no tensor to build or copy per step
+
+    @_full_precision
+    def loss(z: Tensor, labels: Tensor) -> Tensor:
+        z = z.to(_compute_dtype(z.dtype))
+        if n_proto == 0:
+            losses, valid = _supcon_per_anchor(z, labels, tau)
+            return _mean_over_anchors(losses, valid.to(losses.dtype))
+        return _prototype_supcon(z, labels, prototypes.to(z.dtype), n_proto, tau, anchors)
+
+    return loss
+
+
+def combined_training_loss(alpha, tau, variant: str = "instance") -> Callable:
+    """`combined_loss` for a training loop: ``loss(z, labels, instances)`` with alpha, tau, variant checked here.
+
+    alpha in [0, 1] and tau > 0 are kept as Python floats. The returned function computes
+    (1 - alpha) L_sup + alpha L_self of DESIGN §2.1/§2.2 with the kernels of
+    `combined_loss_terms`, without checks and without reading a tensor on the host.
+
+    The caller guarantees what the public function would check: z (N, d) floating,
+    labels and instances (N,) int64 on z's device, views of one instance sharing a label,
+    at least two views per instance for variant "supcon", and at least one pair of the
+    same class and different instances (otherwise L_sup is 0/0 = NaN where the public
+    function raises: a batch of more images than classes always has one).
+
+    Returns:
+        loss(z (N, d), labels (N,), instances (N,)) -> scalar tensor, float32 or wider.
+    """
+    alpha = float(require_alpha(alpha))
+    tau = float(require_tau(tau))
+    require_choice("variant", variant, VARIANTS)
+
+    @_full_precision
+    def loss(z: Tensor, labels: Tensor, instances: Tensor) -> Tensor:
+        z = z.to(_compute_dtype(z.dtype))
+        same_instance = instances[:, None] == instances[None, :]
+        supervised = (labels[:, None] == labels[None, :]) & ~same_instance
+        sup, own = _combined_terms(z, same_instance, supervised, tau, variant)
+        return (1.0 - alpha) * sup + alpha * own
+
+    return loss

@@ -47,33 +47,60 @@ def one_line(text):
 
 def test_fixture_pipeline_end_to_end(tmp_path, capsys):
     out = tmp_path / "out"
-    code = cifar.main(TINY + ["--epochs", "1", "--n-proto", "0", "10", "--seeds", "0", "1", "--out", str(out)])
-    assert code == 0
+    argv = TINY + ["--epochs", "3", "--eval-every", "2", "--n-proto", "0", "10", "--seeds", "0", "1", "--out", str(out)]
+    assert cifar.main(argv) == 0
     captured = capsys.readouterr()
     assert "no CUDA device" in captured.err or torch.cuda.is_available()
-    assert "4 runs on fixture" in one_line(captured.out)
+    assert "6 runs on fixture" in one_line(captured.out)
     runs = sorted(p.stem for p in (out / "runs").glob("*.jsonl"))
-    assert runs == ["prototype_nw0_seed0", "prototype_nw0_seed1", "prototype_nw10_seed0", "prototype_nw10_seed1"]
+    # Both anchor modes for n_w = 10; n_w = 0 has no prototype anchors and runs once.
+    assert runs == ["prototype_nw0_seed0", "prototype_nw0_seed1", "prototype_nw10_all_seed0",
+                    "prototype_nw10_all_seed1", "prototype_nw10_data_seed0", "prototype_nw10_data_seed1"]
+    # One checkpoint per run, the latest (after the last epoch), and nothing else.
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == sorted(f"{run}.pt" for run in runs)
     for run in runs:
-        (record,) = read_jsonl(out / "runs" / f"{run}.jsonl")
-        assert record["epoch"] == 1 and 0 <= record["delta_g"] <= 2
+        saved = load_checkpoint(out / "checkpoints" / f"{run}.pt")
+        assert (saved["epoch"], saved["step"], len(saved["log"])) == (3, 0, 3)
+        log = read_jsonl(out / "runs" / f"{run}.jsonl")
+        # The evaluation curve: every 2 epochs and after the last.
+        assert [r["epoch"] for r in log] == [1, 2, 3] and ["delta_g" in r for r in log] == [False, True, True]
+        assert all(0 <= r["delta_g"] <= 2 for r in log[1:])
         stored = json.loads((out / "runs" / f"{run}.json").read_text())
         assert stored["status"] == "finished" and stored["seed"] == stored["config"]["seed"]
         assert stored["config"]["n_proto"] == int(run.split("_nw")[1].split("_")[0])
+        assert stored["config"]["anchors"] == ("all" if "_all_" in run else "data")
         assert stored["versions"]["torch"].split("+")[0] == torch.__version__.split("+")[0]
         assert "git_revision" in stored
-        assert stored["final"] == record
-        assert (out / "checkpoints" / f"{run}.pt").is_file()
+        assert stored["final"] == log[-1] and stored["final"]["eval_precision"] == "float32"
+        # The final geometry of the backbone features too, with its own Gram.
+        backbone = stored["final_backbone"]
+        assert backbone["eval_precision"] == "float32" and 0 <= backbone["delta_g"] <= 2
+        assert backbone["total_var"] == pytest.approx(backbone["within_var"] + backbone["between_var"])
+        assert len(stored["gram_backbone"]) == 10 and stored["gram_backbone"] != stored["gram"]
+        assert stored["augmentation"] == "supcon"
     with open(out / "summary.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert sorted(row["run"] for row in rows) == runs
     assert all(row["status"] == "finished" and row["loss"] == "prototype" for row in rows)
-    for figure in ["delta_g_vs_n_proto.png", "delta_g_epochs.png", "gram_heatmaps.png", "accuracy.png"]:
-        assert (out / figure).read_bytes()[:4] == b"\x89PNG"
+    assert all(row["backbone_delta_g"] and row["delta_g"] != row["backbone_delta_g"] for row in rows)
+    for mode in ("data", "all"):
+        for figure in ["delta_g_vs_n_proto", "delta_g_epochs", "gram_heatmaps", "accuracy"]:
+            assert (out / f"{figure}_anchors-{mode}.png").read_bytes()[:4] == b"\x89PNG"
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["values"] == [0, 10] and summary["seeds"] == [0, 1] and len(summary["runs"]) == 4
+    assert summary["values"] == [0, 10] and summary["seeds"] == [0, 1] and len(summary["runs"]) == 6
+    assert summary["anchors"] == ["data", "all"]
     # Fixture sizes at the default R = 100: majority classes keep 10 images, minority classes 1.
     assert stored["class_sizes"] == [10] * 5 + [1] * 5
+
+
+def test_cifar_preset_has_three_seeds_and_sparse_evaluation():
+    for name in ("cifar10", "cifar100"):
+        assert len(cifar.PRESETS[name]["seeds"]) >= 3 and cifar.PRESETS[name]["eval_every"] > 1
+    sweep = cifar.resolve(cifar.build_parser().parse_args(["--augmentation", "crop_flip", "--compile"]), "cpu")
+    assert sweep.seeds == (0, 1, 2) and sweep.anchors == ("data", "all") and sweep.base.eval_every == 10
+    assert sweep.base.augmentation_name == "crop_flip" and sweep.base.compile
+    # 3 seeds x (n_w = 0 once + n_w = 10, 50, 100 in both anchor modes).
+    assert len(sweep.run_configs()) == 3 * 7
 
 
 def test_combined_loss_sweeps_alpha(tmp_path, capsys):
@@ -95,6 +122,48 @@ def test_missing_cifar_exits_2_with_one_line(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.fixture
+def no_data_loading(monkeypatch):
+    """Fails the test if anything reads or writes images: bad input must stop before."""
+    from empirical import data
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("data were loaded before the bad input was reported")
+
+    for name in ("load_dataset", "load_cifar", "load_digits_split", "write_cifar_fixture"):
+        monkeypatch.setattr(data, name, refuse)
+
+
+@pytest.mark.parametrize(
+    "argv, named",
+    [(["--dim", "5", "--n-proto", "1"], "--dim: dim must be >= n_classes - 1 = 9"),
+     (["--R", "0"], "--R: imbalance must be a finite real number >= 1"),
+     (["--dataset", "fixture", "--loss", "combined", "--batch-size", "8"], "--batch-size"),
+     (["--checkpoint-every", "-1"], "--checkpoint-every")],
+)
+def test_bad_inputs_exit_2_before_data_loading(argv, named, tmp_path, capsys, no_data_loading):
+    code = cifar.main(argv + ["--out", str(tmp_path / "out"), "--no-progress"])
+    assert code == 2
+    line = one_line(capsys.readouterr().err)
+    assert named in line and "Traceback" not in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_download_without_network_exits_2_before_data_loading(tmp_path, capsys, monkeypatch, no_data_loading):
+    import urllib.error
+
+    from empirical import data
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(data.CIFAR10, "download", offline)
+    code = cifar.main(["--download", "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "out")])
+    assert code == 2
+    line = one_line(capsys.readouterr().err)
+    assert "could not download cifar10" in line and "name resolution" in line
+
+
 @pytest.mark.parametrize(
     "argv, named",
     [(["--R", "0.5"], "--R"), (["--dataset", "mnist"], "--dataset"), (["--epochs", "0"], "--epochs"),
@@ -113,7 +182,7 @@ def test_bad_arguments_exit_2_with_one_line(argv, named, capsys):
 
 def test_sigterm_writes_a_checkpoint_and_resume_finishes(tmp_path, capsys, monkeypatch):
     out = tmp_path / "out"
-    argv = TINY + ["--epochs", "2", "--R", "2", "--n-proto", "0", "10", "--out", str(out)]
+    argv = TINY + ["--epochs", "2", "--R", "2", "--n-proto", "0", "10", "--anchors", "data", "--out", str(out)]
     original = files.write_jsonl
     sent = []
 
@@ -131,7 +200,7 @@ def test_sigterm_writes_a_checkpoint_and_resume_finishes(tmp_path, capsys, monke
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
     saved = load_checkpoint(out / "checkpoints" / "prototype_nw0_seed0.pt")
     assert (saved["epoch"], saved["step"], len(saved["log"])) == (1, 0, 1)
-    assert not (out / "runs" / "prototype_nw10_seed0.jsonl").exists()
+    assert not (out / "runs" / "prototype_nw10_data_seed0.jsonl").exists()
 
     monkeypatch.setattr(files, "write_jsonl", original)
     assert cifar.main(argv + ["--resume"]) == 0
@@ -143,9 +212,9 @@ def test_sigterm_writes_a_checkpoint_and_resume_finishes(tmp_path, capsys, monke
     reference = read_jsonl(fresh / "runs" / "prototype_nw0_seed0.jsonl")
     assert [r["delta_g"] for r in log] == [r["delta_g"] for r in reference]
     # A second --resume finds every run finished and trains nothing.
-    before = (out / "checkpoints" / "prototype_nw10_seed0.pt").stat().st_mtime_ns
+    before = (out / "checkpoints" / "prototype_nw10_data_seed0.pt").stat().st_mtime_ns
     assert cifar.main(argv + ["--resume"]) == 0
-    assert (out / "checkpoints" / "prototype_nw10_seed0.pt").stat().st_mtime_ns == before
+    assert (out / "checkpoints" / "prototype_nw10_data_seed0.pt").stat().st_mtime_ns == before
 
 
 def test_corrupt_checkpoint_on_resume_exits_2(tmp_path, capsys):
@@ -159,7 +228,8 @@ def test_corrupt_checkpoint_on_resume_exits_2(tmp_path, capsys):
 
 
 def test_torchrun_two_gloo_processes_match_one_process(tmp_path):
-    argv = TINY + ["--epochs", "2", "--R", "1", "--n-proto", "10", "--warmup-epochs", "0", "--batch-size", "32"]
+    argv = TINY + ["--epochs", "2", "--R", "1", "--n-proto", "10", "--anchors", "data", "--warmup-epochs", "0",
+                   "--batch-size", "32"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     completed = subprocess.run(launcher + ["-m", "empirical.cifar", *argv, "--out", str(tmp_path / "ddp")],
@@ -167,13 +237,13 @@ def test_torchrun_two_gloo_processes_match_one_process(tmp_path):
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "2 processes" in completed.stdout
     assert cifar.main(argv + ["--out", str(tmp_path / "single")]) == 0
-    two = read_jsonl(tmp_path / "ddp" / "runs" / "prototype_nw10_seed0.jsonl")
-    one = read_jsonl(tmp_path / "single" / "runs" / "prototype_nw10_seed0.jsonl")
+    two = read_jsonl(tmp_path / "ddp" / "runs" / "prototype_nw10_data_seed0.jsonl")
+    one = read_jsonl(tmp_path / "single" / "runs" / "prototype_nw10_data_seed0.jsonl")
     assert len(two) == len(one) == 2
     for a, b in zip(two, one):
         for key, tolerance in DDP_TOLERANCE.items():
             assert a[key] == pytest.approx(b[key], rel=tolerance, abs=1e-7), key
-    stored = json.loads((tmp_path / "ddp" / "runs" / "prototype_nw10_seed0.json").read_text())
+    stored = json.loads((tmp_path / "ddp" / "runs" / "prototype_nw10_data_seed0.json").read_text())
     assert stored["world_size"] == 2 and stored["batch_size"] == 32
 
 

@@ -3,6 +3,7 @@
 import math
 import pickle
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -164,35 +165,98 @@ def test_brightness_and_grayscale(batch):
 
 
 def test_sampled_parameters_respect_their_ranges():
-    augmentation = data.CIFAR_AUGMENTATION
+    augmentation = data.AUGMENTATIONS["supcon"]
     params = data.sample_augmentation(20000, augmentation, torch.Generator().manual_seed(0))
     width, height, cx, cy, flip, b, c, s, gray = params.T
     assert bool(((width > 0) & (width <= 1) & (height > 0) & (height <= 1)).all())
     assert bool(((cx.abs() <= 1 - width + 1e-6) & (cy.abs() <= 1 - height + 1e-6)).all())  # crop inside the image
-    unclamped = (width < 1) & (height < 1)
-    area = (width * height)[unclamped]
+    area = width * height
     assert area.min() >= 0.2 - 1e-6 and area.max() <= 1 + 1e-6
+    ratio = width / height
+    assert ratio.min() >= 3 / 4 - 1e-5 and ratio.max() <= 4 / 3 + 1e-5
     factors = torch.stack([b, c, s])
     assert factors.min() >= 0.6 - 1e-6 and factors.max() <= 1.4 + 1e-6
     jittered = (factors != 1).any(0).float().mean()
     assert abs(float(jittered) - augmentation.jitter_prob) < 0.02
     assert abs(float((flip < 0).float().mean()) - 0.5) < 0.02
     assert abs(float(gray.mean()) - augmentation.grayscale_prob) < 0.02
-    no_flip = data.sample_augmentation(500, data.DIGITS_AUGMENTATION, torch.Generator().manual_seed(0))
+    no_flip = data.sample_augmentation(500, data.AUGMENTATIONS["digits"], torch.Generator().manual_seed(0))
     assert bool((no_flip[:, 4] == 1).all()) and bool((no_flip[:, 8] == 0).all())
 
 
 def test_sampling_is_reproducible_per_generator_seed():
-    a = data.sample_augmentation(64, data.CIFAR_AUGMENTATION, torch.Generator().manual_seed(5))
-    b = data.sample_augmentation(64, data.CIFAR_AUGMENTATION, torch.Generator().manual_seed(5))
-    c = data.sample_augmentation(64, data.CIFAR_AUGMENTATION, torch.Generator().manual_seed(6))
+    a = data.sample_augmentation(64, data.AUGMENTATIONS["supcon"], torch.Generator().manual_seed(5))
+    b = data.sample_augmentation(64, data.AUGMENTATIONS["supcon"], torch.Generator().manual_seed(5))
+    c = data.sample_augmentation(64, data.AUGMENTATIONS["supcon"], torch.Generator().manual_seed(6))
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
 def test_digit_augmentation_keeps_shape_and_finite_values():
     train, _ = data.load_digits_split()
     mean, std = data.channel_stats(train.images)
-    params = data.sample_augmentation(32, data.DIGITS_AUGMENTATION, torch.Generator().manual_seed(0))
+    params = data.sample_augmentation(32, data.AUGMENTATIONS["digits"], torch.Generator().manual_seed(0))
     out = data.augment(train.images[:32], params, mean, std)
     assert out.shape == (32, 1, 8, 8) and out.dtype == torch.float32 and bool(torch.isfinite(out).all())
     assert not torch.allclose(out, data.normalise(train.images[:32], mean, std))
+
+
+def test_resized_crop_follows_torchvision_random_resized_crop():
+    # torchvision's RandomResizedCrop.get_params is an independent implementation (integer
+    # pixels, one sample at a time): the area and aspect-ratio distributions must agree.
+    from torchvision.transforms import RandomResizedCrop
+
+    torch.manual_seed(0)
+    image = torch.zeros(3, 32, 32)
+    reference = torch.tensor([RandomResizedCrop.get_params(image, [0.2, 1.0], [3 / 4, 4 / 3])[2:] for _ in range(4000)])
+    ref_area = (reference[:, 0] * reference[:, 1]).float() / 32**2
+    ref_log_ratio = (reference[:, 1].float() / reference[:, 0].float()).log()  # width / height
+    params = data.sample_augmentation(20000, data.AUGMENTATIONS["supcon"], torch.Generator().manual_seed(1))
+    area, log_ratio = params[:, 0] * params[:, 1], (params[:, 0] / params[:, 1]).log()
+    # Uniform area in [0.2, 1] with oversized draws redrawn: mean area about 0.57 (a log-uniform
+    # draw would give 0.50); 4000 reference draws give a standard error of about 0.0037.
+    assert abs(float(area.mean()) - float(ref_area.mean())) < 0.015
+    for q in (0.1, 0.5, 0.9):
+        assert abs(float(area.quantile(q)) - float(ref_area.quantile(q))) < 0.03
+    assert abs(float(log_ratio.std()) - float(ref_log_ratio.std())) < 0.02
+
+
+def test_crop_flip_is_a_zero_padded_crop_and_a_flip(batch):
+    images, mean, std = batch
+    augmentation = data.AUGMENTATIONS["crop_flip"]
+    params = data.sample_augmentation(len(images), augmentation, torch.Generator().manual_seed(3), size=32)
+    out = data.augment(images, params, mean, std, padding_mode=augmentation.padding_mode)
+    padded = F.pad(images.float() / 255, (4, 4, 4, 4))  # black border of 4 pixels, (N, C, 40, 40)
+    shifts = (params[:, 2:4] * 16).round().long()  # grid units -> pixels
+    assert bool((shifts.abs() <= 4).all()) and bool((params[:, 5:8] == 1).all()) and bool((params[:, 8] == 0).all())
+    for i in range(len(images)):
+        dx, dy = shifts[i].tolist()
+        crop = padded[i, :, 4 + dy:36 + dy, 4 + dx:36 + dx]
+        if params[i, 4] < 0:
+            crop = crop.flip(-1)
+        assert torch.allclose(out[i], (crop - mean[:, None, None]) / std[:, None, None], atol=1e-4), i
+
+
+def test_digits32_are_the_digits_upsampled():
+    from PIL import Image
+
+    (small, _), (large, large_test) = data.load_dataset("digits"), data.load_dataset("digits32")
+    assert large.images.shape[1:] == (1, 32, 32) and large.images.dtype == torch.uint8
+    assert torch.equal(small.labels, large.labels) and len(large_test) == len(data.load_digits_split()[1])
+    # Pillow's bilinear resize is an independent implementation of the same upsampling.
+    for i in range(0, len(small), 97):
+        reference = Image.fromarray(small.images[i, 0].numpy()).resize((32, 32), Image.BILINEAR)
+        difference = large.images[i, 0].int() - torch.from_numpy(np.array(reference)).int()
+        assert int(difference.abs().max()) <= 1, i
+
+
+def test_download_without_network_is_one_line(tmp_path, monkeypatch):
+    import urllib.error
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(data.CIFAR10, "download", offline)
+    with pytest.raises(data.DatasetNotFoundError) as caught:
+        data.ensure_available("cifar10", tmp_path, download=True)
+    message = str(caught.value)
+    assert "could not download cifar10" in message and "name resolution" in message and "\n" not in message

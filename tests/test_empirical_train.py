@@ -6,6 +6,7 @@ tests also switch on torch's deterministic algorithms while they run.
 """
 
 import math
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -13,7 +14,8 @@ import torch
 
 from empirical import checkpoint as ckpt
 from empirical import data, train
-from simulate import metrics
+from empirical.host_sync import count_host_syncs
+from simulate import losses, metrics
 from theory import simplex, ssem
 
 TIMING_KEYS = {"images_per_s", "train_seconds"}
@@ -113,7 +115,7 @@ def test_one_epoch_logs_every_metric(fixture_root, deterministic):
     record = result["log"][0]
     expected = {"epoch", "loss", "lr", "images_per_s", "train_seconds", "delta_g", "total_var", "within_var",
                 "between_var", "nc1"} | {f"{s}_acc_{g}" for s in ("train", "test") for g in ("overall", "majority", "minority")}
-    assert set(record) == expected
+    assert set(record) == expected | {"eval_precision"} and record["eval_precision"] == "float32"
     assert all(math.isfinite(record[k]) for k in expected)
     assert record["total_var"] == pytest.approx(record["within_var"] + record["between_var"])
     assert result["class_sizes"] == [4] * 5 + [2] * 5 and result["test_class_sizes"] == [2] * 10
@@ -125,7 +127,9 @@ def test_one_epoch_logs_every_metric(fixture_root, deterministic):
 
 
 def test_training_lowers_the_loss(fixture_root, deterministic):
-    result = train.run(tiny_config(fixture_root, epochs=4, warmup_epochs=0, lr=0.1, loss="combined", alpha=0.5))
+    # Batch 12 > 10 classes: the combined loss needs a same-class pair in every batch.
+    result = train.run(tiny_config(fixture_root, epochs=4, warmup_epochs=0, lr=0.1, loss="combined", alpha=0.5,
+                                   batch_size=12))
     losses = [record["loss"] for record in result["log"]]
     assert losses[-1] < losses[0]
 
@@ -194,3 +198,118 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
         ckpt.save_checkpoint(path, {**state, "epoch": 2})
     assert path.read_bytes() == before  # the old checkpoint survives a failed write
     assert [p.name for p in tmp_path.iterdir()] == ["run.pt"]  # no temporary file left behind
+
+
+# --- no host synchronisation in the training step ---------------------------------------
+
+
+def test_the_sync_counter_sees_every_kind_of_host_read():
+    x = torch.randn(6)
+    with count_host_syncs() as syncs:
+        x.sum().item()
+        bool(x[0] > 0)
+        x.tolist()
+        x[x > 0]
+        torch.tensor([1.0, 2.0])
+    assert syncs == Counter({"item/bool/int/float": 2, "Tensor.tolist": 1, "boolean indexing": 1,
+                             "tensor from Python data": 1})
+    with count_host_syncs() as syncs:
+        (x * 2 / 0.5).exp().sum()
+    assert sum(syncs.values()) == 0
+
+
+def test_public_losses_synchronise_and_the_fast_path_does_not():
+    # What the fast path is for: the public functions check their inputs on the host every call.
+    labels, instances = losses.balanced_layout(4, 3, 2)
+    z = torch.nn.functional.normalize(torch.randn(24, 8), dim=-1)
+    w = torch.as_tensor(simplex.etf(4, 8), dtype=torch.float32)
+    with count_host_syncs() as public:
+        expected = (losses.prototype_supcon_loss(z, labels, w, 10, 0.1), losses.combined_loss(z, labels, instances, 0.5, 0.1))
+    prototype_loss = losses.prototype_supcon_training_loss(w, 10, 0.1)
+    combined = losses.combined_training_loss(0.5, 0.1)
+    with count_host_syncs() as fast:
+        values = (prototype_loss(z, labels), combined(z, labels, instances))
+    assert sum(public.values()) >= 4 and sum(fast.values()) == 0, (public, fast)
+    for value, reference in zip(values, expected):
+        torch.testing.assert_close(value, reference, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [dict(n_proto=10), dict(n_proto=10, anchors="all"), dict(n_proto=0), dict(augmentation="crop_flip"),
+     dict(loss="combined", alpha=0.5, batch_size=12), dict(loss="combined", alpha=0.5, variant="supcon", batch_size=12)],
+    ids=["prototype", "prototype-all", "supcon", "crop_flip", "combined", "combined-supcon"],
+)
+def test_training_step_has_no_host_sync(fixture_root, monkeypatch, changes):
+    """Augmentation, forward, loss, backward and SGD update of every step: zero host reads."""
+    counts, steps = Counter(), []
+    original = train.train_step
+
+    def counted(*args, **kwargs):
+        with count_host_syncs() as syncs:
+            loss = original(*args, **kwargs)
+        counts.update(syncs)
+        steps.append(loss)
+        return loss
+
+    monkeypatch.setattr(train, "train_step", counted)
+    config = tiny_config(fixture_root, epochs=1, **changes)
+    result = train.run(config)
+    assert len(steps) == result["steps_per_epoch"] * config.epochs >= 2
+    assert sum(counts.values()) == 0, counts
+    assert result["log"][0]["loss"] == pytest.approx(float(sum(steps)) / len(steps))
+
+
+# --- evaluation and checkpoints ------------------------------------------------------------------
+
+
+def test_final_geometry_is_float32_of_projector_and_backbone(fixture_root, tmp_path):
+    config = tiny_config(fixture_root, epochs=1)
+    result = train.run(config, checkpoint=tmp_path / "run.pt")
+    assert result["final"]["eval_precision"] == result["final_backbone"]["eval_precision"] == "float32"
+    # A float64 reference from the saved network, computed without train.embed.
+    network = train.make_network(config, 3, torch.device("cpu")).double()
+    network.load_state_dict(ckpt.load_checkpoint(tmp_path / "run.pt")["model"])
+    network.eval()
+    prepared = train.prepare_data(config, "cpu")
+    mean, std = prepared.mean.double()[:, None, None], prepared.std.double()[:, None, None]
+
+    def heads(images):
+        with torch.no_grad():
+            h = network.backbone((images.double() / 255 - mean) / std)
+            return {"projector": torch.nn.functional.normalize(network.projector(h), dim=-1),
+                    "backbone": torch.nn.functional.normalize(h, dim=-1)}
+
+    train_z, test_z = heads(prepared.train.images), heads(prepared.test.images)
+    target = torch.as_tensor(simplex.etf_gram(10))
+    for head, measured in [("projector", result["final"]), ("backbone", result["final_backbone"])]:
+        reference, gram = train.geometry_metrics(train_z[head], prepared.train.labels, test_z[head],
+                                                 prepared.test.labels, target, 10, simplex.minority_classes(10).tolist())
+        for key in ("delta_g", "total_var", "within_var", "between_var"):
+            assert measured[key] == pytest.approx(reference[key], abs=1e-5), (head, key)
+        stored = result["gram" if head == "projector" else "gram_backbone"]
+        np.testing.assert_allclose(stored, gram.numpy(), atol=1e-5)
+    assert result["final"]["delta_g"] != result["final_backbone"]["delta_g"]
+
+
+def test_checkpoints_follow_the_wall_clock_interval(fixture_root, tmp_path, monkeypatch):
+    written = []
+    monkeypatch.setattr(train, "save_checkpoint", lambda path, state: written.append((state["epoch"], state["step"])))
+    config = tiny_config(fixture_root, epochs=3, eval_every=3)
+    train.run(config, checkpoint=tmp_path / "run.pt", checkpoint_every=3600)
+    assert written == [(3, 0)]  # an hour never passed: only the final checkpoint
+    written.clear()
+    train.run(config, checkpoint=tmp_path / "run.pt", checkpoint_every=0)
+    assert written == [(1, 0), (2, 0), (3, 0)]
+    written.clear()
+    calls = iter(range(100))
+    train.run(config, checkpoint=tmp_path / "run.pt", checkpoint_every=3600, should_stop=lambda: next(calls) == 4)
+    assert written == [(1, 1)]  # on a stop request, mid-epoch
+
+
+def test_combined_loss_needs_more_images_per_batch_than_classes():
+    with pytest.raises(ValueError, match="batch_size must exceed the number of classes"):
+        train.TrainConfig(loss="combined", batch_size=10)
+    with pytest.raises(ValueError, match="dim must be >= n_classes - 1 = 9"):
+        train.TrainConfig(n_proto=1, dim=5)
+    assert train.TrainConfig(n_proto=0, dim=5).dim == 5  # no prototypes, any dim
