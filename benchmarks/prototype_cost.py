@@ -1,4 +1,4 @@
-"""Cost of prototype SCL against the number of prototype copies n_w (DESIGN §2.4, §8).
+"""Cost of prototype SCL against the number of prototype copies n_w (docs/losses.md#why-copies-are-never-materialised).
 
 `simulate.losses.prototype_supcon_loss` enters the n_w identical copies of each
 prototype as log n_w in denominators and as multiplicity n_w on positives, so its

@@ -1,4 +1,4 @@
-"""What every command line of the project shares (DESIGN §7).
+"""What every command line of the project shares (docs/commands.md).
 
 * `ArgumentParser`: argparse whose errors are one line on stderr and exit code 2.
 * `fail`: the same for errors found after parsing (validation by the library).

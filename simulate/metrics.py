@@ -1,4 +1,4 @@
-"""Geometry metrics of DESIGN §3, in torch, shared by `simulate` and `empirical`.
+"""Geometry metrics (docs/metrics.md), in torch, shared by `simulate` and `empirical`.
 
 Inputs follow `simulate.losses`: embeddings ``z`` of shape ``(..., N, d)`` (any
 leading batch shape; every view is one sample, counted once), ``labels`` an integer
@@ -58,7 +58,7 @@ def _means(z: Tensor, labels: Tensor, n_classes: int) -> tuple[Tensor, Tensor]:
 
 
 def class_means(z: Tensor, labels: Tensor, n_classes: int) -> Tensor:
-    """mu_c = (1/N_c) sum_{i: y_i = c} z_i, every view counted once (DESIGN §3).
+    """mu_c = (1/N_c) sum_{i: y_i = c} z_i, every view counted once.
 
     Args:
         z: (..., N, d); labels: (N,) int in [0, m); n_classes: m >= 1.
@@ -70,7 +70,7 @@ def class_means(z: Tensor, labels: Tensor, n_classes: int) -> Tensor:
 
 
 def variances(z: Tensor, labels: Tensor, n_classes: int) -> Variances:
-    """T = 1 - |mu|^2, W = sum_c (N_c/N)(1 - |mu_c|^2), B = T - W (DESIGN §3).
+    """T = 1 - |mu|^2, W = sum_c (N_c/N)(1 - |mu_c|^2), B = T - W (docs/metrics.md#variances).
 
     mu is the mean of all N samples, mu_c the class means. For unit z these are
     T = mean_i |z_i - mu|^2 and W = mean_i |z_i - mu_{y_i}|^2; the formula assumes unit
@@ -90,7 +90,7 @@ def variances(z: Tensor, labels: Tensor, n_classes: int) -> Variances:
 
 
 def class_mean_gram(z: Tensor, labels: Tensor, n_classes: int) -> Tensor:
-    """G = M^T M with M = [mu_1 .. mu_m] (class means, not re-normalised) (DESIGN §3).
+    """G = M^T M with M = [mu_1 .. mu_m] (class means, not re-normalised).
 
     Args:
         z: (..., N, d); labels: (N,) int in [0, m), every class present; n_classes: m >= 1.
@@ -121,7 +121,7 @@ def _gram_matrix(name: str, G, like: Tensor | None = None) -> Tensor:
 
 
 def delta_g(G: Tensor, G_target) -> Tensor:
-    """DeltaG*(G, G*) = || G/||G||_F - G*/||G*||_F ||_F (DESIGN §3); in [0, 2].
+    """DeltaG*(G, G*) = || G/||G||_F - G*/||G*||_F ||_F (Paper A's Delta G*); in [0, 2].
 
     Args:
         G: (..., m, m) class-mean Gram; G_target: (m, m) (or broadcastable) target,
@@ -139,7 +139,7 @@ def delta_g(G: Tensor, G_target) -> Tensor:
 
 
 def nc1(z: Tensor, labels: Tensor, n_classes: int) -> Tensor:
-    """NC1 = trace(Sigma_W pinv(Sigma_B)) / m (DESIGN §3).
+    """NC1 = trace(Sigma_W pinv(Sigma_B)) / m (docs/metrics.md#nc1).
 
     Normalisations: Sigma_W = (1/N) sum_i (z_i - mu_{y_i})(z_i - mu_{y_i})^T over all
     samples; Sigma_B = (1/m) sum_c (mu_c - mu_bar)(mu_c - mu_bar)^T with mu_bar =
@@ -190,7 +190,7 @@ def _group_mean(per_class: Tensor, members: Tensor, support: Tensor, group: str)
 
 
 def ncc_accuracy(z_train, y_train, z_test, y_test, n_classes: int, minority=None) -> dict:
-    """Nearest-class-centre accuracy (DESIGN §3).
+    """Nearest-class-centre accuracy (docs/metrics.md#nearest-class-centre-accuracy).
 
     Centres are the class means of the training embeddings (not re-normalised); a test
     sample is assigned the class whose centre is nearest in Euclidean distance (ties:
@@ -251,7 +251,7 @@ def _balanced_instances(labels: Tensor, instances: Tensor, n_classes: int) -> in
 
 
 def ssem_distance(z: Tensor, labels: Tensor, instances: Tensor, n_classes: int) -> tuple[Tensor, Tensor]:
-    """Distance of an embedding set to the SSEM family (DESIGN §3, §4).
+    """Distance of an embedding set to the SSEM family (docs/metrics.md#distance-to-ssem).
 
     The SSEM Gram G(beta) has entries 1 (same instance), s_w(beta) (same class, other
     instance) and s_b(beta) (other class), `theory.ssem.ssem_gram_entries`. Both are

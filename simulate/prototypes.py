@@ -1,4 +1,4 @@
-"""`python -m simulate.prototypes`: class geometry under prototype SCL over imbalance R x n_w (DESIGN §2.4, §3, §5).
+"""`python -m simulate.prototypes`: class geometry under prototype SCL over imbalance R x n_w (docs/commands.md).
 
 For each imbalance R (majority classes: the first ceil(m/2) ids, `majority_size` samples
 each; minority classes: round(majority_size / R) each) and each number of prototype
@@ -120,7 +120,7 @@ def sample_labels(sizes) -> torch.Tensor:
 
 
 def cell_losses(labels: torch.Tensor, prototypes: torch.Tensor, n_protos, tau: float, anchors: str):
-    """loss_fn z (..., B, N, d) -> (..., B): configuration b uses n_w = n_protos[b] (DESIGN §2.4)."""
+    """loss_fn z (..., B, N, d) -> (..., B): configuration b uses n_w = n_protos[b]."""
 
     def loss_fn(z: torch.Tensor) -> torch.Tensor:
         cells = [prototype_supcon_loss(z[..., b, :, :], labels, prototypes, n_w, tau, anchors)
@@ -207,7 +207,7 @@ def minimise_stochastic(labels, prototypes, n_protos, tau, anchors, *, batch_siz
                         seed=0, progress=None) -> optimize.OptimResult:
     """Minimise the expected batch loss: Adam on x (z = x/|x|), a fresh batch of `batch_size` samples per step.
 
-    Every cell sees the same batches; the prototypes are in every batch (DESIGN §2.4).
+    Every cell sees the same batches; the prototypes are in every batch.
     The learning rate decays as a cosine to 0 over `steps`. `loss`/`grad_norm` of the
     result are those of the full-batch loss at the end (the stochastic objective differs,
     so `converged` is all False: no convergence is claimed).

@@ -1,4 +1,4 @@
-"""Deliberately naive float64 references, written straight from the DESIGN text.
+"""Deliberately naive float64 references, written straight from docs/losses.md and docs/metrics.md.
 
 Python loops over anchors and pairs, ``math.exp`` / ``math.log`` with the plain
 formula (no log-sum-exp: callers keep |s/tau| moderate), lists of floats in and a
@@ -29,7 +29,7 @@ def _neg_log_p(z, a, b, tau, denominator_indices) -> float:
 
 
 def combined_loss(z, labels, instances, alpha, tau, variant) -> float:
-    """DESIGN §2.1 ("instance": pair means, anchor kept) and §2.2 ("supcon": per anchor, anchor removed)."""
+    """Combined loss of docs/losses.md: "instance" (pair means, anchor kept), "supcon" (per anchor, anchor removed)."""
     n = len(z)
     if variant == "instance":
         everyone = range(n)
@@ -53,7 +53,7 @@ def combined_loss(z, labels, instances, alpha, tau, variant) -> float:
 
 
 def supcon_on_set(points, labels, anchors, tau) -> float:
-    """DESIGN §2.3 on the set ``points`` with the given anchor indices; empty P(a) skipped."""
+    """Per-anchor SCL (docs/losses.md) on the set ``points`` with the given anchor indices; empty P(a) skipped."""
     terms = []
     for a in anchors:
         others = [c for c in range(len(points)) if c != a]
@@ -64,7 +64,7 @@ def supcon_on_set(points, labels, anchors, tau) -> float:
 
 
 def prototype_supcon_loss(z, labels, prototypes, n_proto, tau, anchors) -> float:
-    """DESIGN §2.4 with the n_w copies of every prototype written out."""
+    """Prototype SCL (docs/losses.md#prototype-scl) with the n_w copies of every prototype written out."""
     points = list(z) + [w for w in prototypes for _ in range(n_proto)]
     point_labels = list(labels) + [c for c in range(len(prototypes)) for _ in range(n_proto)]
     anchor_indices = range(len(z)) if anchors == "data" else range(len(points))
@@ -72,7 +72,7 @@ def prototype_supcon_loss(z, labels, prototypes, n_proto, tau, anchors) -> float
 
 
 def fixed_classifier_ce(h, labels, classifier, tau) -> float:
-    """DESIGN §2.5: mean_i -log softmax_c(<h_i, w_c>/tau)[y_i]."""
+    """Fixed-classifier CE: mean_i -log softmax_c(<h_i, w_c>/tau)[y_i]."""
     terms = []
     for h_i, y in zip(h, labels):
         scores = [math.exp(_dot(h_i, w) / tau) for w in classifier]
@@ -90,7 +90,7 @@ def class_means(z, labels, n_classes):
 
 
 def variances(z, labels, n_classes) -> tuple[float, float, float]:
-    """(T, W, B) of DESIGN §3 by the plain formulas."""
+    """(T, W, B) of docs/metrics.md#variances by the plain formulas."""
     mu = [_mean(column) for column in zip(*z)]
     total = 1 - _dot(mu, mu)
     within = 0.0

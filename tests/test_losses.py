@@ -1,4 +1,4 @@
-"""Tests of simulate.losses: naive oracles, reductions, batching, numerics, errors (DESIGN §2)."""
+"""Tests of simulate.losses: naive oracles, reductions, batching, numerics, errors (docs/losses.md)."""
 
 from __future__ import annotations
 
@@ -186,7 +186,7 @@ def test_prototype_copies_count_n_w_times_in_positives(anchors, n_proto):
 
 
 def test_prototype_supcon_tends_to_ce_plus_log_copies():
-    """DESIGN §5 limit with data anchors: loss - log n_w -> CE, error O(1/n_w); n_w = 1e12 is never materialised."""
+    """Prototype limit, data anchors: loss - log n_w -> CE, error O(1/n_w); n_w = 1e12 is never materialised."""
     labels = torch.tensor([0, 0, 1, 1, 1, 2])
     z, prototypes = unit((6, 5), seed=31), torch.from_numpy(simplex.etf(3, 5, seed=1))
     ce = fixed_classifier_ce(z, labels, prototypes, 0.5)

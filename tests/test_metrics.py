@@ -1,4 +1,4 @@
-"""Tests of simulate.metrics: known configurations, naive oracles, invariances, errors (DESIGN §3)."""
+"""Tests of simulate.metrics: known configurations, naive oracles, invariances, errors (docs/metrics.md)."""
 
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ def test_antipodal_pairs_have_only_within_variance():
 
 @pytest.mark.parametrize("beta", [0.0, 0.35, 1.0])
 def test_variances_on_ssem(beta):
-    """DESIGN §4: on SSEM(beta) T = 1, B = beta, W = 1 - beta."""
+    """docs/ssem.md: on SSEM(beta) T = 1, B = beta, W = 1 - beta."""
     m, n, p, dim = 3, 4, 2, 12
     labels, _ = balanced_layout(m, n, p)
     z = torch.from_numpy(ssem.embeddings(m, n, p, dim, beta, seed=2)).reshape(-1, dim)

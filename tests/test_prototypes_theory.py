@@ -1,5 +1,5 @@
 """Tests of theory.prototypes: the count evaluator against the naive oracle, the limit and its bounds,
-the symbolic derivations, the fixed-classifier results, and argument errors (DESIGN §2.4, §2.5, §5)."""
+the symbolic derivations, the fixed-classifier results, and argument errors (docs/prototypes.md)."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from theory import ssem, ssem_symbolic
 
 
 def _enumerated_counts(variant, m, n, p):
-    """Count, by looping over all views, what each set of DESIGN §2.1/§2.2 holds for anchor (0, 0, 0)."""
+    """Count, by looping over all views, what each set of docs/losses.md (both variants) holds for anchor (0, 0, 0)."""
     anchor = (0, 0, 0)
     counts = {"denominator": [0, 0, 0], "self_positives": [0, 0, 0], "sup_positives": [0, 0, 0]}
     for view in itertools.product(range(m), range(n), range(p)):
@@ -45,8 +45,8 @@ def test_pair_counts_match_enumeration(variant, m, n, p):
 @pytest.mark.parametrize("variant", ["instance", "supcon"])
 @pytest.mark.parametrize("field, index", [("denominator", 0), ("denominator", 1), ("denominator", 2), ("sup_positives", 2)])
 def test_one_wrong_pair_count_changes_the_derived_threshold(variant, field, index):
-    """The derivation depends on every count: one count off by one no longer gives DESIGN's alpha*."""
-    from proofs_checks.test_b1_closed_forms import DESIGN_ALPHA_STAR
+    """The derivation depends on every count: one count off by one no longer gives the stated alpha*."""
+    from proofs_checks.test_b1_closed_forms import STATED_ALPHA_STAR
 
     m, n, p = ssem_symbolic.m, ssem_symbolic.n, ssem_symbolic.p
     counts = ssem.pair_counts(variant, m, n, p)
@@ -54,8 +54,8 @@ def test_one_wrong_pair_count_changes_the_derived_threshold(variant, field, inde
     wrong[index] = wrong[index] + 1
     mutated = ssem.PairCounts(**{**counts.__dict__, field: tuple(wrong)})
     derived = ssem_symbolic.derive(variant, mutated).alpha_star
-    assert sp.simplify(derived - DESIGN_ALPHA_STAR[variant]) != 0
-    assert sp.simplify(ssem_symbolic.derive(variant).alpha_star - DESIGN_ALPHA_STAR[variant]) == 0
+    assert sp.simplify(derived - STATED_ALPHA_STAR[variant]) != 0
+    assert sp.simplify(ssem_symbolic.derive(variant).alpha_star - STATED_ALPHA_STAR[variant]) == 0
 
 
 # --- numerics ---
@@ -103,7 +103,7 @@ def test_vectorised_over_alpha_and_tau_equals_pointwise():
 
 
 def test_closed_form_restricted_loss_instance():
-    # DESIGN §4 formula typed independently
+    # docs/ssem.md#restricted-loss formula typed independently
     m, n, p, alpha, tau, beta = 3, 4, 2, 0.3, 0.7, 0.6
     s_w, s_b = (n * beta - 1) / (n - 1), -beta / (m - 1)
     expected = np.log(p) + np.log(np.exp(1 / tau) + (n - 1) * np.exp(s_w / tau) + (m - 1) * n * np.exp(s_b / tau))

@@ -1,7 +1,7 @@
 """Validation of public arguments, shared by every layer.
 
 Each check raises ``ValueError`` whose message names the argument, the value
-received and the range that is allowed (DESIGN §7), and returns the value in
+received and the range that is allowed, and returns the value in
 the form the caller computes with.
 """
 
@@ -67,7 +67,7 @@ def require_choice(name: str, value, choices) -> str:
 
 
 def require_variant(variant: str, n_views: int) -> str:
-    """A loss variant of DESIGN §2.1/§2.2; ``"supcon"`` needs at least two views."""
+    """A loss variant of Paper B's combined loss (docs/losses.md); ``"supcon"`` needs at least two views."""
     require_choice("variant", variant, VARIANTS)
     if variant == "supcon" and n_views < 2:
         raise ValueError(f"n_views must be >= 2 for variant 'supcon', got {n_views}")

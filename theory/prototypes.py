@@ -1,4 +1,4 @@
-"""Prototype SCL with many prototype copies, and cross-entropy with a fixed classifier (DESIGN §2.4, §2.5, §5).
+"""Prototype SCL with many prototype copies, and cross-entropy with a fixed classifier (docs/prototypes.md).
 
 Setting. A batch of N data vectors z_a (labels y_a, class sizes n_k in the batch) and
 m fixed prototypes w_c, each present in S as n_w identical copies. Write, for a data
@@ -6,14 +6,14 @@ anchor a of class k = y_a,
 
     q_a = n_k - 1 (data positives), S_a = sum_{b != a, y_b = k} <z_a, z_b>,
     E_a = sum_{b != a} exp(<z_a, z_b>/tau), u_a = <z_a, w_k>, Z_a = sum_c exp(<z_a, w_c>/tau),
-    CE_a = -u_a/tau + log Z_a                                      (DESIGN §2.5),
+    CE_a = -u_a/tau + log Z_a                                      (fixed-classifier CE),
 
 and, for a copy of prototype w_c as an anchor (anchors="all"), with g_cc' = <w_c, w_c'>,
 
     n_c, S_c = sum_{b: y_b = c} <w_c, z_b>, F_c = sum_b exp(<w_c, z_b>/tau),
     Z_c = sum_c' exp(g_cc'/tau), K_c = -g_cc/tau + log Z_c   (the CE of w_c itself under W).
 
-Results derived here (sympy, from the per-anchor definition of DESIGN §2.3/§2.4 built
+Results derived here (sympy, from the per-anchor definition of docs/losses.md#prototype-scl built
 from groups of pairs with multiplicities — `anchor_loss`):
 
 1. Data anchor, exactly (`derive_data_anchor`):
@@ -50,7 +50,7 @@ from groups of pairs with multiplicities — `anchor_loss`):
    means then form an ETF, not the prototypes' geometry. In general a minimiser is
    computed numerically (`limit_minimisers`).
 
-Numerics (numpy, float64): `prototype_loss_from_counts` (the loss of DESIGN §2.4 from the
+Numerics (numpy, float64): `prototype_loss_from_counts` (prototype SCL from the
 same counts, an independent evaluator), `mean_cross_entropy`, `limit_value`, `extra_term`,
 `gap`, `first_order_coefficient`, `gap_bound_constant`, `uniform_gap_bound_constant`,
 `etf_ce_minimum`, `jensen_candidate`, `jensen_is_tight`, `limit_objective`,
@@ -98,7 +98,7 @@ def copies(count, similarity, tau, positive: bool) -> PairGroup:
 
 
 def anchor_loss(groups, tau) -> sp.Expr:
-    """l_a = -(1/|P(a)|) sum_{b in P(a)} s_ab/tau + log sum_{c in S, c != a} exp(s_ac/tau) (DESIGN §2.3)."""
+    """l_a = -(1/|P(a)|) sum_{b in P(a)} s_ab/tau + log sum_{c in S, c != a} exp(s_ac/tau) (per-anchor SCL)."""
     n_positive = sum(g.count for g in groups)
     positive_sum = sum(g.positive_sum for g in groups)
     return -positive_sum / (tau * n_positive) + sp.log(sum(g.weight for g in groups))
@@ -382,12 +382,12 @@ def _loss_from_counts(z, y, w, n_w: float, tau: float, anchors: str) -> float:
 
 
 def prototype_loss_from_counts(z, labels, prototypes, n_proto, tau, anchors: str = "data") -> np.ndarray:
-    """Prototype SCL of DESIGN §2.4 evaluated from pair counts (numpy, float64), for each n_proto.
+    """Prototype SCL (docs/losses.md#prototype-scl) evaluated from pair counts (numpy, float64), for each n_proto.
 
     Every element of S is a batch sample or one of n_w identical copies of a prototype;
     copies enter denominators with weight n_w (n_w - 1 for an anchor's own copies) and
     positives with that multiplicity. Mean over the anchors with non-empty P(a), each
-    prototype anchor class counted n_w times. n_proto = 0 is SupCon (DESIGN §2.3).
+    prototype anchor class counted n_w times. n_proto = 0 is per-anchor SCL.
 
     Args:
         z: (N, d); labels: (N,) in [0, m); prototypes: (m, d); n_proto: int >= 0 or an
@@ -404,14 +404,14 @@ def prototype_loss_from_counts(z, labels, prototypes, n_proto, tau, anchors: str
 
 
 def per_sample_cross_entropy(z, labels, prototypes, tau) -> np.ndarray:
-    """CE_a = -<z_a, w_{y_a}>/tau + log sum_c exp(<z_a, w_c>/tau) (DESIGN §2.5); (N,)."""
+    """CE_a = -<z_a, w_{y_a}>/tau + log sum_c exp(<z_a, w_c>/tau) (fixed-classifier CE); (N,)."""
     z, y, w = _inputs(z, labels, prototypes)
     logits = z @ w.T / _scalar_tau(tau)
     return logsumexp(logits, axis=1) - logits[np.arange(len(y)), y]
 
 
 def mean_cross_entropy(z, labels, prototypes, tau) -> float:
-    """Mean over samples of CE_a (DESIGN §2.5) with classifier W = prototypes."""
+    """Mean over samples of CE_a with classifier W = prototypes."""
     return float(per_sample_cross_entropy(z, labels, prototypes, tau).mean())
 
 

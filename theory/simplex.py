@@ -1,4 +1,4 @@
-"""Simplex and Gram-matrix constructions for class prototypes (DESIGN §1, §4, §5).
+"""Simplex and Gram-matrix constructions for class prototypes (docs/notation.md#prototype-geometries).
 
 A set of m unit vectors is described by its Gram matrix G (m, m); any G that is
 symmetric, has unit diagonal, is positive semidefinite and has rank <= dim is

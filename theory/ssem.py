@@ -1,4 +1,4 @@
-"""The Simplex-to-Simplex Embedding Model of Paper B and its closed forms (DESIGN §4).
+"""The Simplex-to-Simplex Embedding Model of Paper B and its closed forms (docs/ssem.md).
 
 SSEM(beta): class centres c_1..c_m form a regular simplex, each class's instances
 v_i1..v_in a regular simplex in its own subspace orthogonal to everything else,
@@ -10,7 +10,7 @@ On SSEM every anchor sees the same multiset of similarities, so the combined los
 reduces to a function of beta alone. It is assembled here from *pair counts*
 (`pair_counts`): for one anchor, how many views of each pair type (same instance /
 same class / other class) enter its denominator, its self-supervised positives and
-its supervised positives, following each variant's definition (DESIGN §2.1, §2.2):
+its supervised positives, following each variant's definition (docs/losses.md):
 
     L(beta) = log sum_t D_t exp(s_t / tau)
               - [alpha * mean_{self positives} s + (1 - alpha) * mean_{sup positives} s] / tau
@@ -111,7 +111,7 @@ def _validated(alpha, tau, n_classes, n_per_class, n_views, variant):
 
 
 def restricted_loss(beta, alpha, tau, n_classes, n_per_class, n_views=2, variant="instance"):
-    """The combined loss on SSEM(beta), broadcasting over beta, alpha and tau (DESIGN §4).
+    """The combined loss on SSEM(beta), broadcasting over beta, alpha and tau (docs/ssem.md#restricted-loss).
 
     For "instance" this equals log p + log[e^{1/tau} + (n-1) e^{s_w/tau}
     + (m-1) n e^{s_b/tau}] - [alpha + (1-alpha) s_w]/tau.
@@ -181,7 +181,7 @@ def collapse_ratio(tau, n_classes):
 
 
 def alpha_star(tau, n_classes, n_per_class, n_views=2, variant="instance"):
-    """Collapse threshold: beta* = 1 iff alpha <= alpha*(tau) (DESIGN §4).
+    """Collapse threshold: beta* = 1 iff alpha <= alpha*(tau) (docs/ssem.md#collapse-threshold).
 
     "instance": [1 + (mn-1) r] / [n (1 + (m-1) r)];
     "supcon":   [(p-1) + p(mn-1) r] / [(np-1) + (m-1) n p r];  r = `collapse_ratio`.

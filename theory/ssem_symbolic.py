@@ -1,4 +1,4 @@
-"""Symbolic derivation of the SSEM restricted loss and its collapse threshold (DESIGN §4).
+"""Symbolic derivation of the SSEM restricted loss and its collapse threshold (docs/ssem.md).
 
 The loss is built in sympy from the same pair counts the numerics use
 (`theory.ssem.pair_counts`), with m, n, p, tau, alpha, beta as symbols — no
