@@ -657,3 +657,11 @@ def certify_prototype(
     if not program.anchors:
         raise ValueError(f"class_sizes {sizes} with n_proto = {n_proto} give no anchor a positive (loss undefined)")
     return _solve(program, tau, f"prototype-{anchors}", solver, strict)
+
+
+if __name__ == "__main__":  # python -m simulate.certify: the command line lives in simulate.certify_command
+    import sys
+
+    from simulate.certify_command import main
+
+    sys.exit(main())
