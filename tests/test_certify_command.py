@@ -27,7 +27,9 @@ def test_prototype_at_cifar_batch_composition(tmp_path):
     assert record["config"]["class_sizes"] == list(cifar10_composition(100, "batch"))
     direct = exchangeable.certify_prototype(cifar10_composition(100, "batch"), simplex.etf_gram(10), 100, 0.1)
     assert record["result"]["minimum"] == pytest.approx(direct.minimum, rel=1e-9)  # its Gram from vectors: rounding
-    assert record["result"]["delta_g"] == pytest.approx(direct.delta_g(simplex.etf_gram(10)), abs=1e-9)
+    # The loss pins the Gram less tightly than its value: two solves from prototype Grams equal to
+    # rounding gave DeltaG* 0.11451 and 0.11453 (losses equal to 1e-11) at tau = 0.1.
+    assert record["result"]["delta_g"] == pytest.approx(direct.delta_g(simplex.etf_gram(10)), abs=1e-4)
     assert np.array(record["result"]["class_mean_gram"]).shape == (10, 10)
     assert (out / "certificate.png").stat().st_size > 0
 
