@@ -204,17 +204,35 @@ def write_cifar_fixture(root, n_train_per_class: int = 20, n_test_per_class: int
 # ---------------------------------------------------------------------------
 
 
-def load_digits_split(seed: int = 0) -> tuple[LabelledImages, LabelledImages]:
+#: scikit-learn's own digits file (1797 rows: 64 pixel values in 0..16, then the label). Placed in
+#: the data folder it replaces scikit-learn, e.g. on a GPU machine that has torch but not scikit-learn.
+DIGITS_FILE = "digits.csv.gz"
+
+
+def _digits_arrays(data_dir=None) -> tuple[np.ndarray, np.ndarray]:
+    """(images (1797, 8, 8) with values 0..16, labels (1797,) int64) from data_dir/DIGITS_FILE or scikit-learn."""
+    path = Path(data_dir) / DIGITS_FILE if data_dir is not None else None
+    if path is not None and path.is_file():
+        table = np.loadtxt(path, delimiter=",")
+        return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(np.int64)
+    try:
+        from sklearn.datasets import load_digits  # deferred: scikit-learn is slow to import
+    except ImportError:
+        raise DatasetNotFoundError(f"digits need scikit-learn, or its file {DIGITS_FILE} (in sklearn/datasets/data/) "
+                                   f"copied into the data folder {data_dir}") from None
+    digits = load_digits()
+    return digits.images, digits.target.astype(np.int64)
+
+
+def load_digits_split(seed: int = 0, data_dir=None) -> tuple[LabelledImages, LabelledImages]:
     """scikit-learn's 8x8 digits as (train, test), a stratified split with a fixed seed.
 
     Pixel values 0..16 are rescaled to 0..255 (uint8, shape (N, 1, 8, 8));
-    `DIGITS_TEST_FRACTION` of every class goes to the (balanced) test set.
+    `DIGITS_TEST_FRACTION` of every class goes to the (balanced) test set. Read from
+    data_dir/`DIGITS_FILE` when that file exists, else from scikit-learn.
     """
-    from sklearn.datasets import load_digits  # deferred: scikit-learn is slow to import
-
-    digits = load_digits()
-    images = np.round(digits.images * (255 / 16)).astype(np.uint8)[:, None]  # (N, 1, 8, 8)
-    labels = digits.target.astype(np.int64)
+    pixels, labels = _digits_arrays(data_dir)
+    images = np.round(pixels * (255 / 16)).astype(np.uint8)[:, None]  # (N, 1, 8, 8)
     rng = np.random.default_rng(require_int("seed", seed, 0))
     test = np.zeros(len(labels), dtype=bool)
     for c in range(10):
@@ -239,9 +257,9 @@ def load_dataset(name: str, data_dir="data", download: bool = False) -> tuple[La
     """
     require_choice("dataset", name, DATASETS)
     if name == "digits":
-        return load_digits_split()
+        return load_digits_split(data_dir=data_dir)
     if name == "digits32":
-        return tuple(upsample(split, 32) for split in load_digits_split())
+        return tuple(upsample(split, 32) for split in load_digits_split(data_dir=data_dir))
     return load_cifar(name, data_dir, download)
 
 

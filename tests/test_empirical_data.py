@@ -2,6 +2,8 @@
 
 import math
 import pickle
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -234,6 +236,21 @@ def test_crop_flip_is_a_zero_padded_crop_and_a_flip(batch):
         if params[i, 4] < 0:
             crop = crop.flip(-1)
         assert torch.allclose(out[i], (crop - mean[:, None, None]) / std[:, None, None], atol=1e-4), i
+
+
+def test_digits_file_in_the_data_folder_replaces_scikit_learn(tmp_path, monkeypatch):
+    import shutil
+
+    import sklearn
+
+    shutil.copy(Path(sklearn.__file__).parent / "datasets" / "data" / data.DIGITS_FILE, tmp_path)
+    reference = data.load_digits_split()
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)  # as on a machine without scikit-learn
+    from_file = data.load_dataset("digits", tmp_path)
+    for a, b in zip(reference, from_file):
+        assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
+    with pytest.raises(data.DatasetNotFoundError, match="scikit-learn"):
+        data.load_dataset("digits", tmp_path / "empty")
 
 
 def test_digits32_are_the_digits_upsampled():
