@@ -477,7 +477,7 @@ class Reduced:
             flat = select @ theta + const.reshape(-1)
             values = cp.reshape(flat, ids.shape, order="C") / self.tau + shift
             objective = objective + weight @ cp.log_sum_exp(values, axis=1)
-        constraints = []
+        constraints = []  # one per block, in block order (`dual_matrices` reads them back)
         for constant, linear in self.block_arrays:
             k = constant.shape[0]
             if k == 1:
@@ -487,6 +487,23 @@ class Reduced:
             Z = cp.Variable((k, k), PSD=True)
             constraints.append(cp.vec(Z, order="C")[upper] == linear[upper] @ theta + constant.reshape(-1)[upper])
         return cp.Problem(cp.Minimize(objective / self.total_weight), constraints), theta
+
+    def dual_matrices(self, problem: cp.Problem) -> list[np.ndarray] | None:
+        """The solver's multiplier of each block as a symmetric (k, k) matrix (None if unavailable).
+
+        Its range is where the constraint binds: the face a polish should keep (a null direction
+        of Q_j with a zero multiplier is free to open up).
+        """
+        duals = []
+        for (constant, _), constraint in zip(self.block_arrays, problem.constraints):
+            value = constraint.dual_value
+            if value is None:
+                return None
+            k = constant.shape[0]
+            matrix = np.zeros((k, k))
+            matrix[np.triu_indices(k)] = np.ravel(value)
+            duals.append((matrix + matrix.T) / 2)
+        return duals
 
 
 def build(structure: Structure, family: str, tau: float, alpha: float = 0.0) -> Reduced:
@@ -505,18 +522,17 @@ def build(structure: Structure, family: str, tau: float, alpha: float = 0.0) -> 
 # Solving and polishing
 
 
-def _face(reduced: Reduced, theta: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """Linear equations E theta = e of the face active at theta: Q_j(theta) u = 0 for null vectors u.
-
-    A null vector is an eigenvector whose eigenvalue is below threshold x the block's scale.
-    """
+def _face(reduced: Reduced, theta: np.ndarray, deficiency) -> tuple[np.ndarray, np.ndarray]:
+    """Linear equations E theta = e of a face: Q_j(theta) u = 0 for the deficiency[j] eigenvectors
+    u of Q_j(theta) with the smallest eigenvalues, and for any eigenvalue below `BOUNDARY`
+    (a constraint a step has just met)."""
     rows, right = [], []
-    for (constant, linear), Q in zip(reduced.block_arrays, reduced.block_values(theta)):
+    for (constant, linear), Q, count in zip(reduced.block_arrays, reduced.block_values(theta), deficiency):
         k = constant.shape[0]
         eigenvalues, eigenvectors = np.linalg.eigh((Q + Q.T) / 2)
-        scale = max(1.0, np.abs(eigenvalues).max())
+        count = max(count, int((eigenvalues < BOUNDARY * max(1.0, np.abs(eigenvalues).max())).sum()))
         dense = linear.toarray().reshape(k, k, -1)  # (k, k, V)
-        for u in eigenvectors[:, eigenvalues < threshold * scale].T:
+        for u in eigenvectors[:, :count].T:
             rows.append(np.einsum("rcv,c->rv", dense, u))  # (k, V): (Q(theta) u) is F u theta + F0 u
             right.append(-constant @ u)
     if not rows:
@@ -524,16 +540,34 @@ def _face(reduced: Reduced, theta: np.ndarray, threshold: float) -> tuple[np.nda
     return np.concatenate(rows), np.concatenate(right)
 
 
+#: An eigenvalue below this (relative) after a step counts as a constraint met.
+BOUNDARY = 1e-9
+
+
+def candidate_faces(reduced: Reduced, theta: np.ndarray, duals) -> list[tuple[int, ...]]:
+    """Rank deficiencies per block to try: from small eigenvalues of Q_j (primal) and from the
+    rank of the multipliers (dual, strict complementarity); duplicates removed."""
+    faces = []
+    values = [np.linalg.eigvalsh((Q + Q.T) / 2) for Q in reduced.block_values(theta)]
+    for threshold in FACE_THRESHOLDS:
+        faces.append(tuple(int((v < threshold * max(1.0, np.abs(v).max())).sum()) for v in values))
+    if duals is not None:
+        scale = max(np.abs(np.linalg.eigvalsh(Z)).max() for Z in duals) or 1.0
+        for threshold in (1e-8, 1e-6, 1e-4):
+            faces.append(tuple(int((np.abs(np.linalg.eigvalsh(Z)) > threshold * scale).sum()) for Z in duals))
+    return list(dict.fromkeys(faces))
+
+
 #: Thresholds tried for the active face: a solver stops before tiny slacks reach 0
 #: (at tau = 0.1 a = 1 - 3e-6 was seen), so looser faces are tried too; the best feasible point wins.
 FACE_THRESHOLDS = (1e-8, 1e-6, 1e-4, 1e-3)
 
 
-def polish(reduced: Reduced, theta: np.ndarray) -> tuple[np.ndarray, bool]:
-    """The best feasible Newton-polished point over the faces of `FACE_THRESHOLDS`; (theta', found)."""
+def polish(reduced: Reduced, theta: np.ndarray, duals=None) -> tuple[np.ndarray, bool]:
+    """The best feasible Newton-polished point over the `candidate_faces`; (theta', found)."""
     best, best_value = theta, math.inf
-    for threshold in FACE_THRESHOLDS:
-        candidate, converged = newton_on_face(reduced, theta, threshold)
+    for deficiency in candidate_faces(reduced, theta, duals):
+        candidate, converged = newton_on_face(reduced, theta, deficiency)
         if converged and reduced.violation(candidate) <= FEASIBILITY:
             value = reduced.loss(candidate)
             if value < best_value:
@@ -541,7 +575,7 @@ def polish(reduced: Reduced, theta: np.ndarray) -> tuple[np.ndarray, bool]:
     return best, math.isfinite(best_value)
 
 
-def newton_on_face(reduced: Reduced, theta: np.ndarray, threshold: float, max_steps: int = 80):
+def newton_on_face(reduced: Reduced, theta: np.ndarray, deficiency, max_steps: int = 80):
     """An active-set Newton method from theta; returns (theta', converged).
 
     Each step: the face active at theta (`_face`) is affine, theta = theta_0 + N y with N a
@@ -552,7 +586,7 @@ def newton_on_face(reduced: Reduced, theta: np.ndarray, threshold: float, max_st
     """
     value = math.inf
     for _ in range(max_steps):
-        theta, basis = _onto_face(reduced, theta, threshold)
+        theta, basis = _onto_face(reduced, theta, deficiency)
         value = reduced.loss(theta)
         if basis.shape[1] == 0:
             return theta, True
@@ -575,7 +609,7 @@ def newton_on_face(reduced: Reduced, theta: np.ndarray, threshold: float, max_st
     return theta, False
 
 
-def _onto_face(reduced: Reduced, theta: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+def _onto_face(reduced: Reduced, theta: np.ndarray, deficiency) -> tuple[np.ndarray, np.ndarray]:
     """theta projected onto the face active there, and a basis (V, dim) of the face's directions.
 
     The null vectors u come from theta itself, so they are only approximately those of the
@@ -583,7 +617,7 @@ def _onto_face(reduced: Reduced, theta: np.ndarray, threshold: float) -> tuple[n
     """
     basis = np.eye(len(theta))
     for _ in range(8):
-        E, e = _face(reduced, theta, threshold)
+        E, e = _face(reduced, theta, deficiency)
         if not len(E):
             return theta, basis
         _, singular, vt = np.linalg.svd(E)
@@ -710,7 +744,7 @@ class ExchangeableCertificate:
         return realise(self, prototypes, seed)
 
 
-def _solve(reduced: Reduced, solver: str | None) -> tuple[np.ndarray | None, dict]:
+def _solve(reduced: Reduced, solver: str | None) -> tuple[np.ndarray | None, dict, list | None]:
     attempts = ATTEMPTS if solver is None else tuple(a for a in ATTEMPTS if a[0] == solver)
     for name, tolerance in attempts:
         problem, theta = reduced.problem()
@@ -722,20 +756,20 @@ def _solve(reduced: Reduced, solver: str | None) -> tuple[np.ndarray | None, dic
             break
     solved = {"status": status, "solver": name, "tolerance": tolerance, "lower_bound": dual}
     value = None if theta.value is None or not np.isfinite(theta.value).all() else np.array(theta.value, dtype=float)
-    return value, solved
+    return value, solved, reduced.dual_matrices(problem) if value is not None else None
 
 
 def certify_reduced(reduced: Reduced, *, solver: str | None = None, strict: bool = True) -> ExchangeableCertificate:
     """Solve a reduced program, polish it, and return its certificate."""
     start = time.perf_counter()
-    theta, solved = _solve(reduced, solver)
+    theta, solved, duals = _solve(reduced, solver)
     polished = False
     if theta is None:
         theta, minimum, violation = np.full(len(reduced.variables), math.nan), math.nan, math.nan
     else:
         violation, minimum = reduced.violation(theta), reduced.loss(theta)
         if len(reduced.variables) <= MAX_POLISH_VARIABLES:
-            candidate, converged = polish(reduced, theta)
+            candidate, converged = polish(reduced, theta, duals)
             candidate_violation = reduced.violation(candidate)
             candidate_value = reduced.loss(candidate)
             # Keep the polished point only when it is feasible and no worse than the solver's point.
