@@ -211,6 +211,7 @@ def figure(_inputs=None):
         ax.set(xscale="log", yscale="log", xlabel=r"$\tau$", ylabel=r"$n_w$ needed",
                title=rf"$n_w$ needed for $\Delta G^* \leq$ {threshold:g} (top line: > 1e5)")
         ax.set_xticks(TAUS, [f"{t:g}" for t in TAUS])
+        ax.xaxis.set_minor_formatter("")
         ax.legend(fontsize=8)
     for ax in (left, *right):
         ax.grid(alpha=0.3, which="both")

@@ -137,16 +137,15 @@ def figure(_inputs=None):
         points = ax.scatter(x, [r["tau"] for r in row], c=[r["view"] for r in row], cmap="viridis", vmin=0, vmax=1,
                             s=120, edgecolors="black")
         apart = [r for r in row if r["view"] < 1 - SEPARATED]
-        ax.scatter([positions[r["alpha"]] for r in apart], [r["tau"] for r in apart], marker="x", color="red", s=60,
-                   label="views separate (a0 < 1 - 1e-6)")
+        ax.scatter([positions[r["alpha"]] for r in apart], [r["tau"] for r in apart], marker="x", color="red", s=60)
         ax.set_yscale("log")
         ax.set_xticks(range(len(SUPCON_ALPHAS)), [f"{a:g}" for a in SUPCON_ALPHAS])
         ax.set_yticks(SUPCON_TAUS, [f"{t:g}" for t in SUPCON_TAUS])
+        ax.yaxis.set_minor_formatter("")
         m, n, p = SIZES[name]
         ax.set(xlabel=r"$\alpha$", ylabel=r"$\tau$", title=f"{name} size: m={m}, n={n}, p={p}")
-        ax.legend(fontsize=8, loc="upper right")
     fig.colorbar(points, ax=axes, label="a0: similarity of two views of one instance")
-    fig.suptitle('Variant "supcon": certified (exchangeable) minimiser; where it leaves SSEM, the views separate',
+    fig.suptitle('Variant "supcon": certified (exchangeable) minimiser; red crosses: the views separate (a0 < 1 - 1e-6)',
                  fontsize=10)
     return fig
 
