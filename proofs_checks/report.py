@@ -936,7 +936,23 @@ FIGURES = (
     FigureSpec("certified_imbalance", ("A5", "A8"),
                "Without prototypes: DeltaG* of the certified SCL minimiser's class means to the ETF Gram against the "
                "imbalance R.", certified_imbalance_figure),
+    FigureSpec("paper_scale_prototypes", ("A9",),
+               "CIFAR-10 compositions, ETF prototypes: certified DeltaG* against n_w (tau = 0.1) and the n_w needed "
+               "for DeltaG* <= 0.05 and <= 0.01 against tau, per composition and R.",
+               lambda inputs: _claim_figure("test_a9_paper_scale_prototypes", inputs)),
+    FigureSpec("paper_scale_imbalance", ("A10",),
+               "CIFAR-10 full training set, no prototypes: certified DeltaG* to the ETF Gram against R, per tau.",
+               lambda inputs: _claim_figure("test_a10_paper_scale_imbalance", inputs)),
+    FigureSpec("paper_scale_supcon_views", ("B12",),
+               'CIFAR-10 and CIFAR-100 sizes, variant "supcon": view similarity a0 of the certified minimiser over '
+               "(alpha, tau); crosses where the views separate.",
+               lambda inputs: _claim_figure("test_b12_paper_scale_ssem", inputs)),
 )
+
+
+def _claim_figure(module: str, inputs: FigureInputs):
+    """A figure drawn by a claim module's own `figure` function (it reuses the check's cached measurement)."""
+    return importlib.import_module(f"proofs_checks.{module}").figure(inputs)
 
 
 def figure_specs(claim_ids=None) -> tuple[FigureSpec, ...]:
