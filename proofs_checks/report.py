@@ -44,7 +44,8 @@ HOW_TO_READ = (
     "(exact: sympy derivations and closed forms; free optimisation: minimisation over free unit embeddings; "
     "certificate: a convex program over the Gram matrix, which gives the global minimum; empirical: networks "
     "trained on images). Verdicts: **holds** — every check agrees with the claim; **fails** — the suite found "
-    "the claim false and gives the counterexample (a result, not a bug); *not run* — the check needs something "
+    "the claim false and gives the counterexample (a result, not a bug); *inconclusive* — a route did not settle "
+    "(an optimiser not converged, routes disagreeing), with the reason: nothing is judged; *not run* — the check needs something "
     "this machine lacks, with the reason; **error** — the check itself crashed: a defect of the suite, not a "
     "verdict on the claim. \"Suite asserts\" is the verdict `pytest proofs_checks` expects; a measured verdict "
     "that differs from it is flagged. Key figures are the first numbers the check measured; each claim's "
@@ -147,7 +148,7 @@ def run_claim(claim: Claim) -> Outcome:
     except Exception as error:  # reported as the claim's error, with its message
         return _error_outcome(claim.id, claim.source, claim.statement, claim.routes, claim.expect, error,
                               time.perf_counter() - started)
-    detail = {"fails": result.counterexample, "not run": result.reason}.get(result.verdict)
+    detail = {"fails": result.counterexample, "not run": result.reason, "inconclusive": result.reason}.get(result.verdict)
     return Outcome(claim.id, claim.source, claim.statement, tuple(claim.routes), claim.expect, result.verdict,
                    dict(result.figures), detail, None, time.perf_counter() - started, tuple(map(str, result.images)))
 
@@ -264,7 +265,8 @@ def anchor(claim_id: str) -> str:
 
 def verdict_text(outcome: Outcome, width: int = 220) -> str:
     """The verdict cell: the status, its counterexample / reason / error, and a flag if unexpected."""
-    label = {"holds": "**holds**", "fails": "**fails**", "not run": "*not run*", ERROR: "**error**"}[outcome.status]
+    label = {"holds": "**holds**", "fails": "**fails**", "inconclusive": "*inconclusive*", "not run": "*not run*",
+             ERROR: "**error**"}[outcome.status]
     text = label + (f": {escape(_shorten(outcome.detail, width))}" if outcome.detail else "")
     if outcome.unexpected:
         text += f" (the suite asserts *{outcome.expect}*)"
@@ -293,8 +295,8 @@ def claim_section(outcome: Outcome, figures: list, out_dir: Path | None = None) 
              f"**Suite asserts:** {o.expect or '—'} · **Time:** {o.seconds:.1f} s", "", escape(o.statement), ""]
     if o.status == "fails":
         lines += [f"**Counterexample:** {escape(o.detail)}", ""]
-    elif o.status == "not run":
-        lines += [f"**Not run:** {escape(o.detail)}", ""]
+    elif o.status in ("not run", "inconclusive"):
+        lines += [f"**{o.status.capitalize()}:** {escape(o.detail)}", ""]
     elif o.status == ERROR:
         lines += ["**Error** (the check raised; see `report.json` for the traceback):", "", "```text",
                   _shorten(o.detail, 2000), "```", ""]

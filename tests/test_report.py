@@ -93,7 +93,7 @@ def test_exit_code_is_one_exactly_when_a_claim_errored():
     outcomes = _outcomes()
     assert report.exit_code(outcomes) == 1
     assert report.exit_code(outcomes[:2]) == 0
-    assert report.counts(outcomes) == {"holds": 1, "fails": 1, "not run": 0, "error": 1}
+    assert report.counts(outcomes) == {"holds": 1, "fails": 1, "inconclusive": 0, "not run": 0, "error": 1}
 
 
 def test_a_module_that_does_not_import_becomes_an_error(monkeypatch):
@@ -141,7 +141,7 @@ def test_readme_has_a_section_per_claim_with_all_figures_and_the_error_message()
     assert "| points | 12 |" in text and "| grid | [0.1, 0.2] |" in text
     assert "**Counterexample:** m=3, n=4, alpha=0.26 collapses" in text
     assert "RuntimeError: solver exploded | badly" in text  # in a code block: verbatim
-    assert "1 holds, 1 fails, 0 not run, 1 error" in text
+    assert "1 holds, 1 fails, 0 inconclusive, 0 not run, 1 error" in text
 
 
 def test_report_json_holds_the_same_verdicts_and_is_valid_json():
