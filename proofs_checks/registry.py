@@ -7,7 +7,7 @@ not settle, or `not run` with a reason), the figures it measured and its
 `Agreement`s. `expect` records the verdict the suite currently asserts: "holds" for
 a claim confirmed, "fails" for a claim the suite has found false (the finding).
 
-Two-sided checks (DESIGN §8). An `Agreement` pins a measured figure to an independent
+Two-sided checks (docs/verdicts.md#two-sided-checks). An `Agreement` pins a measured figure to an independent
 route's value with a tolerance, whatever the verdict: a bug that makes a false claim
 "more false" moves the figure off the other route's value. A test calls
 `assert_claim(check)`, which prints the figures and fails if the check pinned no
@@ -24,7 +24,7 @@ from typing import Callable
 
 VERDICTS = ("holds", "fails", "inconclusive", "not run")
 ROUTES = ("exact", "free optimisation", "certificate", "empirical")
-#: Claims whose modules are being reworked elsewhere and do not pin figures yet (issue 12): their
+#: Claims whose modules are being reworked elsewhere and do not pin figures yet: their
 #: tests still pass on the verdict alone. Remove an id as soon as its check returns agreements.
 ONE_SIDED_PENDING = frozenset({"A7", "B11"})
 
@@ -74,7 +74,7 @@ class Result:
 
 
 def verdict(figures: dict, failures: list[str], *, unsettled=(), agreements=()) -> Result:
-    """The verdict of a check from what its routes measured (DESIGN §8).
+    """The verdict of a check from what its routes measured (docs/verdicts.md#verdict-vocabulary).
 
     `inconclusive` when a route did not settle (`unsettled`: reasons, e.g. an optimiser not
     converged) or two routes disagree (an agreement outside its tolerance): nothing is judged;

@@ -23,7 +23,7 @@ TAU = 0.5
 GRAD_TOL = 1e-9
 MONOTONE_SLACK = 1e-6  # DeltaG* values at R = 1 are ~1e-9 noise around 0
 CERTIFIED_RATIO, CERTIFIED_N_PROTO = 10, (0, 100, 10000)  # R = 10 (26 vectors) is certified at these n_w
-LOSS_RELATIVE = 1e-6  # free minimum against the certified one (DESIGN §6)
+LOSS_RELATIVE = 1e-6  # free minimum against the certified one (docs/verdicts.md#routes)
 DELTA_G_RESOLUTION = 1e-3  # DeltaG* of the free and the certified minimiser (solver accuracy)
 
 

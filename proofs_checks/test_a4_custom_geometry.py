@@ -27,7 +27,7 @@ SIZES = (10, 10, 1, 1)
 TAU = 0.5
 DIM = 8
 NEAR_ZERO = 1e-2  # a DeltaG* at n_w = 1e4 above this is a floor, not "towards 0"
-LOSS_RELATIVE = 1e-6  # free minimum against the certified one (DESIGN §6)
+LOSS_RELATIVE = 1e-6  # free minimum against the certified one (docs/verdicts.md#routes)
 DELTA_G_RESOLUTION = 1e-3  # DeltaG* of the free and the certified minimiser (solver accuracy)
 FLOOR_TOLERANCE = 2e-3  # DeltaG*(1e4) against the n_w -> inf floor: the O(1/n_w) remainder is ~10x smaller
 CROSS_POLYTOPE_GRAM = np.array([[1, -1, 0, 0], [-1, 1, 0, 0], [0, 0, 1, -1], [0, 0, -1, 1]], dtype=float)

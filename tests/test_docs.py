@@ -132,11 +132,26 @@ def test_etf_cross_entropy_minimum(m, tau):
 
 def test_minority_size_rule():
     from empirical.data import kept_class_sizes
+    from theory.compositions import minority_size, step_class_sizes
 
     rule = stated("notation.md", "minority_size")
     for majority, ratio in itertools.product((5, 50, 5000), (1, 2, 3, 10, 100, 10000)):
         expected = int(value(rule, n_maj=majority, R=ratio))
+        assert minority_size(majority, ratio) == expected
+        assert step_class_sizes(4, majority, ratio) == (majority, majority, expected, expected)
         assert kept_class_sizes([majority] * 4, ratio) == [majority, majority, expected, expected]
+
+
+@pytest.mark.parametrize("ratio, majority, minority", [(100, 203, 2), (10, 186, 19)])
+def test_paper_scale_batch_composition(ratio, majority, minority):
+    from theory.compositions import cifar10_composition
+
+    assert cifar10_composition(ratio, "batch", 1024) == (majority,) * 5 + (minority,) * 5
+    full = cifar10_composition(ratio, "full")
+    assert full == (5000,) * 5 + (5000 // ratio,) * 5
+    text = (DOCS / "notation.md").read_text(encoding="utf-8")
+    assert f"{majority} per majority" in text or f"{majority} and {minority}" in text
+    assert f"{sum(full):,} images at R = {ratio}" in text
 
 
 # ---------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The claims registry: verdicts (inconclusive included) and two-sided checks (DESIGN §8)."""
+"""The claims registry: verdicts (inconclusive included) and two-sided checks (docs/verdicts.md)."""
 
 import math
 
