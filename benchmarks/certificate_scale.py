@@ -1,0 +1,113 @@
+"""Exchangeable certificates against the full Gram program, in one run (docs/certificates.md).
+
+Part 1, matched sizes: per-anchor SCL on m = 4 step-imbalanced classes (majority K/3, minority
+K/6) and the combined loss at K = m n p, for K in {24, 32, 48}: both methods certify the same
+configuration; the table gives each one's median seconds over --repeats, the ratio, and the
+difference of the certified minima.
+
+Part 2, scale: the largest size each method certifies within --budget seconds. The full program
+grows with the number of vectors K (its cost is about K^6): it is timed at growing K until one
+solve exceeds the budget. The exchangeable program does not grow with the class sizes at all;
+what grows is the number of classes when no two classes are alike (symmetry "none"), timed at
+growing m with CIFAR-sized classes (5000 per class), until one solve exceeds the budget.
+
+Run: ``python benchmarks/certificate_scale.py [--repeats 3] [--budget 60] [--out DIR]``;
+writes DIR/certificate_scale.json (default results/certificate_scale/) and prints the tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from simulate import certify, cli, exchangeable
+
+PROG = "python benchmarks/certificate_scale.py"
+
+
+def _seconds(call, repeats: int) -> tuple[float, object]:
+    times, result = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = call()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), result
+
+
+def matched(sizes_k=(24, 32, 48), repeats: int = 3) -> list[dict]:
+    rows = []
+    for k in sizes_k:
+        supcon_sizes = (k // 3, k // 3, k // 6, k - 2 * (k // 3) - k // 6)
+        cases = {
+            f"supcon {supcon_sizes}": (lambda s=supcon_sizes: certify.certify_supcon(s, 0.2),
+                                       lambda s=supcon_sizes: exchangeable.certify_supcon(s, 0.2)),
+            f"combined m=4 n={k // 8} p=2": (lambda n=k // 8: certify.certify_combined(0.3, 0.2, 4, n, 2),
+                                             lambda n=k // 8: exchangeable.certify_combined(0.3, 0.2, 4, n, 2)),
+        }
+        for name, (full_call, reduced_call) in cases.items():
+            full_seconds, full = _seconds(full_call, repeats)
+            reduced_seconds, reduced = _seconds(reduced_call, repeats)
+            rows.append({
+                "K": k, "case": name, "full_s": full_seconds, "exchangeable_s": reduced_seconds,
+                "ratio": full_seconds / reduced_seconds,
+                "minimum_difference": reduced.minimum - full.minimum,
+            })
+    return rows
+
+
+def largest_full(budget: float, start: int = 40, step: int = 8) -> list[dict]:
+    rows, k = [], start
+    while True:
+        sizes = (k // 2, k - k // 2)
+        original, certify.MAX_VECTORS = certify.MAX_VECTORS, 10**6  # lift the cap to time past it
+        try:
+            seconds, _ = _seconds(lambda: certify.certify_supcon(sizes, 0.2, strict=False), 1)
+        finally:
+            certify.MAX_VECTORS = original
+        rows.append({"K": k, "seconds": seconds})
+        if seconds > budget:
+            return rows
+        k += step
+
+
+def largest_exchangeable(budget: float, classes=(10, 20, 40, 60, 100, 150, 200)) -> list[dict]:
+    rows = []
+    for m in classes:
+        sizes = (5000,) * (m // 2) + (50,) * (m - m // 2)
+        seconds, certificate = _seconds(lambda: exchangeable.certify_supcon(sizes, 0.2, symmetry="none"), 1)
+        rows.append({"m": m, "vectors": sum(sizes), "variables": len(certificate.variables), "seconds": seconds})
+        if seconds > budget:
+            break
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = cli.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3, help="solves per timing (median)")
+    parser.add_argument("--budget", type=float, default=60.0, help="seconds one certificate may take in part 2")
+    parser.add_argument("--out", default="results/certificate_scale", help="output folder")
+    args = parser.parse_args(argv)
+    if args.repeats < 1 or not args.budget > 0:
+        cli.fail(PROG, f"--repeats must be >= 1 and --budget > 0, got {args.repeats} and {args.budget}")
+    rows = matched(repeats=args.repeats)
+    print(f"{'K':>3} {'case':<34} {'full s':>8} {'exch. s':>8} {'ratio':>7} {'min diff':>9}")
+    for row in rows:
+        print(f"{row['K']:>3} {row['case']:<34} {row['full_s']:>8.2f} {row['exchangeable_s']:>8.3f} "
+              f"{row['ratio']:>7.0f} {row['minimum_difference']:>9.1e}")
+    full_rows = largest_full(args.budget)
+    print("full program: " + ", ".join(f"K={r['K']}: {r['seconds']:.1f} s" for r in full_rows))
+    reduced_rows = largest_exchangeable(args.budget)
+    print("exchangeable, no class symmetry, 5000/50 per class: "
+          + ", ".join(f"m={r['m']} ({r['vectors']} vectors): {r['seconds']:.1f} s" for r in reduced_rows))
+    record = {"config": vars(args), "metadata": cli.run_metadata(), "matched": rows,
+              "largest_full": full_rows, "largest_exchangeable": reduced_rows}
+    cli.write_json(Path(args.out) / "certificate_scale.json", record)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
