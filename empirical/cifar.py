@@ -241,6 +241,7 @@ def summary_row(run_id: str, result: dict) -> dict:
     row.update({key: config[key] for key in ("dataset", "imbalance", "profile", "loss", "n_proto", "anchors",
                                              "geometry", "alpha", "variant", "tau", "model", "augmentation",
                                              "epochs", "seed")})
+    row["augmentation"] = result.get("augmentation", config["augmentation"])  # the recipe "auto" resolved to
     row["epochs_done"] = len(result.get("log", []))
     row["final_loss"] = final.get("loss")  # the column "loss" names the loss function
     row.update({key: value for key, value in final.items() if key not in ("epoch", "loss", "lr", "train_seconds",

@@ -81,7 +81,8 @@ def test_fixture_pipeline_end_to_end(tmp_path, capsys):
     with open(out / "summary.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert sorted(row["run"] for row in rows) == runs
-    assert all(row["status"] == "finished" and row["loss"] == "prototype" for row in rows)
+    assert all(row["status"] == "finished" and row["loss"] == "prototype" and row["augmentation"] == "supcon"
+               for row in rows)
     assert all(row["backbone_delta_g"] and row["delta_g"] != row["backbone_delta_g"] for row in rows)
     for mode in ("data", "all"):
         for figure in ["delta_g_vs_n_proto", "delta_g_epochs", "gram_heatmaps", "accuracy"]:
