@@ -2,7 +2,7 @@
 class-mean geometry of the global SCL minimiser away from the ETF, and the bend grows with R — DeltaG* to
 the ETF Gram is 0 at R = 1 and increases strictly with R over R in {1, 2, 5, 10, 20, 50, 100}, on the
 full step-imbalanced CIFAR-10 training set (5000 and floor(5000 / R) per class,
-`theory.compositions.cifar10_composition`), for tau in {0.05, 0.1, 0.2, 0.5}.
+`theory.compositions.cifar10_composition`), for tau in {0.1, 0.2, 0.5} (0.05 reported, see below).
 
 A8 asks the same at toy sizes (majority 10), where the bend is not monotone in R; this claim asks it at
 the paper's size, which only the exchangeable certificate (`simulate.exchangeable.certify_supcon`,
@@ -19,6 +19,11 @@ Two-sided:
   minimum to 1e-9 relative.
 A certificate not polished, or with |minimum - dual lower bound| > 1e-7 relative, leaves the claim
 inconclusive.
+
+Why tau = 0.05 is reported, not judged: between-class similarities weigh about exp(-(1 + 1/(m - 1))/tau)
+in the loss, below the solver's accuracy there, so the program does not pin the class-mean Gram to the
+precision of the steps in DeltaG* (measured: the program with one orbit per class reaches the same minimum
+with DeltaG* different in the third decimal at tau = 0.05). The verdict uses tau >= 0.1.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ MINIMUM_RELATIVE = 1e-9  # reduced programs against each other
 UNREDUCED_DELTA_G = 1e-4
 #: (R, tau) cells also certified with one orbit per class, and the cell certified through the prototype family.
 UNREDUCED_CELLS = ((100, 0.1), (10, 0.5))
+JUDGED_MIN_TAU = 0.1  # below it DeltaG* is not determined by the program (module docstring)
 PROTOTYPE_CELL = (50, 0.2)
 
 
@@ -98,7 +104,7 @@ def _agreements(cells: dict) -> list[Agreement]:
     source="Paper A: imbalance bends the SCL geometry without prototypes (CIFAR-10 full training set)",
     statement="Without prototypes, DeltaG* of the certified SCL minimiser's class means to the ETF Gram is 0 at R = 1 "
     "and grows strictly with R in {1, 2, 5, 10, 20, 50, 100} on step-imbalanced CIFAR-10 (5000 and 5000/R per "
-    "class), tau in {0.05, 0.1, 0.2, 0.5}.",
+    "class), tau in {0.1, 0.2, 0.5} (tau = 0.05 reported, not determined by the program).",
     routes=("certificate",),
 )
 def check() -> Result:
@@ -106,10 +112,12 @@ def check() -> Result:
     cells = measure()
     figures = {f"DeltaG* tau={tau:g}, R={RATIOS}": [round(cells[(r, tau)][0], 4) for r in RATIOS] for tau in TAUS}
     figures["slowest certificate (s)"] = round(max(cert.seconds for _, cert in cells.values()), 2)
-    unsettled = [reason for (ratio, tau), (_, cert) in cells.items() if (reason := _unsettled(ratio, tau, cert))]
+    unsettled = [reason for (ratio, tau), (_, cert) in cells.items()
+                 if tau >= JUDGED_MIN_TAU and (reason := _unsettled(ratio, tau, cert))]
     agreements = _agreements(cells)
     failures = []
-    for tau in TAUS:
+    figures["judged"] = f"tau >= {JUDGED_MIN_TAU:g} (smaller tau: reported, not judged)"
+    for tau in (t for t in TAUS if t >= JUDGED_MIN_TAU):
         for low, high in zip(RATIOS, RATIOS[1:]):
             step = cells[(high, tau)][0] - cells[(low, tau)][0]
             if step <= DELTA_G_RESOLUTION:

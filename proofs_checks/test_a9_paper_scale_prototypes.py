@@ -24,7 +24,14 @@ batch-composition cells: explicit unit vectors built from the reduced solution, 
 class means approach the prototypes) is a sanity check: DeltaG* at n_w = 1e5 must lie below DeltaG* at
 n_w = 0 in every cell, else the claim is inconclusive.
 
-Verdict: "holds" when DeltaG* <= 0.05 at n_w = 100 in every cell, "fails" with the cells that do not.
+Why tau = 0.05 is reported, not judged. Between-class similarities enter the loss with softmax weights of
+order exp(-(1 + 1/(m - 1))/tau), below the solver's accuracy at tau = 0.05: the program then does not
+determine the class-mean Gram to the precision DeltaG* needs (as B8's docstring explains at small sizes).
+Measured: at tau = 0.05 the program with one orbit per class (symmetry "none") reaches the same minimum
+with a DeltaG* that differs in the second decimal, and DeltaG* is not monotone in n_w there. Those cells
+appear in the figures and the figure; the verdict uses tau >= 0.1, where the same comparison agrees.
+
+Verdict: "holds" when DeltaG* <= 0.05 at n_w = 100 in every judged cell, "fails" with the cells that do not.
 """
 
 from __future__ import annotations
@@ -52,6 +59,7 @@ ATTAINED_RELATIVE = 1e-8  # explicit vectors against the certified minimum
 DELTA_G_AGREEMENT = 1e-6  # DeltaG* of explicit vectors against the certificate's
 #: Batch-composition cells (R, tau, n_w) also checked through explicit vectors.
 PINNED = ((100, 0.1, 100), (10, 0.5, 1000))
+JUDGED_MIN_TAU = 0.1  # below it DeltaG* is not determined by the program (module docstring)
 ANCHORS = "data"
 
 
@@ -140,7 +148,7 @@ def _label(value: float) -> str | int:
     source="Paper A: prototypes fix the learnt geometry under imbalance (CIFAR-10 compositions)",
     statement="With n_w = 100 ETF prototypes per class (anchors data), the certified prototype-SCL minimiser's class "
     "means are within DeltaG* <= 0.05 of the ETF Gram on step-imbalanced CIFAR-10 (batch of 1024 and full set; "
-    "R in {10, 100}; tau in {0.05, 0.1, 0.2, 0.5}).",
+    "R in {10, 100}; tau in {0.1, 0.2, 0.5} judged, tau = 0.05 reported: not determined by the program).",
     routes=("certificate",),
     expect="fails",
 )
@@ -156,6 +164,7 @@ def check() -> Result:
             f"{c.composition} R={c.ratio} tau={c.tau:g}": _label(c.needed_n_proto[threshold]) for c in cells}
     unsettled = [problem for cell in cells for problem in cell.unsettled.values()]
     figures["certificates not polished or gap > 1e-7 relative"] = unsettled or "none"
+    unsettled = [problem for cell in cells if cell.tau >= JUDGED_MIN_TAU for problem in cell.unsettled.values()]
     figures["slowest certificate (s)"] = round(max(c.seconds for c in cells), 2)
     agreements = []
     for ratio, tau, n_proto in PINNED:
@@ -170,7 +179,9 @@ def check() -> Result:
             unsettled.append(f"no approach to the prototypes at {cell.where()}: DeltaG* {cell.delta_g[0]:.4f} at "
                              f"n_w = 0, {cell.at(DECADES[-1]):.4f} at n_w = {DECADES[-1]}")
     figures["seconds"] = round(time.perf_counter() - start, 1)
-    settled = [cell for cell in cells if CLAIMED_N_PROTO not in cell.unsettled]
+    figures["judged cells"] = f"tau >= {JUDGED_MIN_TAU:g} (smaller tau: reported, not judged)"
+    judged = [cell for cell in cells if cell.tau >= JUDGED_MIN_TAU]
+    settled = [cell for cell in judged if CLAIMED_N_PROTO not in cell.unsettled]
     failures = [f"{cell.where()}: DeltaG* = {cell.delta_g[CLAIMED_N_PROTO]:.4f} at n_w = {CLAIMED_N_PROTO} "
                 f"(needs n_w = {_label(cell.needed_n_proto[CLAIMED_THRESHOLD])})"
                 for cell in settled if cell.delta_g[CLAIMED_N_PROTO] > CLAIMED_THRESHOLD]
@@ -209,7 +220,8 @@ def figure(_inputs=None):
         ax.axhline(CLAIMED_N_PROTO, color="grey", lw=1, ls=":")
         ax.axhline(cap, color="black", lw=0.8)
         ax.set(xscale="log", yscale="log", xlabel=r"$\tau$", ylabel=r"$n_w$ needed",
-               title=rf"$n_w$ needed for $\Delta G^* \leq$ {threshold:g} (top line: > 1e5)")
+               title=rf"$n_w$ needed for $\Delta G^* \leq$ {threshold:g} (top line: > 1e5)" + "\n"
+                                    + rf"($\tau$ < {JUDGED_MIN_TAU:g}: not determined by the program)")
         ax.set_xticks(TAUS, [f"{t:g}" for t in TAUS])
         ax.xaxis.set_minor_formatter("")
         ax.legend(fontsize=8)
