@@ -1,7 +1,7 @@
 """`python -m simulate.prototypes`: class geometry under prototype SCL over imbalance R x n_w (docs/commands.md).
 
 For each imbalance R (majority classes: the first ceil(m/2) ids, `majority_size` samples
-each; minority classes: round(majority_size / R) each) and each number of prototype
+each; minority classes: max(1, floor(majority_size / R)) each) and each number of prototype
 copies n_w, the free unit embeddings of all samples are optimised under prototype SCL
 with fixed prototypes W of the chosen geometry — full batch (all n_w of one R share one
 batched L-BFGS call of `simulate.optimize`) or, with --batch-size B, a first-order loop
@@ -18,6 +18,13 @@ prototypes.csv (one row per cell) and three figures: deltag.png (DeltaG* against
 one curve per R), gram_heatmaps.png (target and learnt class-mean Grams at the smallest
 and largest n_w) and limit_gap.png (|loss - log n_w - limit| against n_w, log-log, with
 the 1/n_w first-order line and the proven bound).
+
+With --route certificate no embedding is optimised: every cell is the exchangeable
+certificate of `simulate.exchangeable.certify_prototype` (the certified global minimum and
+its class-mean geometry, exact at any size, e.g. --majority-size 5000), so the nearest-centre
+accuracies and the limit-gap figure (which need embeddings) are not computed; the output
+says so. Free optimisation (--route optimise, the default) refuses sizes above
+`OPTIMISE_MAX_VECTORS` vectors with the advice to certify instead.
 
 The sweep functions above `main` are pure (no printing, no files); `main` is the command line.
 """
@@ -38,6 +45,7 @@ from simulate import cli, metrics, optimize
 from simulate.losses import ANCHOR_MODES, prototype_supcon_loss
 from theory import prototypes as theory_prototypes
 from theory import simplex
+from theory.compositions import step_class_sizes
 from theory.arguments import require_choice, require_int, require_positive_real, require_tau
 
 PROG = "python -m simulate.prototypes"
@@ -46,6 +54,13 @@ GEOMETRY_HELP = "etf | orthogonal | minority-spread:<spread in [0, 1]> | gram:<f
 #: Largest N + m for which a cell is certified by default (simulate.certify's interior-point
 #: cost grows fast: measured about a second per cell at 24 vectors, about a minute at its limit of 64).
 CERTIFY_MAX_VECTORS = 24
+
+#: Routes of the sweep: free optimisation (with small-size full certificates) or exchangeable certificates only.
+ROUTES = ("optimise", "certificate")
+
+#: Largest number of data vectors N the free-optimisation route accepts (one (B, N, N) similarity
+#: tensor per L-BFGS evaluation; beyond this a cell takes minutes and gigabytes).
+OPTIMISE_MAX_VECTORS = 2000
 
 #: Per-cell geometry figures copied into the JSON/CSV (see `geometry_measures`).
 MEASURES = ("delta_g", "delta_g_etf", "within", "ncc_majority", "ncc_minority")
@@ -57,22 +72,9 @@ MEASURES = ("delta_g", "delta_g_etf", "within", "ncc_majority", "ncc_minority")
 
 
 def class_sizes(n_classes: int, majority_size: int, imbalance) -> tuple[int, ...]:
-    """Step imbalance: majority ids (first ceil(m/2)) get majority_size, minority ids round(majority_size / R).
-
-    Raises ValueError unless R >= 1 and the minority keeps at least one sample (R <= 2 majority_size).
-    """
-    m = require_int("n_classes", n_classes, 2)
-    n_major = require_int("majority_size", majority_size, 1)
-    ratio = require_positive_real("imbalance", imbalance)
-    if ratio < 1:
-        raise ValueError(f"imbalance R must be >= 1 (majority / minority size), got {imbalance}")
-    n_minor = math.floor(n_major / ratio + 0.5)
-    if n_minor < 1:
-        raise ValueError(f"imbalance R = {imbalance} leaves minority classes empty: "
-                         f"need R <= 2 * majority_size = {2 * n_major}")
-    sizes = np.full(m, n_minor)
-    sizes[simplex.majority_classes(m)] = n_major
-    return tuple(int(s) for s in sizes)
+    """Step imbalance by the project's one rule (`theory.compositions.step_class_sizes`): the first
+    ceil(m/2) ids keep majority_size, the others max(1, floor(majority_size / R)); R >= 1."""
+    return step_class_sizes(n_classes, majority_size, imbalance)
 
 
 def prototype_vectors(geometry: str, n_classes: int, dim: int, seed: int | None = None) -> np.ndarray:
@@ -301,6 +303,30 @@ def certified_cell(sizes, prototype_gram: np.ndarray, n_proto: int, tau: float, 
     }
 
 
+def exchangeable_cell(sizes, prototype_gram: np.ndarray, n_proto: int, tau: float, anchors: str) -> dict:
+    """The exchangeable certificate of one cell (`simulate.exchangeable.certify_prototype`), any size.
+
+    Non-strict: a status other than "optimal" is recorded as such and the cell reads unconverged.
+    """
+    from simulate import exchangeable
+
+    started = time.perf_counter()
+    certificate = exchangeable.certify_prototype(sizes, prototype_gram, n_proto, tau, anchors, strict=False)
+    means = certificate.class_mean_gram()
+    return {
+        "minimum": certificate.minimum,
+        "gap": certificate.gap,
+        "status": certificate.status,
+        "optimal": certificate.ok,
+        "polished": certificate.polished,
+        "class_mean_gram": means,
+        "delta_g": certificate.delta_g(prototype_gram),
+        "delta_g_etf": certificate.delta_g(simplex.etf_gram(len(sizes))),
+        "within": certificate.variances()["within"],
+        "seconds": time.perf_counter() - started,
+    }
+
+
 def limit_convergence(z: np.ndarray, labels: np.ndarray, prototypes: np.ndarray, tau: float, anchors: str,
                       n_values=None) -> dict:
     """|loss - log n_w - limit| over n_w for fixed embeddings, with its 1/n_w term c1 and proven bound C (theory)."""
@@ -367,6 +393,7 @@ class Config:
     max_iter: int = 3000
     grad_tol: float = 1e-9
     certify_max_vectors: int = CERTIFY_MAX_VECTORS
+    route: str = "optimise"
     seed: int = 0
     threads: int = 1
     out: str = "results/prototypes"
@@ -393,7 +420,12 @@ def validate(config: Config) -> None:
             raise ValueError(f"--imbalance values R must be >= 1, got {ratio}")
         class_sizes(config.n_classes, config.majority_size, ratio)
     require_tau(config.tau)
+    require_choice("--route", config.route, ROUTES)
     require_choice("--anchors", config.anchors, ANCHOR_MODES)
+    largest = max(sum(class_sizes(config.n_classes, config.majority_size, r)) for r in config.imbalance)
+    if config.route == "optimise" and largest > OPTIMISE_MAX_VECTORS:
+        raise ValueError(f"--route optimise minimises free embeddings of N <= {OPTIMISE_MAX_VECTORS} vectors, "
+                         f"got N = {largest}; use --route certificate (exact at any size)")
     require_positive_real("--lr", config.lr)
     require_positive_real("--grad-tol", config.grad_tol)
     if config.batch_size is not None:
@@ -428,6 +460,8 @@ def run(config: Config, progress=None) -> dict:
 
     progress: optional callback(index of R, R, iteration, number of converged cells).
     """
+    if config.route == "certificate":
+        return run_certificates(config, progress)
     started = time.perf_counter()
     W = prototype_vectors(config.geometry, config.n_classes, config.dim, seed=config.seed)
     prototypes = torch.as_tensor(W, dtype=torch.float64)
@@ -460,6 +494,36 @@ def run(config: Config, progress=None) -> dict:
         "summary": summarise(config, cells, limit_delta_g, time.perf_counter() - started),
         "_grams": grams,
         "_target": prototype_gram,
+    }
+
+
+def run_certificates(config: Config, progress=None) -> dict:
+    """The sweep by exchangeable certificates only (--route certificate): one certificate per cell."""
+    started = time.perf_counter()
+    W = prototype_vectors(config.geometry, config.n_classes, config.dim, seed=config.seed)
+    prototype_gram = W @ W.T
+    cells, grams = [], {}
+    for index, ratio in enumerate(config.imbalance):
+        sizes = class_sizes(config.n_classes, config.majority_size, ratio)
+        certified = []
+        for done, n_w in enumerate(config.n_proto):
+            certified.append(exchangeable_cell(sizes, prototype_gram, n_w, config.tau, config.anchors))
+            if progress is not None:
+                progress(index, ratio, done + 1, done + 1)
+        grams[ratio] = np.stack([cell.pop("class_mean_gram") for cell in certified])
+        cells += [{"imbalance": ratio, "class_sizes": list(sizes), "n_proto": n_w, "loss": cell["minimum"],
+                   "grad_norm": None, "converged": cell["optimal"] and cell["polished"], "iterations": None,
+                   "delta_g": cell["delta_g"], "delta_g_etf": cell["delta_g_etf"], "within": cell["within"],
+                   "ncc_majority": None, "ncc_minority": None, "limit_gap": None, "certified": cell}
+                  for n_w, cell in zip(config.n_proto, certified)]
+    limit_gram, limit_delta_g = theory_limit(W, config.tau, config.anchors)
+    summary = summarise(config, cells, limit_delta_g, time.perf_counter() - started)
+    summary["not_computed"] = "nearest-centre accuracies and the limit gap need embeddings: --route optimise"
+    summary["max_relative_gap_to_certified"] = None  # the loss is the certificate: nothing to compare
+    return {
+        "config": asdict(config), "metadata": cli.run_metadata(), "prototype_gram": prototype_gram.tolist(),
+        "theory": {"limit_class_mean_gram": limit_gram.tolist(), "limit_delta_g": limit_delta_g},
+        "cells": cells, "limit_convergence": {}, "summary": summary, "_grams": grams, "_target": prototype_gram,
     }
 
 
@@ -613,8 +677,9 @@ def summary_line(result: dict, out: Path) -> str:
     s = result["summary"]
     parts = [f"R={e['imbalance']:g}: DeltaG* {e['delta_g'][0]:.3g} (n_w={e['n_proto'][0]}) -> {e['delta_g'][-1]:.3g} "
              f"(n_w={e['n_proto'][-1]})" for e in s["per_imbalance"]]
+    settled = "certified and polished" if result["config"]["route"] == "certificate" else "converged"
     return (f"{'; '.join(parts)}; theory limit {s['theory_limit_delta_g']:.3g}; "
-            f"converged {s['converged']}/{s['cells']}, certified {s['certified_cells']}; {s['seconds']:.1f} s -> {out}")
+            f"{settled} {s['converged']}/{s['cells']}, certified {s['certified_cells']}; {s['seconds']:.1f} s -> {out}")
 
 
 # ---------------------------------------------------------------------------
@@ -639,7 +704,7 @@ def parse(argv=None) -> Config:
     parser.add_argument("--m", dest="n_classes", type=int, default=defaults.n_classes, help="classes (>= 2)")
     parser.add_argument("--majority-size", type=int, default=defaults.majority_size, help="samples per majority class")
     parser.add_argument("--imbalance", type=_number_list(float), default=defaults.imbalance,
-                        help="comma-separated R >= 1; minority size = round(majority / R)")
+                        help="comma-separated R >= 1; minority size = max(1, floor(majority / R))")
     parser.add_argument("--n-proto", type=_number_list(int), default=defaults.n_proto, help="comma-separated n_w >= 0")
     parser.add_argument("--dim", type=int, default=defaults.dim, help="embedding dimension")
     parser.add_argument("--tau", type=float, default=defaults.tau, help="temperature > 0")
@@ -656,6 +721,9 @@ def parse(argv=None) -> Config:
     parser.add_argument("--grad-tol", type=float, default=defaults.grad_tol, help="Riemannian gradient-norm tolerance")
     parser.add_argument("--certify-max-vectors", type=int, default=defaults.certify_max_vectors,
                         help="certify cells with N + m up to this (0: never)")
+    parser.add_argument("--route", choices=ROUTES, default=defaults.route,
+                        help="optimise: free embeddings (N <= %d), certificate: exchangeable certificates (any size)"
+                        % OPTIMISE_MAX_VECTORS)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--threads", type=int, default=defaults.threads,
                         help="torch threads (small tensors: more threads mostly add contention)")
