@@ -104,7 +104,7 @@ def environment(device) -> dict:
 class _StepSyncs:
     """Replaces `train.train_step` while a run lasts: counts host syncs of the steps after the first ``skip``."""
 
-    def __init__(self, device, compiled: bool, count_steps: int, skip: int = 1):
+    def __init__(self, compiled: bool, count_steps: int, skip: int = 1):
         from empirical import train
 
         self.train, self.original = train, train.train_step
@@ -140,9 +140,8 @@ def training_run(config, out: Path, name: str) -> dict:
 
     checkpoint = out / "checkpoints" / f"{name}.pt"
     start = time.perf_counter()
-    with _StepSyncs(config.device, config.compile, count_steps=10**9) as syncs:
-        # Count over the first epoch only: the dispatch mode slows the steps it watches.
-        syncs.count_steps = max(0, _steps_per_epoch(config) - syncs.skip)
+    # Count over the first epoch after its first step only: the dispatch mode slows the steps it watches.
+    with _StepSyncs(config.compile, count_steps=max(0, _steps_per_epoch(config) - 1), skip=1) as syncs:
         result = train.run(config, checkpoint=checkpoint, checkpoint_every=0.0)
     seconds = time.perf_counter() - start
     saved = load_checkpoint(checkpoint, map_location="cpu")
