@@ -662,6 +662,7 @@ def certify_prototype(
 if __name__ == "__main__":  # python -m simulate.certify: the command line lives in simulate.certify_command
     import sys
 
-    from simulate.certify_command import main
+    from simulate import cli
+    from simulate.certify_command import COMMAND, main
 
-    sys.exit(main())
+    sys.exit(cli.run_command(COMMAND, main))

@@ -13,75 +13,102 @@ size (docs/certificates.md); `--method full` solves the full Gram program, refus
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from simulate import certify, cli, exchangeable, metrics
+from simulate.cli import option
 from theory import simplex
 from theory.compositions import COMPOSITIONS, cifar10_composition
 
 METHODS = ("exchangeable", "full")
 COMMAND = "python -m simulate.certify"
+VARIANTS = ("instance", "supcon")
+GEOMETRY_HELP = "prototype geometry: etf | orthogonal | minority-spread:S | gram:FILE.npy"
 
 
-def _sizes(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise ValueError(f"--class-sizes must be comma-separated integers, e.g. 5000,5000,50, got {text!r}") from None
+@dataclass(frozen=True)
+class Common:
+    tau: float = option(0.1, "temperature", check=cli.positive)
+    method: str = option("exchangeable", "exchangeable: reduced by symmetry, any size; full: the Gram of all "
+                         "vectors (small sizes)", choices=METHODS)
+    out: str = option("results/certify", "output folder")
 
 
-class _DefaultsShown(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows each option's default, except for required options (which have none)."""
+@dataclass(frozen=True)
+class Combined(Common):
+    """Paper B's combined loss on balanced classes."""
 
-    def _get_help_string(self, action):
-        return action.help if action.required or action.default is None else super()._get_help_string(action)
+    m: int = option(10, "classes", check=cli.at_least(2))
+    n: int = option(5000, "instances per class", check=cli.at_least(2))
+    p: int = option(2, "views per instance (>= 2 for the supcon variant)", check=cli.at_least(1))
+    variant: str = option("instance", "instance: anchor kept in its denominator (authors' CIFAR code); "
+                          "supcon: removed", choices=VARIANTS)
+    alpha: float = option(0.5, "weight of the self-supervised term", check=cli.between(0, 1))
 
-
-def parser() -> cli.ArgumentParser:
-    main = cli.ArgumentParser(prog=COMMAND, description=__doc__.split("\n\n")[0], formatter_class=_DefaultsShown)
-    common = cli.ArgumentParser(add_help=False)
-    common.add_argument("--tau", type=float, required=True, help="temperature, > 0")
-    common.add_argument("--method", choices=METHODS, default="exchangeable",
-                        help="exchangeable: reduced by symmetry, any size; full: the Gram of all vectors (small sizes)")
-    common.add_argument("--out", default="results/certify", help="output folder")
-    commands = main.add_subparsers(dest="loss", required=True, metavar="{combined,supcon,prototype}")
-    defaults = {"formatter_class": _DefaultsShown, "parents": [common]}
-    combined = commands.add_parser("combined", help="Paper B's combined loss, balanced classes", **defaults)
-    combined.add_argument("--m", type=int, required=True, help="classes, >= 2")
-    combined.add_argument("--n", type=int, required=True, help="instances per class, >= 2")
-    combined.add_argument("--p", type=int, default=2, help="views per instance, >= 1 (>= 2 for supcon)")
-    combined.add_argument("--variant", choices=("instance", "supcon"), default="instance",
-                          help="instance: anchor kept in its denominator (authors' CIFAR code); supcon: removed")
-    combined.add_argument("--alpha", type=float, required=True, help="weight of the self-supervised term, in [0, 1]")
-    for name, text in (("supcon", "per-anchor SCL, any class sizes"), ("prototype", "prototype SCL (Paper A)")):
-        sub = commands.add_parser(name, help=text, **defaults)
-        sizes = sub.add_mutually_exclusive_group(required=True)
-        sizes.add_argument("--class-sizes", type=str, help="samples per class, comma-separated (e.g. 5000,5000,50)")
-        sizes.add_argument("--cifar10-R", type=float, dest="cifar10_R",
-                           help="Paper A's step-imbalanced CIFAR-10 at imbalance R >= 1 (instead of --class-sizes)")
-        sub.add_argument("--composition", choices=COMPOSITIONS, default="full",
-                         help="with --cifar10-R: the full training set, or one batch's expected class counts")
-        sub.add_argument("--batch-size", type=int, default=1024, help="with --composition batch")
-        if name == "prototype":
-            sub.add_argument("--n-proto", type=int, required=True, help="copies n_w of each prototype, >= 0")
-            sub.add_argument("--geometry", default="etf",
-                             help="prototype geometry: etf | orthogonal | minority-spread:S | gram:FILE.npy")
-            sub.add_argument("--anchors", choices=certify.ANCHOR_MODES, default="data",
-                             help="data: batch samples anchor; all: prototype copies too")
-    return main
+    def validate(self):
+        if self.variant == "supcon" and self.p < 2:
+            raise ValueError(f"--p {self.p}: the supcon variant needs n_views >= 2")
 
 
-def _class_sizes(args) -> tuple[int, ...]:
-    if args.cifar10_R is not None:
-        return cifar10_composition(args.cifar10_R, args.composition, args.batch_size)
-    return _sizes(args.class_sizes)
+@dataclass(frozen=True)
+class Sized(Common):
+    class_sizes: tuple[int, ...] | None = option(None, "samples per class, comma-separated (e.g. 5000,5000,50)",
+                                                 check=cli.each(cli.at_least(0)))
+    cifar10_R: float | None = option(None, "Paper A's step-imbalanced CIFAR-10 at imbalance R (instead of "
+                                     "--class-sizes)", check=cli.at_least(1), flag="--cifar10-R")
+    composition: str = option("full", "with --cifar10-R: the full training set, or one batch's expected class "
+                              "counts", choices=COMPOSITIONS)
+    batch_size: int = option(1024, "with --composition batch", check=cli.at_least(1))
+
+    def validate(self):
+        if (self.class_sizes is None) == (self.cifar10_R is None):
+            raise ValueError("--class-sizes or --cifar10-R: give exactly one of them")
+        if self.class_sizes is not None and len(self.class_sizes) < 2:
+            raise ValueError(f"--class-sizes {self.class_sizes}: name at least 2 classes")
+
+    def sizes(self) -> tuple[int, ...]:
+        if self.cifar10_R is not None:
+            return cifar10_composition(self.cifar10_R, self.composition, self.batch_size)
+        return self.class_sizes
+
+
+@dataclass(frozen=True)
+class Supcon(Sized):
+    """Per-anchor SCL, any class sizes."""
+
+
+@dataclass(frozen=True)
+class Prototype(Sized):
+    """Prototype SCL (Paper A) with fixed prototypes."""
+
+    n_proto: int = option(100, "copies n_w of each prototype", check=cli.at_least(0))
+    geometry: str = option("etf", GEOMETRY_HELP)
+    anchors: str = option("data", "data: batch samples anchor; all: prototype copies too", choices=certify.ANCHOR_MODES)
+
+
+LOSSES = {"combined": Combined, "supcon": Supcon, "prototype": Prototype}
+
+
+def parse(argv=None):
+    """The loss (first word) and its validated configuration; bad input exits 2 with one line."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        if argv:
+            print(f"usage: {COMMAND} {{{','.join(LOSSES)}}} [options]  ({COMMAND} LOSS --help for each)\n\n"
+                  + __doc__.split("\n\n")[0])
+            raise SystemExit(0)
+        cli.fail(COMMAND, f"name a loss first: one of {', '.join(LOSSES)}")
+    if argv[0] not in LOSSES:
+        cli.fail(COMMAND, f"unknown loss {argv[0]!r}: one of {', '.join(LOSSES)}")
+    config_class = LOSSES[argv[0]]
+    config = cli.parse_config(config_class, argv[1:], f"{COMMAND} {argv[0]}", config_class.__doc__)
+    return argv[0], config
 
 
 def _prototype_gram(geometry: str, n_classes: int) -> np.ndarray:
@@ -91,45 +118,32 @@ def _prototype_gram(geometry: str, n_classes: int) -> np.ndarray:
     return simplex.check_gram(vectors @ vectors.T)
 
 
-def plan(args) -> dict:
-    """The validated configuration: loss, sizes, target Gram and a function that certifies it."""
-    method = args.method
-    if args.loss == "combined":
-        m, n, p = args.m, args.n, args.p
-        call = exchangeable.certify_combined if method == "exchangeable" else certify.certify_combined
-        run = lambda: call(args.alpha, args.tau, m, n, p, args.variant)  # noqa: E731
-        sizes, views, target = (n,) * m, p, simplex.etf_gram(m) if m >= 2 else None
-        vectors = m * n * p
+def plan(loss: str, config) -> dict:
+    """Sizes, target Gram and a function that certifies the configuration (raises ValueError if invalid)."""
+    full = config.method == "full"
+    if loss == "combined":
+        m, n, p = config.m, config.n, config.p
+        call = certify.certify_combined if full else exchangeable.certify_combined
+        run = lambda: call(config.alpha, config.tau, m, n, p, config.variant)  # noqa: E731
+        sizes, views, target, vectors = (n,) * m, p, simplex.etf_gram(m), m * n * p
     else:
-        sizes, views = _class_sizes(args), 1
-        if len(sizes) < 2:
-            raise ValueError(f"--class-sizes must name at least 2 classes, got {sizes}")
-        if args.loss == "supcon":
-            call = exchangeable.certify_supcon if method == "exchangeable" else certify.certify_supcon
-            run = lambda: call(sizes, args.tau)  # noqa: E731
+        sizes, views = config.sizes(), 1
+        if loss == "supcon":
+            call = certify.certify_supcon if full else exchangeable.certify_supcon
+            run = lambda: call(sizes, config.tau)  # noqa: E731
             target, vectors = simplex.etf_gram(len(sizes)), sum(sizes)
         else:
-            target = _prototype_gram(args.geometry, len(sizes))
-            call = exchangeable.certify_prototype if method == "exchangeable" else certify.certify_prototype
-            run = lambda: call(sizes, target, args.n_proto, args.tau, args.anchors)  # noqa: E731
+            try:
+                target = _prototype_gram(config.geometry, len(sizes))
+            except ValueError as error:
+                raise ValueError(f"--geometry {config.geometry!r}: {error}") from None
+            call = certify.certify_prototype if full else exchangeable.certify_prototype
+            run = lambda: call(sizes, target, config.n_proto, config.tau, config.anchors)  # noqa: E731
             vectors = sum(sizes) + len(sizes)
-    if method == "full" and vectors > certify.MAX_VECTORS:
+    if full and vectors > certify.MAX_VECTORS:
         raise ValueError(f"--method full solves a Gram of all {vectors} vectors: at most {certify.MAX_VECTORS}; "
                          f"use --method exchangeable (any size)")
     return {"run": run, "sizes": sizes, "views": views, "target": target}
-
-
-def require_writable_folder(out: str) -> Path:
-    """--out as a folder that can be created and written, checked without creating anything."""
-    if not out:
-        raise ValueError("--out must name a folder, got an empty string")
-    path = Path(out)
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"--out must be a folder, but {out!r} is a file")
-    existing = next(parent for parent in (path, *path.parents) if parent.exists())
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"--out {out!r} cannot be created: {str(existing)!r} is not a writable folder")
-    return path
 
 
 def _rank(certificate) -> int:
@@ -189,22 +203,25 @@ def summary_line(config: dict, result: dict, out: Path) -> str:
 
 
 def main(argv=None) -> int:
-    args = parser().parse_args(argv)
+    loss, config = parse(argv)
     try:
-        plan_ = plan(args)
-        out = require_writable_folder(args.out)
+        plan_ = plan(loss, config)
         start = time.perf_counter()
         certificate = plan_["run"]()
     except (ValueError, certify.CertificateError) as error:
-        cli.fail(COMMAND, str(error))
+        cli.fail(f"{COMMAND} {loss}", str(error))
     result = result_record(certificate, plan_["sizes"], plan_["views"], plan_["target"], time.perf_counter() - start)
-    config = {key: value for key, value in vars(args).items()}
-    config["class_sizes"] = list(plan_["sizes"])
-    cli.write_json(out / "certificate.json", {"config": config, "metadata": cli.run_metadata(), "result": result})
-    cli.save_figure(figure(result, f"{args.loss}, tau = {args.tau:g}"), out / "certificate.png")
-    print(summary_line(config, result, out))
+    record = {"config": {"loss": loss, **asdict(config), "class_sizes": list(plan_["sizes"])},
+              "metadata": cli.run_metadata(), "result": result}
+
+    def write(folder: Path) -> None:
+        cli.write_json(folder / "certificate.json", record)
+        cli.save_figure(figure(result, f"{loss}, tau = {config.tau:g}"), folder / "certificate.png")
+
+    out = cli.publish(config.out, write)
+    print(summary_line(record["config"], result, out))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run_command(COMMAND, main))

@@ -16,10 +16,14 @@ import json
 import math
 import os
 import platform
+import shlex
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import field, fields
 from importlib import metadata
 from pathlib import Path
 
@@ -77,6 +81,7 @@ def write_atomic(path, write) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(handle, 0o666 & ~current_umask())  # mkstemp creates 0600; a result file follows the umask
     try:
         with os.fdopen(handle, "wb") as stream:
             write(stream)
@@ -95,7 +100,7 @@ def write_text(path, text: str) -> Path:
 
 
 def write_json(path, data) -> Path:
-    """Write JSON atomically (non-finite floats become null: JSON has no inf/NaN)."""
+    """Write JSON atomically (non-finite floats as the strings "inf", "-inf", "nan": JSON has none)."""
     return write_text(path, json.dumps(_finite_or_none(data), indent=2) + "\n")
 
 
@@ -120,8 +125,9 @@ def save_figure(figure, path, dpi: int = 130) -> Path:
 
 
 def _finite_or_none(value):
+    """JSON has no inf/NaN: they are written as the strings "inf", "-inf" and "nan" (docs/commands.md)."""
     if isinstance(value, float):
-        return value if math.isfinite(value) else None
+        return value if math.isfinite(value) else ("nan" if math.isnan(value) else "inf" if value > 0 else "-inf")
     if isinstance(value, dict):
         return {str(key): _finite_or_none(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
@@ -161,8 +167,276 @@ def library_versions(libraries=LIBRARIES) -> dict[str, str | None]:
 def run_metadata() -> dict:
     """Versions, git revision, command line and time of this run."""
     return {
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "command": shlex.join(getattr(sys, "orig_argv", sys.argv)),  # exactly what ran, e.g. python -m ...
         "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "git_revision": git_revision(),
         "versions": library_versions(),
     }
+
+
+# ---------------------------------------------------------------------------
+# One pattern for every command line: a frozen dataclass declares the options
+# ---------------------------------------------------------------------------
+#
+#     @dataclass(frozen=True)
+#     class Config:
+#         tau: float = option(0.5, "temperature", check=positive)
+#         imbalance: tuple[float, ...] = option((1.0, 10.0), "ratios R", check=each(at_least(1)), aliases=("--R",))
+#         out: str = option("results/x", "output folder")
+#
+#     config = parse_config(Config, argv, prog="python -m simulate.x", description="...")
+#
+# The field is the only declaration: its type (int, float, str, bool, tuple[...] as a comma list,
+# "| None" for optional), default, help and valid range. `parse_config` builds the parser (every
+# default shown in input syntax), converts and checks every value (one line naming the flag, the
+# value and what is allowed; exit 2), runs the config's own `validate()` if it has one, and checks
+# that `--out` can be created and written — all before any work.
+
+
+def option(default, help: str, *, check=None, choices=None, aliases=(), flag: str | None = None,
+           sweep: bool = False):
+    """A dataclass field declaring one command-line option (see the block comment above).
+
+    sweep=True marks a list whose values are separate runs: a repeated value is refused.
+    """
+    return field(default=default, metadata={"help": help, "check": check, "choices": choices,
+                                            "aliases": tuple(aliases), "flag": flag, "sweep": sweep})
+
+
+def at_least(minimum):
+    def check(value):
+        if value < minimum:
+            raise ValueError(f"must be >= {minimum}")
+    return check
+
+
+def between(low, high):
+    def check(value):
+        if not low <= value <= high:
+            raise ValueError(f"must lie in [{low}, {high}]")
+    return check
+
+
+def positive(value):
+    if not value > 0:
+        raise ValueError("must be > 0")
+
+
+def each(check):
+    """Apply a check to every element of a list option."""
+    def check_all(values):
+        for value in values:
+            check(value)
+    return check_all
+
+
+def flag_name(field_) -> str:
+    return field_.metadata.get("flag") or "--" + field_.name.replace("_", "-")
+
+
+def _kind(annotation: str) -> tuple[str, bool, bool]:
+    """(base type name, is a list, may be None) from a field's annotation string."""
+    text = str(annotation).replace(" ", "")
+    optional = text.endswith("|None")
+    text = text.removesuffix("|None")
+    if text.startswith("tuple["):
+        return text[len("tuple["):].split(",")[0].rstrip("]"), True, optional
+    return text, False, optional
+
+
+def _convert_scalar(base: str, text: str):
+    if base == "int":
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError("must be an integer") from None
+    if base == "float":
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError("must be a number") from None
+        if not math.isfinite(value):
+            raise ValueError("must be finite")
+        return value
+    return text
+
+
+def convert(field_, text: str):
+    """The typed value of an option's text (ValueError with what is allowed)."""
+    base, is_list, optional = _kind(field_.type)
+    if optional and text.lower() == "none":
+        return None
+    if is_list:
+        parts = [part.strip() for part in text.split(",")]
+        if not text.strip() or any(not part for part in parts):
+            raise ValueError("must be a comma-separated list of values, e.g. 1,2,3")
+        values = tuple(_convert_scalar(base, part) for part in parts)
+        if field_.metadata.get("sweep") and len(set(values)) != len(values):
+            raise ValueError("must not repeat a value (repeated runs would overwrite each other)")
+        return values
+    return _convert_scalar(base, text)
+
+
+def input_syntax(value) -> str:
+    """A default as the user would type it: lists comma-separated, None as 'none'."""
+    if value is None:
+        return "none"
+    if isinstance(value, (tuple, list)):
+        return ",".join(input_syntax(item) for item in value)
+    return str(value)
+
+
+def build_parser(config_class, prog: str, description: str) -> ArgumentParser:
+    """argparse from the dataclass fields: every option a string converted later by `convert`."""
+    parser = ArgumentParser(prog=prog, description=description)
+    for field_ in fields(config_class):
+        base, _, _ = _kind(field_.type)
+        names = [flag_name(field_), *field_.metadata.get("aliases", ())]
+        help_text = field_.metadata.get("help", "")
+        if base == "bool":
+            names = [f"--no-{field_.name.replace('_', '-')}"] if field_.default else names
+            parser.add_argument(*names, dest=field_.name, action="store_false" if field_.default else "store_true",
+                                help=f"{help_text} (default: {'on' if field_.default else 'off'})")
+            continue
+        choices = field_.metadata.get("choices")
+        allowed = f"; one of {', '.join(choices)}" if choices else ""
+        parser.add_argument(*names, dest=field_.name, default=None, metavar=field_.name.upper(),
+                            help=f"{help_text}{allowed} (default: {input_syntax(field_.default)})")
+    return parser
+
+
+def _attach_values(argv, parser: ArgumentParser) -> list[str]:
+    """`--opt VALUE` as `--opt=VALUE`, so that a VALUE starting with '-' reaches the checks."""
+    takes_value = {name for action in parser._actions if action.nargs is None and action.option_strings
+                   and not isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction))
+                   for name in action.option_strings}
+    argv, joined = list(argv), []
+    while argv:
+        token = argv.pop(0)
+        if token in takes_value and argv:
+            token = f"{token}={argv.pop(0)}"
+        joined.append(token)
+    return joined
+
+
+def parse_config(config_class, argv, prog: str, description: str):
+    """Parse and validate a command line into `config_class`; any bad input exits 2 with one line."""
+    parser = build_parser(config_class, prog, description)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    namespace = parser.parse_args(_attach_values(argv, parser))
+    values = {}
+    for field_ in fields(config_class):
+        text = getattr(namespace, field_.name)
+        if text is None or isinstance(text, bool):
+            values[field_.name] = field_.default if text is None else text
+            continue
+        flag = flag_name(field_)
+        try:
+            value = convert(field_, text)
+            choices = field_.metadata.get("choices")
+            if choices and value not in choices:
+                raise ValueError(f"must be one of {', '.join(choices)}")
+            if field_.metadata.get("check") and value is not None:
+                field_.metadata["check"](value)
+        except ValueError as error:
+            fail(prog, f"{flag} {text!r}: {error}")
+        values[field_.name] = value
+    try:
+        config = config_class(**values)
+        if hasattr(config, "validate"):
+            config.validate()
+        if "out" in values:
+            require_writable_folder(config.out)
+    except ValueError as error:
+        fail(prog, str(error))
+    return config
+
+
+def require_writable_folder(out: str) -> Path:
+    """--out as a folder that can be created and written, checked without creating anything."""
+    if not str(out).strip():
+        raise ValueError("--out must name a folder, got an empty string")
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--out {out!r}: is a file, not a folder")
+    existing = next(parent for parent in (path, *path.parents) if parent.exists())
+    if not existing.is_dir():
+        raise ValueError(f"--out {out!r}: cannot be created, {str(existing)!r} is a file")
+    try:  # permissions do not tell (root, /proc): probe with an empty folder, removed at once
+        os.rmdir(tempfile.mkdtemp(dir=existing, prefix=".scl-probe-"))
+    except OSError as error:
+        raise ValueError(f"--out {out!r}: cannot be written ({error.strerror} in {str(existing)!r})") from None
+    return path
+
+
+# ---------------------------------------------------------------------------
+# Running a command: signals, unexpected errors, results published as one set
+
+
+class Interrupted(SystemExit):
+    """Raised by the signal handlers: exit 128 + signal number after one line."""
+
+
+def _on_signal(prog: str):
+    def handler(number, _frame):
+        name = signal.Signals(number).name
+        sys.stderr.write(f"{prog}: interrupted by {name}; no partial result was published\n")
+        raise Interrupted(128 + number)
+    return handler
+
+
+def run_command(prog: str, main) -> int:
+    """Run main() with one-line endings: SIGINT -> 130, SIGTERM -> 143, any unexpected error -> 1.
+
+    SCL_DEBUG=1 re-raises unexpected errors with their traceback.
+    """
+    previous = {number: signal.signal(number, _on_signal(prog)) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return main()
+    except SystemExit:
+        raise
+    except MemoryError:
+        sys.stderr.write(f"{prog}: error: out of memory; try a smaller grid or size\n")
+        return 1
+    except Exception as error:  # noqa: BLE001 - the one place a command turns an error into one line
+        if os.environ.get("SCL_DEBUG") == "1":
+            raise
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        sys.stderr.write(f"{prog}: error: {type(error).__name__}: {first} (SCL_DEBUG=1 shows the traceback)\n")
+        return 1
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def publish(out, write) -> Path:
+    """Write a run's files as one set: write(folder) fills a staging folder beside `out`, which then
+    replaces `out` whole. A reader never sees files of two runs mixed; an interrupted run leaves the
+    previous set untouched (and its staging folder removed)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
+    try:
+        write(staging)
+        os.chmod(staging, 0o777 & ~current_umask())
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        try:
+            retired = None
+            if out.exists():
+                retired = out.parent / f".{out.name}.old-{os.getpid()}"
+                os.replace(out, retired)
+            os.replace(staging, out)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        if retired is not None:
+            shutil.rmtree(retired, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

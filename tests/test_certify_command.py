@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from simulate import certify_command, exchangeable
+from simulate import certify_command, cli, exchangeable
 from theory import simplex
 from theory.compositions import cifar10_composition
 
@@ -50,7 +50,12 @@ def test_full_and_exchangeable_methods_agree(tmp_path):
         (["supcon", "--class-sizes", "3,3", "--tau", "-1"], "tau"),
         (["supcon", "--class-sizes", "30,30,1", "--tau", "0.5", "--method", "full"], "--method full"),
         (["prototype", "--class-sizes", "3,3", "--n-proto", "2", "--geometry", "blob", "--tau", "1"], "geometry"),
-        (["prototype", "--cifar10-R", "0.5", "--n-proto", "2", "--tau", "1"], "imbalance"),
+        (["prototype", "--cifar10-R", "0.5", "--n-proto", "2", "--tau", "1"], "--cifar10-R"),
+        (["prototype", "--class-sizes", "3,3", "--cifar10-R", "10", "--tau", "1"], "exactly one"),
+        (["supcon", "--class-sizes", "3,3,", "--tau", "1"], "--class-sizes"),
+        (["supcon", "--class-sizes", "3,3", "--tau", "inf"], "--tau"),
+        (["supcon", "--class-sizes", "3,3", "--tau", "1", "--bogus", "1"], "--bogus"),
+        (["nothing", "--tau", "1"], "unknown loss"),
         (["combined", "--m", "3", "--n", "3", "--p", "1", "--variant", "supcon", "--alpha", "0.5", "--tau", "1"], "n_views"),
         (["combined", "--m", "3", "--n", "3", "--alpha", "2", "--tau", "1"], "alpha"),
         (["supcon", "--tau", "1"], "--class-sizes"),
@@ -66,12 +71,29 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, ar
     assert not out.exists()
 
 
+def test_empty_out_is_refused(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        certify_command.main(["supcon", "--class-sizes", "3,3", "--tau", "1", "--out", ""])
+    assert exit_info.value.code == 2 and "--out" in capsys.readouterr().err
+
+
 def test_out_under_a_file_is_refused_before_solving(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(SystemExit) as exit_info:
         certify_command.main(["supcon", "--class-sizes", "3,3", "--tau", "1", "--out", str(blocker / "sub")])
     assert exit_info.value.code == 2 and "--out" in capsys.readouterr().err
+
+
+def test_rerun_replaces_the_whole_set_and_respects_the_umask(tmp_path):
+    out = tmp_path / "out"
+    _run(tmp_path, "supcon", "--class-sizes", "3,3", "--tau", "1")
+    (out / "stale.png").write_text("from another run")
+    _run(tmp_path, "supcon", "--class-sizes", "4,4", "--tau", "1")
+    assert sorted(p.name for p in out.iterdir()) == ["certificate.json", "certificate.png"]
+    assert not list(tmp_path.glob(".out.*"))  # no staging or retired folder left
+    mask = cli.current_umask()
+    assert (out / "certificate.json").stat().st_mode & 0o777 == 0o666 & ~mask
 
 
 def test_module_runs_as_a_command(tmp_path):
