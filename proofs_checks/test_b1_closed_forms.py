@@ -7,9 +7,11 @@ Route: exact. The counted sympy derivation (theory.ssem_symbolic) is compared wi
 docs/ssem.md states them, typed here independently.
 """
 
+import numpy as np
 import sympy as sp
 
-from proofs_checks.registry import Result, assert_claim, claim
+from proofs_checks.registry import Agreement, Result, assert_claim, claim, verdict
+from theory import ssem
 from theory.ssem_symbolic import alpha, beta, derive, m, n, p, r, tau
 
 S_W = (n * beta - 1) / (n - 1)
@@ -46,9 +48,28 @@ def check() -> Result:
         "alpha* supcon == stated": _is_zero(supcon.alpha_star - STATED_ALPHA_STAR["supcon"]),
     }
     wrong = [name for name, value in figures.items() if value is False]
-    if wrong:
-        return Result("fails", figures, counterexample="derivation differs from docs/ssem.md in: " + "; ".join(wrong))
-    return Result("holds", figures)
+    failures = ["derivation differs from docs/ssem.md in: " + "; ".join(wrong)] if wrong else []
+    return verdict(figures, failures, agreements=_numeric_agreements())
+
+
+#: (m, n, p, alpha, tau, beta) points where the numeric routes are compared with the stated formulas.
+POINTS = ((3, 4, 2, 0.3, 0.7, 0.6), (2, 2, 1, 0.9, 0.05, 0.1), (10, 5, 3, 0.5, 2.0, 0.95), (5, 3, 4, 0.0, 0.2, 1.0))
+
+
+def _numeric_agreements() -> list[Agreement]:
+    """theory.ssem (numpy, from pair counts, log space) against the stated formulas evaluated by sympy."""
+    agreements = []
+    for m_, n_, p_, alpha_, tau_, beta_ in POINTS:
+        values = {m: m_, n: n_, p: p_, alpha: alpha_, tau: tau_, beta: beta_, r: ssem.collapse_ratio(tau_, m_)}
+        where = f"(m, n, p, alpha, tau, beta) = {(m_, n_, p_, alpha_, tau_, beta_)}"
+        stated = float(STATED_LOSS.subs(values).evalf(30))
+        agreements.append(Agreement(f"{where}: restricted loss, theory.ssem vs stated", float(
+            ssem.restricted_loss(beta_, alpha_, tau_, m_, n_, p_)), stated, 1e-12 * max(1.0, abs(stated))))
+        for variant in ("instance", "supcon") if p_ >= 2 else ("instance",):
+            threshold = float(STATED_ALPHA_STAR[variant].subs(values).evalf(30))
+            agreements.append(Agreement(f"{where}: alpha* {variant}, theory.ssem vs stated", float(
+                ssem.alpha_star(tau_, m_, n_, p_, variant)), threshold, 1e-12))
+    return agreements
 
 
 def test_B1_closed_forms_follow_from_pair_counts():

@@ -7,11 +7,20 @@ Routes: exact (closed form) against a numerical minimisation of the restricted l
 
 import numpy as np
 
-from proofs_checks.registry import Result, assert_claim, claim, verdict
+from proofs_checks.registry import Agreement, Result, assert_claim, claim, verdict
 from theory import ssem
 
 SIZES = [(m, n) for m in (2, 3, 5, 10) for n in (2, 4, 8)]
 TAUS = np.logspace(-3, 3, 601)
+
+
+def _bisected_boundary(tau: float, m: int, n: int) -> float:
+    """The largest alpha with beta* = 1, by bisection on the numeric minimiser of the restricted loss."""
+    low, high = 0.0, 1.0  # beta*(0) = 1 and beta*(1) < 1 at every finite tau
+    for _ in range(60):
+        middle = 0.5 * (low + high)
+        low, high = (middle, high) if ssem.optimal_beta(middle, tau, m, n) == 1.0 else (low, middle)
+    return low
 
 
 def _boundary_mismatches(m, n):
@@ -62,7 +71,10 @@ def check() -> Result:
     for size, points in mismatches.items():
         if points:
             failures.append(f"(m, n) = {size}: optimum disagrees with alpha* at (alpha, tau) = {points[0]}")
-    return verdict(figures, failures)
+    agreements = [Agreement(f"(m, n) = {(m, n)}, tau = {tau}: collapse boundary, bisected optimum vs alpha*",
+                            _bisected_boundary(tau, m, n), float(ssem.alpha_star(tau, m, n)), 1e-9)
+                  for m, n in ((2, 2), (3, 4), (10, 8)) for tau in (0.1, 1.0, 10.0)]
+    return verdict(figures, failures, agreements=agreements)
 
 
 def test_B2_alpha_star_limits_monotone_and_boundary():

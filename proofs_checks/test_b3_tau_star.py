@@ -6,7 +6,9 @@ Route: exact (closed forms checked against each other and against the numerical 
 
 import numpy as np
 
-from proofs_checks.registry import Result, assert_claim, claim, verdict
+from scipy.optimize import brentq
+
+from proofs_checks.registry import Agreement, Result, assert_claim, claim, verdict
 from theory import ssem
 
 SIZES = [(m, n) for m in (2, 3, 10) for n in (2, 4, 16)]
@@ -37,7 +39,18 @@ def check() -> Result:
     figures = {"max relative |alpha*(tau*(alpha)) - alpha|": worst_inverse, "disagreements at tau* x (0.99, 1.01)": len(failures)}
     if worst_inverse > 1e-10:
         failures.append(f"tau* does not invert alpha* (relative error {worst_inverse:.3g})")
-    return verdict(figures, failures)
+    return verdict(figures, failures, agreements=_agreements())
+
+
+def _agreements() -> list[Agreement]:
+    """tau*(alpha) against the root of alpha*(tau) = alpha (brentq in log tau) at interior points."""
+    agreements = []
+    for m, n, alpha in ((2, 2, 0.7), (3, 4, 0.5), (10, 16, 0.2)):
+        root = np.exp(brentq(lambda log_tau: ssem.alpha_star(np.exp(log_tau), m, n) - alpha, np.log(1e-3),
+                             np.log(1e3), xtol=1e-14, rtol=1e-14))
+        agreements.append(Agreement(f"(m, n, alpha) = {(m, n, alpha)}: tau*, closed form vs brentq root",
+                                    float(ssem.tau_star(alpha, m, n)), float(root), 1e-9 * root))
+    return agreements
 
 
 def test_B3_tau_star_inverts_alpha_star():
