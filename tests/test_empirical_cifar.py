@@ -250,7 +250,8 @@ def test_torchrun_two_gloo_processes_match_one_process(tmp_path):
 
 def test_result_files_are_written_atomically(tmp_path):
     path = files.write_csv(tmp_path / "t.csv", [{"a": 1, "b": float("nan")}, {"a": 2, "c": "x"}])
-    assert path.read_text() == "a,b,c\n1,,\n2,,x\n"
+    # Non-finite numbers are written as the strings nan / inf (docs/commands.md), a missing cell stays empty.
+    assert path.read_text() == "a,b,c\n1,nan,\n2,,x\n"
     files.write_jsonl(tmp_path / "t.jsonl", [{"x": float("inf")}, {"x": 1.5}])
-    assert read_jsonl(tmp_path / "t.jsonl") == [{"x": None}, {"x": 1.5}]
+    assert read_jsonl(tmp_path / "t.jsonl") == [{"x": "inf"}, {"x": 1.5}]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.csv", "t.jsonl"]
