@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -95,12 +94,10 @@ def test_a_failure_on_one_rank_ends_every_rank_with_its_reason_and_rank_0_resume
             "--no-progress", "--out", str(out)]
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    start = time.perf_counter()
-    failed = subprocess.run(launcher + [str(script), *argv], capture_output=True, text=True, env=env, timeout=300)
-    seconds = time.perf_counter() - start
+    # A hang (rank 0 waiting in a collective for the 30-minute default timeout) fails the test as TimeoutExpired.
+    failed = subprocess.run(launcher + [str(script), *argv], capture_output=True, text=True, env=env, timeout=180)
     assert failed.returncode != 0
     assert "rank 1: error: RuntimeError: injected failure on rank 1" in failed.stderr
-    assert seconds < 90, seconds  # not the 30-minute collective timeout
     # Rank 0 wrote the checkpoint of epoch 1; rank 0 decides to resume and both ranks continue from it.
     resumed = subprocess.run(launcher + ["-m", "empirical.cifar", *argv, "--resume"], capture_output=True, text=True,
                              env=env, timeout=300, cwd=ROOT)
