@@ -1,6 +1,6 @@
-"""Certified global minima of the contrastive losses over Gram matrices (DESIGN §2, §4, §6).
+"""Certified global minima of the contrastive losses over Gram matrices (docs/certificates.md).
 
-Every loss of DESIGN §2 is, per anchor a, a log-sum-exp of linear functions of the
+Every loss of docs/losses.md is, per anchor a, a log-sum-exp of linear functions of the
 Gram matrix G of all vectors minus a linear function of G:
 
     loss(G) = (1 / sum_a w_a) * sum_a w_a [ log sum_{c in D(a)} exp(G_ac / tau + shift_ac)
@@ -11,7 +11,7 @@ with anchor weights w_a (multiplicities), denominator sets D(a), constant shifts
 convex in G. Unit vectors in R^d give exactly the G with diag(G) = 1, G psd and
 rank G <= d, so for d >= K (the number of vectors) the minimum of this convex
 program over {G psd, diag(G) = 1} is the global minimum over unit embeddings. A
-fixed prototype block of G (DESIGN §2.4) adds linear equality constraints.
+fixed prototype block of G (docs/losses.md#prototype-scl) adds linear equality constraints.
 
 Row order of G matches `simulate.losses`:
 * combined loss (`certify_combined`): the m*n*p views, class-major, then instance,
@@ -152,7 +152,7 @@ class Certificate:
         return self
 
     def class_mean_gram(self) -> np.ndarray:
-        """M^T M of the data class means mu_c = mean of the class's rows (DESIGN §3); (m, m).
+        """M^T M of the data class means mu_c = mean of the class's rows (docs/metrics.md#class-mean-gram-and-delta-g); (m, m).
 
         Linear in G: <mu_c, mu_c'> = mean of G over the (class c, class c') data block.
         Classes without data rows give NaN rows and columns.
@@ -307,7 +307,7 @@ def _plain_anchor(row: int, columns: np.ndarray) -> _Anchor:
 
 
 def _combined_program(alpha: float, m: int, n: int, p: int, variant: str) -> _Program:
-    """DESIGN §2.1 / §2.2 on N = m*n*p views; every anchor has weight 1.
+    """The combined loss (docs/losses.md#combined-loss-instance-variant) on N = m*n*p views; every anchor has weight 1.
 
     "instance": D(a) = all N views, a included; self positives: the p views of a's
     instance, a included (weight alpha/p); sup positives: the (n-1)p views of a's
@@ -330,7 +330,7 @@ def _combined_program(alpha: float, m: int, n: int, p: int, variant: str) -> _Pr
 
 
 def _supcon_program(class_sizes: tuple[int, ...]) -> _Program:
-    """DESIGN §2.3: D(a) = all samples but a; P(a) = a's class but a, weight 1/|P(a)|.
+    """Per-anchor SCL (docs/losses.md#per-anchor-scl): D(a) = all samples but a; P(a) = a's class but a, weight 1/|P(a)|.
 
     Samples of singleton classes (empty P(a)) are not anchors but stay in the
     other anchors' denominators.
@@ -345,7 +345,7 @@ def _supcon_program(class_sizes: tuple[int, ...]) -> _Program:
 
 
 def _data_anchor(a: int, data_label: np.ndarray, n_proto: int, m: int, positives: np.ndarray) -> _Anchor | None:
-    """Data anchor a of class y (DESIGN §2.4); writes its row of C into `positives`.
+    """Data anchor a of class y (docs/losses.md#prototype-scl); writes its row of C into `positives`.
 
     D(a) = the other data (shift 0) and the m prototypes (shift log n_proto);
     P(a) = the other class-y data and n_proto copies of w_y, |P(a)| = N_y - 1 + n_proto.
@@ -388,7 +388,7 @@ def _prototype_anchor(c: int, data_label: np.ndarray, n_proto: int, m: int, posi
 
 
 def _prototype_program(class_sizes, prototype_gram, n_proto: int, anchors: str) -> _Program:
-    """DESIGN §2.4 on N data rows and one row per prototype (its n_proto copies)."""
+    """Prototype SCL (docs/losses.md#prototype-scl) on N data rows and one row per prototype (its n_proto copies)."""
     m = len(class_sizes)
     data_label = np.repeat(np.arange(m), class_sizes)
     n_data = len(data_label)
@@ -553,7 +553,7 @@ def certify_combined(
     solver: str | None = None,
     strict: bool = True,
 ) -> Certificate:
-    """Certified global minimum of Paper B's combined loss (DESIGN §2.1, §2.2).
+    """Certified global minimum of Paper B's combined loss (docs/losses.md#combined-loss-instance-variant).
 
     L = (1 - alpha) L_sup + alpha L_self over N = m*n*p unit views of balanced
     classes, minimised over G (N, N) psd with diag(G) = 1: the global minimum over
@@ -582,7 +582,7 @@ def certify_combined(
 
 
 def certify_supcon(class_sizes, tau, *, solver: str | None = None, strict: bool = True) -> Certificate:
-    """Certified global minimum of per-anchor SCL (DESIGN §2.3) for any class sizes.
+    """Certified global minimum of per-anchor SCL (docs/losses.md#per-anchor-scl) for any class sizes.
 
     l_a = -(1/|P(a)|) sum_{b in P(a)} [G_ab/tau - log sum_{c != a} exp(G_ac/tau)],
     P(a) = the other samples of a's class; mean over the anchors with non-empty
@@ -614,7 +614,7 @@ def certify_prototype(
     solver: str | None = None,
     strict: bool = True,
 ) -> Certificate:
-    """Certified global minimum of prototype SCL (DESIGN §2.4) given fixed prototypes.
+    """Certified global minimum of prototype SCL (docs/losses.md#prototype-scl) given fixed prototypes.
 
     S = the N data samples plus n_proto identical copies of each prototype w_c. G
     has the N data rows, then one row per prototype: (N + m, N + m), its prototype
@@ -627,7 +627,7 @@ def certify_prototype(
     Args:
         class_sizes: data samples per class (m entries, each >= 0, sum >= 1);
             N + m <= MAX_VECTORS.
-        prototype_gram: the prototypes' Gram <w_c, w_c'> (DESIGN's W^T W; W W^T for
+        prototype_gram: the prototypes' Gram <w_c, w_c'> (W W^T for
             prototypes as rows), (m, m) symmetric psd with unit diagonal (e.g.
             `theory.simplex.etf_gram(m)`).
         n_proto: copies of each prototype, integer >= 0.

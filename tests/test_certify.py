@@ -22,7 +22,7 @@ from simulate.certify import (
 from theory import simplex, ssem
 
 #: float64 tolerances. RELATIVE: the acceptance figure for agreement of loss values
-#: (DESIGN §6). BELOW: how far a feasible loss may fall under a certified minimum
+#: (docs/verdicts.md#routes). BELOW: how far a feasible loss may fall under a certified minimum
 #: (solver accuracy, relative). GRAM: exactness of the projected Gram.
 RELATIVE = 1e-6
 BELOW = 1e-7
@@ -77,7 +77,7 @@ def _prototype_loss(z, class_sizes, geometry, n_proto, tau, anchors, w=None):
     return float(losses.prototype_supcon_loss(_t(z), _labels(class_sizes), _t(w), n_proto, tau, anchors))
 
 
-# --- Paper B, variant "instance": the certificate equals the SSEM closed form (DESIGN §4) ---
+# --- Paper B, variant "instance": the certificate equals the SSEM closed form (docs/ssem.md) ---
 
 INSTANCE_CASES = [
     (2, 2, 1, 0.5, 0.5),
