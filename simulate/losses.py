@@ -1,4 +1,4 @@
-"""The losses of DESIGN §2, each defined once, in torch.
+"""The losses of docs/losses.md, each defined once, in torch.
 
 Conventions shared by every loss here:
 
@@ -182,7 +182,7 @@ def _mean_over_anchors(losses: Tensor, weight: Tensor) -> Tensor:
 
 
 # ---------------------------------------------------------------------------
-# Paper B: combined loss (DESIGN §2.1, §2.2)
+# Paper B: combined loss (docs/losses.md, combined loss)
 # ---------------------------------------------------------------------------
 
 
@@ -197,7 +197,7 @@ def _instance_masks(labels: Tensor, instances: Tensor) -> tuple[Tensor, Tensor]:
 
 @_full_precision
 def combined_loss_terms(z: Tensor, labels: Tensor, instances: Tensor, tau, variant: str = "instance"):
-    """(L_sup, L_self) of Paper B's combined loss, each of shape z.shape[:-2] (DESIGN §2.1, §2.2).
+    """(L_sup, L_self) of Paper B's combined loss, each of shape z.shape[:-2] (docs/losses.md#combined-loss-instance-variant).
 
     With logp(a, b) = s_ab/tau - log sum_{c in D(a)} exp(s_ac/tau):
 
@@ -248,7 +248,7 @@ def _combined_terms(z: Tensor, same_instance: Tensor, supervised: Tensor, tau, v
 
 @_full_precision
 def combined_loss(z: Tensor, labels: Tensor, instances: Tensor, alpha, tau, variant: str = "instance") -> Tensor:
-    """Paper B's loss L = (1 - alpha) L_sup + alpha L_self (DESIGN §2.1, §2.2).
+    """Paper B's loss L = (1 - alpha) L_sup + alpha L_self (docs/losses.md#combined-loss-instance-variant).
 
     L_sup and L_self are defined in `combined_loss_terms` (variant "instance": pair
     means, anchor kept in its denominator and self positives; variant "supcon": anchor
@@ -269,7 +269,7 @@ def combined_loss(z: Tensor, labels: Tensor, instances: Tensor, alpha, tau, vari
 
 
 # ---------------------------------------------------------------------------
-# Paper A: SupCon, prototype SupCon, fixed-classifier cross-entropy (DESIGN §2.3-§2.5)
+# Paper A: SupCon, prototype SupCon, fixed-classifier cross-entropy (docs/losses.md)
 # ---------------------------------------------------------------------------
 
 
@@ -278,7 +278,7 @@ def _multiset_supcon_anchors(z: Tensor, x: Tensor, labels: Tensor, multiplicity:
 
     The first A = z.shape[-2] elements of x are the anchors (z = x[..., :A, :]). A copy
     of x_i sees o_ij = multiplicity_j - [i = j] copies of x_j, all with q_ij = <x_i, x_j>/tau,
-    so for that anchor (DESIGN §2.3 on S):
+    so for that anchor (docs/losses.md#per-anchor-scl on S):
         log sum_{c in S minus anchor} e^{q} = LSE_j (log o_ij + q_ij)      (log 0 = -inf drops j),
         |P(i)| = sum_{j: y_j = y_i} o_ij,  sum_{b in P(i)} q = sum_{j: y_j = y_i} o_ij q_ij.
     All multiplicity_i copies of x_i have the same l_i.
@@ -302,7 +302,7 @@ def _multiset_supcon_anchors(z: Tensor, x: Tensor, labels: Tensor, multiplicity:
 
 @_full_precision
 def supcon_loss_per_anchor(z: Tensor, labels: Tensor, tau) -> tuple[Tensor, Tensor]:
-    """Per-anchor SupCon l_a of DESIGN §2.3 with every sample an anchor.
+    """Per-anchor SupCon l_a (docs/losses.md#per-anchor-scl) with every sample an anchor.
 
     l_a = -(1/|P(a)|) sum_{b in P(a)} [s_ab/tau - log sum_{c != a} exp(s_ac/tau)],
     P(a) = {b != a, y_b = y_a}.
@@ -326,7 +326,7 @@ def _supcon_per_anchor(z: Tensor, labels: Tensor, tau) -> tuple[Tensor, Tensor]:
 
 @_full_precision
 def supcon_loss(z: Tensor, labels: Tensor, tau) -> Tensor:
-    """SupCon of Paper A (DESIGN §2.3): mean of l_a over the anchors with a non-empty P(a).
+    """SupCon of Paper A (docs/losses.md#per-anchor-scl): mean of l_a over the anchors with a non-empty P(a).
 
     Every sample is an anchor; P(a) = {b != a, y_b = y_a};
     l_a = -(1/|P(a)|) sum_{b in P(a)} [s_ab/tau - log sum_{c != a} exp(s_ac/tau)].
@@ -349,10 +349,10 @@ def supcon_loss(z: Tensor, labels: Tensor, tau) -> Tensor:
 
 @_full_precision
 def prototype_supcon_loss(z: Tensor, labels: Tensor, prototypes: Tensor, n_proto: int, tau, anchors: str = "data"):
-    """Prototype SupCon of Paper A (DESIGN §2.4), at a cost independent of n_proto.
+    """Prototype SupCon of Paper A (docs/losses.md#prototype-scl), at a cost independent of n_proto.
 
     S = the batch z plus n_w = n_proto identical copies of each fixed prototype w_c
-    (label c); prototypes get no gradient. SupCon (DESIGN §2.3) on S with anchors the
+    (label c); prototypes get no gradient. SupCon (docs/losses.md#per-anchor-scl) on S with anchors the
     batch samples (``anchors="data"``) or every element of S (``anchors="all"``);
     anchors with empty P(a) are left out of the mean. n_proto = 0 is `supcon_loss`.
 
@@ -413,7 +413,7 @@ def _prototype_supcon(z: Tensor, labels: Tensor, prototypes: Tensor, n_proto: in
 
 @_full_precision
 def fixed_classifier_ce(h: Tensor, labels: Tensor, classifier: Tensor, tau) -> Tensor:
-    """Cross-entropy with a fixed classifier (DESIGN §2.5): mean_i -log softmax_c(<h_i, w_c>/tau)[y_i].
+    """Cross-entropy with a fixed classifier (docs/losses.md#cross-entropy-with-a-fixed-classifier): mean_i -log softmax_c(<h_i, w_c>/tau)[y_i].
 
     The classifier gets no gradient; h is expected unit-norm (not normalised here).
 
@@ -443,7 +443,7 @@ def prototype_supcon_training_loss(prototypes: Tensor, n_proto: int, tau, anchor
 
     Builds once: n_proto (int >= 0), anchors, the prototypes (m, d) (detached, kept on
     their device; None allowed when n_proto = 0) and tau (a finite real > 0, kept as a Python float). The
-    returned function computes exactly the loss of `prototype_supcon_loss` (DESIGN §2.3,
+    returned function computes exactly the loss of `prototype_supcon_loss` (docs/losses.md#per-anchor-scl,
     §2.4) with the same kernels, but checks nothing per call and never reads a tensor on
     the host, so a step on a GPU queues its kernels without waiting.
 
@@ -478,7 +478,7 @@ def combined_training_loss(alpha, tau, variant: str = "instance") -> Callable:
     """`combined_loss` for a training loop: ``loss(z, labels, instances)`` with alpha, tau, variant checked here.
 
     alpha in [0, 1] and tau > 0 are kept as Python floats. The returned function computes
-    (1 - alpha) L_sup + alpha L_self of DESIGN §2.1/§2.2 with the kernels of
+    (1 - alpha) L_sup + alpha L_self of docs/losses.md (combined loss) with the kernels of
     `combined_loss_terms`, without checks and without reading a tensor on the host.
 
     The caller guarantees what the public function would check: z (N, d) floating,
