@@ -443,8 +443,8 @@ def prototype_supcon_training_loss(prototypes: Tensor, n_proto: int, tau, anchor
 
     Builds once: n_proto (int >= 0), anchors, the prototypes (m, d) (detached, kept on
     their device; None allowed when n_proto = 0) and tau (a finite real > 0, kept as a Python float). The
-    returned function computes exactly the loss of `prototype_supcon_loss` (docs/losses.md#per-anchor-scl,
-    §2.4) with the same kernels, but checks nothing per call and never reads a tensor on
+    returned function computes exactly the loss of `prototype_supcon_loss` (docs/losses.md#prototype-scl)
+    with the same kernels, but checks nothing per call and never reads a tensor on
     the host, so a step on a GPU queues its kernels without waiting.
 
     The caller guarantees what the public function would check: z (N, d) floating on
