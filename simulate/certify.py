@@ -52,7 +52,7 @@ from theory.arguments import (
     require_balanced_sizes,
     require_choice,
     require_int,
-    require_tau,
+    require_tau_in_range,
     require_variant,
 )
 from theory.simplex import check_gram, from_gram
@@ -575,7 +575,7 @@ def certify_combined(
     m, n, p = require_balanced_sizes(n_classes, n_per_class, n_views)
     require_variant(variant, p)
     alpha = _require_scalar("alpha", require_alpha(alpha))
-    tau = _require_scalar("tau", require_tau(tau))
+    tau = _require_scalar("tau", require_tau_in_range(tau))
     _require_solver(solver)
     _require_size(m * n * p)
     return _solve(_combined_program(alpha, m, n, p, variant), tau, f"combined-{variant}", solver, strict)
@@ -598,7 +598,7 @@ def certify_supcon(class_sizes, tau, *, solver: str | None = None, strict: bool 
     sizes = _require_class_sizes(class_sizes, 1)
     if max(sizes) < 2:
         raise ValueError(f"class_sizes must contain a class of size >= 2 (else no anchor has a positive), got {sizes}")
-    tau = _require_scalar("tau", require_tau(tau))
+    tau = _require_scalar("tau", require_tau_in_range(tau))
     _require_solver(solver)
     _require_size(sum(sizes))
     return _solve(_supcon_program(sizes), tau, "supcon", solver, strict)
@@ -649,7 +649,7 @@ def certify_prototype(
         m = len(sizes)
         raise ValueError(f"prototype_gram must have shape ({m}, {m}), one row per class, got {gram.shape}")
     n_proto = require_int("n_proto", n_proto, 0)
-    tau = _require_scalar("tau", require_tau(tau))
+    tau = _require_scalar("tau", require_tau_in_range(tau))
     require_choice("anchors", anchors, ANCHOR_MODES)
     _require_solver(solver)
     _require_size(sum(sizes) + len(sizes))

@@ -24,6 +24,7 @@ import torch
 from simulate import certify, cli, exchangeable, metrics
 from simulate.cli import option
 from theory import simplex
+from theory.arguments import TAU_RANGE
 from theory.compositions import COMPOSITIONS, cifar10_composition
 
 METHODS = ("exchangeable", "full")
@@ -34,7 +35,7 @@ GEOMETRY_HELP = "prototype geometry: etf | orthogonal | minority-spread:S | gram
 
 @dataclass(frozen=True)
 class Common:
-    tau: float = option(0.1, "temperature", check=cli.positive)
+    tau: float = option(0.1, "temperature, in [1e-3, 1e3] (where the numerics are exact)", check=cli.between(*TAU_RANGE))
     method: str = option("exchangeable", "exchangeable: reduced by symmetry, any size; full: the Gram of all "
                          "vectors (small sizes)", choices=METHODS)
     out: str = option("results/certify", "output folder")

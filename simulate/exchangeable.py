@@ -43,7 +43,7 @@ from theory.arguments import (
     require_balanced_sizes,
     require_choice,
     require_int,
-    require_tau,
+    require_tau_in_range,
     require_variant,
 )
 from theory.simplex import check_gram
@@ -329,7 +329,7 @@ def certify_combined(alpha, tau, n_classes: int, n_per_class: int, n_views: int 
     m, n, p = require_balanced_sizes(n_classes, n_per_class, n_views)
     require_variant(variant, p)
     alpha = _scalar("alpha", require_alpha(alpha))
-    tau = _scalar("tau", require_tau(tau))
+    tau = _scalar("tau", require_tau_in_range(tau))
     require_choice("symmetry", symmetry, SYMMETRIES)
     sizes = (n,) * m
     structure = Structure(class_orbits(sizes, None, symmetry), sizes, p, None, 0)
@@ -342,7 +342,7 @@ def certify_supcon(class_sizes, tau, *, symmetry: str = "classes", solver: str |
     sizes = _sizes(class_sizes, 1)
     if max(sizes) < 2:
         raise ValueError(f"class_sizes must contain a class of size >= 2 (else no anchor has a positive), got {sizes}")
-    tau = _scalar("tau", require_tau(tau))
+    tau = _scalar("tau", require_tau_in_range(tau))
     require_choice("symmetry", symmetry, SYMMETRIES)
     structure = Structure(class_orbits(sizes, None, symmetry), sizes, 1, None, 0)
     return certify_reduced(build(structure, "supcon", tau), solver=solver, strict=strict)
@@ -369,7 +369,7 @@ def certify_prototype(class_sizes, prototype_gram, n_proto: int, tau, anchors: s
     if gram.shape != (len(sizes), len(sizes)):
         raise ValueError(f"prototype_gram must have shape ({len(sizes)}, {len(sizes)}), got {gram.shape}")
     n_proto = require_int("n_proto", n_proto, 0)
-    tau = _scalar("tau", require_tau(tau))
+    tau = _scalar("tau", require_tau_in_range(tau))
     require_choice("anchors", anchors, ANCHOR_MODES)
     require_choice("symmetry", symmetry, SYMMETRIES)
     if n_proto == 0 and max(sizes) < 2:

@@ -50,6 +50,25 @@ def require_tau(tau) -> np.ndarray:
     return array
 
 
+#: Temperatures where the suite's closed forms, losses and certificates are exact in float64
+#: (docs/notation.md#valid-ranges). Below 1e-3 the O(1/tau) terms of a loss cancel to rounding
+#: (`theory.ssem.restricted_loss` returned 0.0 at tau = 1e-17); above 1e3 the differences between
+#: candidate optima, O(1/tau), fall below rounding (`optimal_beta` read collapse at alpha = 1,
+#: tau = 1e16, where no finite tau collapses). Outside it: ValueError, never a silently wrong number.
+TAU_RANGE = (1e-3, 1e3)
+
+
+def require_tau_in_range(tau) -> np.ndarray:
+    """tau (scalar or array) in `TAU_RANGE`, returned as a float array."""
+    array = require_tau(tau)
+    low, high = TAU_RANGE
+    bad = (array < low) | (array > high)
+    if bad.any():
+        raise ValueError(f"tau must lie in [{low:g}, {high:g}] (where the numerics are exact), "
+                         f"got {float(array[bad].flat[0])!r}")
+    return array
+
+
 def require_positive_real(name: str, value, *, allow_zero: bool = False) -> float:
     """A finite real scalar > 0 (or >= 0 with ``allow_zero``)."""
     if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):

@@ -32,6 +32,7 @@ from theory.arguments import (
     require_int,
     require_positive_real,
     require_tau,
+    require_tau_in_range,
     require_variant,
 )
 from theory.simplex import _place, simplex_coordinates
@@ -107,7 +108,7 @@ def _log_denominator_terms(counts: PairCounts, similarities, tau):
 def _validated(alpha, tau, n_classes, n_per_class, n_views, variant):
     m, n, p = require_balanced_sizes(n_classes, n_per_class, n_views)
     require_variant(variant, p)
-    return require_alpha(alpha), require_tau(tau), pair_counts(variant, m, n, p)
+    return require_alpha(alpha), require_tau_in_range(tau), pair_counts(variant, m, n, p)
 
 
 def restricted_loss(beta, alpha, tau, n_classes, n_per_class, n_views=2, variant="instance"):
