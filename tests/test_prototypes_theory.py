@@ -264,3 +264,92 @@ Z, LABELS, W = problem((2, 2, 1))
 def test_errors(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+# ---------------------------------------------------------------------------
+# Kills of surviving mutants (benchmarks/mutation.sh; docs/mutation.md)
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: prototypes.prototype_loss_from_counts(Z, LABELS, W, -1, 0.5), r"^n_proto must be an integer >= 0"),
+        (lambda: prototypes.prototype_loss_from_counts(Z, LABELS, W, [2, True], 0.5), r"^n_proto must be an integer"),
+        (lambda: prototypes.prototype_loss_from_counts(Z, LABELS, W, 1, 0.5, "some"), r"^anchors must be one of"),
+        (lambda: prototypes.prototype_loss_from_counts(Z[[0, 2, 4]], np.array([0, 1, 2]), W, 0, 0.5),
+         r"^no anchor has a positive \(every class has one sample and n_proto = 0\)$"),
+        (lambda: prototypes.uniform_gap_bound_constant((2, "a", 1), W, 0.5), r"^class_sizes\[1\] must be an integer"),
+        (lambda: prototypes.uniform_gap_bound_constant((2, 2), np.eye(3, 5), 0.5), r"^class_sizes must give m = 3 "),
+    ],
+)
+def test_error_messages_name_the_argument(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_defaults_are_the_data_anchors():
+    z, labels, w = problem(SIZES["imbalanced"])
+    np.testing.assert_array_equal(prototypes.gap(z, labels, w, [1, 7], 0.5), prototypes.gap(z, labels, w, [1, 7], 0.5, "data"))
+    np.testing.assert_array_equal(prototypes.prototype_loss_from_counts(z, labels, w, 3, 0.5),
+                                  prototypes.prototype_loss_from_counts(z, labels, w, 3, 0.5, "data"))
+
+
+@pytest.mark.parametrize("anchors", ["data", "all"])
+def test_empty_positive_sets_and_one_copy_raise_no_floating_point_warning(anchors):
+    """n_w = 0 with a singleton class (an empty P(a)) and n_w = 1 (no other copy of an anchor's prototype)."""
+    import warnings
+
+    z, labels, w = problem(SIZES["singletons"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        values = prototypes.prototype_loss_from_counts(z, labels, w, [0, 1, 2], 0.5, anchors)
+    assert np.isfinite(values).all()
+
+
+def test_uniform_gap_bound_constant_is_its_stated_formula():
+    """C_unif = mean_a [q_a (|w_{y_a}| + 1)/tau + (N-1) e^{(1 + |wbar|)/tau} / m], q_a = N_{y_a} - 1, written out."""
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((3, 4)) * np.array([[0.5], [1.0], [2.0]])  # rows of different norms
+    sizes, tau = (4, 0, 2), 0.7
+    labels = np.repeat(np.arange(3), sizes)
+    n = len(labels)
+    terms = [(sizes[y] - 1) * (np.linalg.norm(w[y]) + 1) / tau
+             + (n - 1) * math.exp((1 + np.linalg.norm(w.mean(axis=0))) / tau) / 3 for y in labels]
+    assert prototypes.uniform_gap_bound_constant(sizes, w, tau) == pytest.approx(sum(terms) / n, rel=1e-13)
+    # a single sample in all is allowed (sizes >= 0, positive sum)
+    assert prototypes.uniform_gap_bound_constant((1, 0, 0), w, tau) == pytest.approx(0.0, abs=0.0)
+
+
+@pytest.mark.parametrize("m", [3, 4, 10])
+def test_ce_lower_bound_of_an_etf_is_the_etf_minimum(m):
+    """For an ETF the Jensen bound is attained at h = w_y: it equals etf_ce_minimum and CE(w_y)."""
+    W_etf = simplex.etf(m, m + 1)
+    at_prototypes = prototypes.per_sample_cross_entropy(W_etf, np.arange(m), W_etf, 0.3)
+    np.testing.assert_allclose(prototypes.ce_lower_bound(W_etf, 0.3), prototypes.etf_ce_minimum(m, 0.3), rtol=1e-12)
+    np.testing.assert_allclose(prototypes.ce_lower_bound(W_etf, 0.3), at_prototypes, rtol=1e-12)
+
+
+def test_jensen_tightness_row_by_row():
+    """W = (e1, -e1, e2): for y = e2 the other two logits are both exactly 0 (tight); for y = +-e1 they differ."""
+    w = np.array([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0]])
+    assert prototypes.jensen_is_tight(w).tolist() == [False, False, True]
+    assert prototypes.jensen_is_tight(w, atol=0.0).tolist() == [False, False, True]
+
+
+def test_limit_gram_forwards_its_options(monkeypatch):
+    """limit_gram is the Gram of limit_minimisers with the same anchors, restarts and seed (and the same defaults)."""
+    import inspect
+
+    seen = []
+
+    def fake(prototypes_, tau, anchors="data", restarts=4, seed=0):
+        seen.append((anchors, restarts, seed))
+        return np.eye(2)
+
+    expected_defaults = tuple(inspect.signature(prototypes.limit_minimisers).parameters[name].default
+                              for name in ("anchors", "restarts", "seed"))
+    monkeypatch.setattr(prototypes, "limit_minimisers", fake)
+    prototypes.limit_gram(np.eye(2), 0.5)
+    prototypes.limit_gram(np.eye(2), 0.5, "all", 7, 11)
+    assert seen == [expected_defaults, ("all", 7, 11)]

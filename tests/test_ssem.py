@@ -223,3 +223,26 @@ def test_optimal_beta_is_the_brute_force_minimiser_where_it_is_below_one(m, n, a
                               bounds=(low, high), method="bounded", options={"xatol": 1e-12}).x
     assert refined < 1 - 1e-2  # the point is away from collapse: a beta* stuck at 1 would fail below
     assert ssem.optimal_beta(alpha, tau, m, n, 2, variant) == pytest.approx(refined, abs=1e-6)
+
+
+# --- kills of surviving mutants (benchmarks/mutation.sh; docs/mutation.md) ---
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: ssem.embeddings(2, 2, 1, "a", 0.5), r"^dim must be an integer >= 1, got 'a'"),
+        (lambda: ssem.embeddings(2, 2, 1, 1, 0.5), r"^dim must be >= n_classes \* n_per_class - 1 = 3 for SSEM, got 1"),
+        (lambda: ssem.embeddings(2, 2, 1, 3, -0.5), r"^beta must be"),
+    ],
+)
+def test_embedding_errors_name_the_argument(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_embedding_seed_rotates_the_construction():
+    plain, rotated = ssem.embeddings(2, 3, 1, 8, 0.5), ssem.embeddings(2, 3, 1, 8, 0.5, seed=3)
+    assert np.abs(plain - rotated).max() > 0.1  # a random rotation moves the vectors ...
+    np.testing.assert_allclose(np.einsum("ijkd,abcd->ijkabc", plain, plain),
+                               np.einsum("ijkd,abcd->ijkabc", rotated, rotated), atol=1e-12)  # ... not their Gram
