@@ -319,3 +319,112 @@ def test_errors(case):
     call, name = BAD_CALLS[case]
     with pytest.raises(ValueError, match=name):
         call()
+
+
+# --- kills of surviving mutants (benchmarks/mutation.sh; docs/mutation.md) ---
+
+
+def test_batched_metrics_equal_per_slice_with_two_leading_dims():
+    """(2, 3, N, d) batches where N, d, m differ from the leading sizes: every metric equals its per-slice value."""
+    labels = torch.tensor([0, 0, 0, 1, 1, 2, 2])
+    z = unit((2, 3, 7, 5), seed=41)
+    z_test, y_test = unit((2, 3, 6, 5), seed=42), torch.tensor([0, 1, 2, 2, 1, 0])
+    layout_labels, instances = balanced_layout(3, 2, 2)
+    z_ssem = unit((2, 3, 12, 5), seed=43)
+    batched_gram = class_mean_gram(z, labels, 3)
+    batched_ncc = ncc_accuracy(z, labels, z_test, y_test, 3, minority=[2])
+    batched_ssem = ssem_distance(z_ssem, layout_labels, instances, 3)
+    assert batched_gram.shape == (2, 3, 3, 3) and batched_ncc["per_class"].shape == (2, 3, 3)
+    target = simplex.etf_gram(3)
+    for i in range(2):
+        for j in range(3):
+            one = ncc_accuracy(z[i, j], labels, z_test[i, j], y_test, 3, minority=[2])
+            for key in ("overall", "per_class", "majority", "minority"):
+                close(batched_ncc[key][i, j], one[key])
+            close(delta_g(batched_gram, target)[i, j], delta_g(class_mean_gram(z[i, j], labels, 3), target))
+            close(batched_ssem[0][i, j], ssem_distance(z_ssem[i, j], layout_labels, instances, 3)[0])
+            close(batched_ssem[1][i, j], ssem_distance(z_ssem[i, j], layout_labels, instances, 3)[1])
+
+
+def test_ncc_counts_a_class_with_one_test_sample():
+    z_train = torch.tensor([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0], [0.1, 1.0]], dtype=torch.float64)
+    y_train = torch.tensor([0, 0, 1, 1])
+    z_test = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]], dtype=torch.float64)  # class 1: one sample
+    result = ncc_accuracy(z_train, y_train, z_test, torch.tensor([0, 0, 1]), 2, minority=[1])
+    assert result["per_class"].tolist() == [1.0, 1.0] and float(result["minority"]) == 1.0
+
+
+def test_ncc_mixed_precision_test_set():
+    z_train, y_train = unit((6, 3), seed=44), torch.tensor([0, 0, 1, 1, 2, 2])
+    z_test = unit((4, 3), seed=45)
+    mixed = ncc_accuracy(z_train, y_train, z_test.float(), torch.tensor([0, 1, 2, 2]), 3)
+    same = ncc_accuracy(z_train, y_train, z_test.float().double(), torch.tensor([0, 1, 2, 2]), 3)
+    assert mixed["per_class"].dtype == torch.float64
+    torch.testing.assert_close(mixed["per_class"], same["per_class"], rtol=0, atol=0)
+
+
+def test_two_classes_are_enough_for_nc1_and_ncc():
+    z, labels = unit((6, 3), seed=46), torch.tensor([0, 0, 0, 1, 1, 1])
+    close(nc1(z, labels, 2), naive.nc1(z.tolist(), labels.tolist(), 2))
+    assert float(ncc_accuracy(z, labels, z, labels, 2)["overall"]) >= 0.0
+
+
+def test_delta_g_dtypes():
+    G = class_mean_gram(unit((6, 3), seed=47), torch.tensor([0, 0, 1, 1, 2, 2]), 3)
+    target32 = torch.as_tensor(simplex.etf_gram(3), dtype=torch.float32)
+    # a float32 target is compared in G's float64, exactly as if converted first
+    assert torch.equal(delta_g(G, target32), delta_g(G, target32.double()))
+    # numpy inputs: G becomes float64, a numpy target takes G's dtype
+    assert delta_g(simplex.etf_gram(3).astype(np.float32), simplex.etf_gram(3)).dtype == torch.float64
+    assert delta_g(G.float(), simplex.etf_gram(3)).dtype == torch.float32
+
+
+M3 = class_mean_gram(unit((6, 3), seed=48), torch.tensor([0, 0, 1, 1, 2, 2]), 3)
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: delta_g("G", M3), r"^G must be a real \(\.\.\., m, m\) matrix, got 'G'"),
+        (lambda: delta_g(M3, "T"), r"^G_target must be a real \(\.\.\., m, m\) matrix"),
+        (lambda: delta_g(torch.ones(3, dtype=torch.float64), M3), r"^G must be a floating \(\.\.\., m, m\) matrix"),
+        (lambda: delta_g(torch.ones(3, 3, dtype=torch.int64), M3), r"^G must be a floating"),
+        (lambda: delta_g(M3, torch.ones(2, 3, 4, dtype=torch.float64)), r"^G_target must be a floating"),
+        (lambda: delta_g(torch.zeros(0, 0, dtype=torch.float64), M3), r"^G must have"),
+        (lambda: delta_g(M3.expand(1, 2, 3, 3), torch.eye(4, dtype=torch.float64)),
+         r"^G_target must be \(3, 3\) like G, got \(4, 4\)"),
+        (lambda: class_mean_gram(unit((4, 3), seed=1), torch.tensor([0, 0, 1, 1]), 4),
+         r"^labels must contain every class for class_mean_gram; classes \[2, 3\] have no sample"),
+        (lambda: nc1(unit((4, 3), seed=1), torch.tensor([0, 0, 1, 1]), 3),
+         r"^labels must contain every class for nc1; classes \[2\] have no sample"),
+        (lambda: ssem_distance(unit((8, 3), seed=1), *balanced_layout(2, 2, 2), 3),
+         r"^labels must contain every class for ssem_distance; classes \[2\] have no sample"),
+        (lambda: ssem_distance(unit((4, 3), seed=1), torch.zeros(4, dtype=torch.long), torch.tensor([0, 0, 1, 1]), 1),
+         r"^n_classes must be an integer >= 2"),
+        (lambda: ssem_distance(unit((4, 3), seed=1), torch.tensor([0, 0, 1, 1]), torch.zeros(4), 2),
+         r"^instances must be an integer tensor"),
+        (lambda: ssem_distance(unit((4, 3), seed=1), torch.tensor([0, 0, 1, 1]), torch.tensor([0, 1, 1, 2]), 2),
+         r"^instances must not span classes: views sharing an instance id must share a label$"),
+        (lambda: ncc_accuracy(unit((4, 3), seed=1), torch.zeros(4, dtype=torch.long), unit((2, 3), seed=2),
+                              torch.zeros(2, dtype=torch.long), 1), r"^n_classes must be an integer >= 2"),
+        (lambda: ncc_accuracy("z", torch.tensor([0, 1]), unit((2, 3), seed=2), torch.tensor([0, 1]), 2),
+         r"^z_train must be a floating tensor"),
+        (lambda: ncc_accuracy(unit((2, 3), seed=1), torch.tensor([0, 1]), "z", torch.tensor([0, 1]), 2),
+         r"^z_test must be a floating tensor"),
+        (lambda: ncc_accuracy(unit((2, 7, 4), seed=1), torch.tensor([0, 1] * 3 + [0]), unit((2, 5, 3), seed=2),
+                              torch.tensor([0, 1, 0, 1, 0]), 2), r"^z_test must have d = 4 like z_train"),
+        (lambda: ncc_accuracy(unit((3, 3), seed=1), torch.tensor([0, 0, 1]), unit((2, 3), seed=2),
+                              torch.tensor([0, 1]), 3), r"^labels must contain every class for ncc_accuracy \(y_train\)"),
+        (lambda: ncc_accuracy(unit((4, 3), seed=1), torch.tensor([0, 0, 1, 1]), unit((2, 3), seed=2),
+                              torch.tensor([0, 0]), 2, minority=[1]), r"^y_test has no sample of any minority class"),
+        (lambda: ncc_accuracy(unit((4, 3), seed=1), torch.tensor([0, 0, 1, 1]), unit((2, 3), seed=2),
+                              torch.tensor([1, 1]), 2, minority=[1]), r"^y_test has no sample of any majority class"),
+        (lambda: ncc_accuracy(unit((4, 3), seed=1), torch.tensor([0, 0, 1, 1]), unit((2, 3), seed=2),
+                              torch.tensor([0, 1]), 2, minority=[True]), r"^minority must be a collection of integer"),
+        (lambda: ncc_accuracy(unit((4, 3), seed=1), torch.tensor([0, 0, 1, 1]), unit((2, 3), seed=2),
+                              torch.tensor([0, 1]), 2, minority=[]), r"^minority must be distinct class ids"),
+    ],
+)
+def test_error_messages_name_the_argument(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()

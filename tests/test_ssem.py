@@ -246,3 +246,24 @@ def test_embedding_seed_rotates_the_construction():
     assert np.abs(plain - rotated).max() > 0.1  # a random rotation moves the vectors ...
     np.testing.assert_allclose(np.einsum("ijkd,abcd->ijkabc", plain, plain),
                                np.einsum("ijkd,abcd->ijkabc", rotated, rotated), atol=1e-12)  # ... not their Gram
+
+
+def test_tau_star_edges_without_floating_point_warnings_and_its_return_types():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        values = ssem.tau_star(np.array([0.1, 0.25, 0.5, 1.0]), 3, 4)
+    assert values[0] == 0.0 and values[1] == 0.0 and 0 < values[2] < np.inf and values[3] == np.inf
+    # alpha = 1/49 rounds to n alpha - 1 = -1e-16: still "every temperature collapses", not NaN
+    assert ssem.tau_star(1.0 / 49, 3, 49) == 0.0
+    assert isinstance(ssem.tau_star(0.5, 3, 4), float) and isinstance(ssem.tau_star([0.5, 0.6], 3, 4), np.ndarray)
+
+
+def test_guideline_audit_counterexamples_are_the_midpoints():
+    """Each counterexample's alpha is the midpoint of [1/n, alpha*(1/log m)] (the audit's stated choice)."""
+    for c in ssem.guideline_audit([2, 5], [3, 7]):
+        assert c.alpha == pytest.approx(0.5 * (1 / c.n_per_class + c.alpha_star), rel=1e-15)
+        assert c.alpha_star == pytest.approx(ssem.alpha_star(1 / np.log(c.n_classes), c.n_classes, c.n_per_class))
+    with pytest.raises(ValueError, match=r"^n_classes must be an integer >= 2, got 1"):
+        ssem.guideline_audit([1], [3])
