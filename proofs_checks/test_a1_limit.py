@@ -17,7 +17,7 @@ import torch
 
 from proofs_checks.registry import Agreement, Result, assert_claim, claim, verdict
 from simulate.losses import prototype_supcon_loss
-from theory import prototypes, simplex
+from theory import prototypes, prototypes_symbolic, simplex
 
 N_W = np.unique(np.round(np.logspace(0, 5, 26)).astype(int))
 FIRST_ORDER_TOLERANCE = 1e-3  # relative, on n_w * gap at n_w = 1e5 against c1 (measured remainder <= 1e-4)
@@ -57,8 +57,8 @@ def _scaled_gaps(z, labels, W, tau, anchors):
 
 
 def _symbolic_residuals() -> dict:
-    data, proto = prototypes.derive_data_anchor(3), prototypes.derive_prototype_anchor(3)
-    mean = prototypes.derive_all_anchor_mean()
+    data, proto = prototypes_symbolic.derive_data_anchor(3), prototypes_symbolic.derive_prototype_anchor(3)
+    mean = prototypes_symbolic.derive_all_anchor_mean()
     return {
         "data anchor: limit of gap": data.limit,
         "data anchor: first order - stated": data.first_order_residual,

@@ -24,7 +24,7 @@ from proofs_checks.registry import Agreement, Result, assert_claim, claim, verdi
 from simulate.optimize import single_thread
 from simulate import optimize
 from simulate.losses import fixed_classifier_ce
-from theory import prototypes, simplex
+from theory import prototypes, prototypes_symbolic, simplex
 
 TAUS = (0.2, 0.5, 2.0)
 
@@ -42,7 +42,7 @@ def _free_minimiser(sizes, W, taus):
 
 def _symbolic() -> tuple[list[str], dict]:
     failures = []
-    etf = prototypes.derive_etf_fixed_classifier()
+    etf = prototypes_symbolic.derive_etf_fixed_classifier()
     symbols = {s.name: s for s in etf.bound.free_symbols}
     slope = sp.lambdify((symbols["m"], symbols["tau"], symbols["t"]), etf.slope)
     # A grid where the exponentials neither overflow nor underflow (the sign is what is checked).
@@ -51,7 +51,7 @@ def _symbolic() -> tuple[list[str], dict]:
         failures.append("CE(w_y) for the ETF is not the Jensen bound at t = 1")
     if max(grid) >= 0:
         failures.append(f"the Jensen bound is not decreasing in t (max slope {max(grid):.3g})")
-    orthogonal = prototypes.derive_orthogonal_minimiser()
+    orthogonal = prototypes_symbolic.derive_orthogonal_minimiser()
     return failures, {"sympy: d bound/dt max over grid (< 0)": float(max(grid)),
                       "sympy: orthogonal minimiser <h, w_y>": str(orthogonal.label_cosine)}
 

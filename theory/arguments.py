@@ -8,14 +8,16 @@ the form the caller computes with.
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from numbers import Integral, Real
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 VARIANTS = ("instance", "supcon")
 
 
-def require_int(name: str, value, minimum: int) -> int:
+def require_int(name: str, value: object, minimum: int) -> int:
     """An integer ``>= minimum`` (bools are refused: ``True`` is not a count)."""
     if isinstance(value, bool) or not isinstance(value, Integral):
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
@@ -24,7 +26,7 @@ def require_int(name: str, value, minimum: int) -> int:
     return int(value)
 
 
-def _as_float_array(name: str, value) -> np.ndarray:
+def _as_float_array(name: str, value: ArrayLike) -> np.ndarray:
     try:
         array = np.asarray(value, dtype=float)
     except (TypeError, ValueError):
@@ -32,7 +34,7 @@ def _as_float_array(name: str, value) -> np.ndarray:
     return array
 
 
-def require_alpha(alpha) -> np.ndarray:
+def require_alpha(alpha: ArrayLike) -> np.ndarray:
     """alpha (scalar or array) in [0, 1], returned as a float array."""
     array = _as_float_array("alpha", alpha)
     bad = ~((array >= 0.0) & (array <= 1.0))  # also catches NaN
@@ -41,7 +43,7 @@ def require_alpha(alpha) -> np.ndarray:
     return array
 
 
-def require_tau(tau) -> np.ndarray:
+def require_tau(tau: ArrayLike) -> np.ndarray:
     """tau (scalar or array) finite and > 0, returned as a float array."""
     array = _as_float_array("tau", tau)
     bad = ~(np.isfinite(array) & (array > 0.0))
@@ -58,7 +60,7 @@ def require_tau(tau) -> np.ndarray:
 TAU_RANGE = (1e-3, 1e3)
 
 
-def require_tau_in_range(tau) -> np.ndarray:
+def require_tau_in_range(tau: ArrayLike) -> np.ndarray:
     """tau (scalar or array) in `TAU_RANGE`, returned as a float array."""
     array = require_tau(tau)
     low, high = TAU_RANGE
@@ -69,7 +71,7 @@ def require_tau_in_range(tau) -> np.ndarray:
     return array
 
 
-def require_positive_real(name: str, value, *, allow_zero: bool = False) -> float:
+def require_positive_real(name: str, value: object, *, allow_zero: bool = False) -> float:
     """A finite real scalar > 0 (or >= 0 with ``allow_zero``)."""
     if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
         raise ValueError(f"{name} must be a finite real number, got {value!r}")
@@ -79,7 +81,7 @@ def require_positive_real(name: str, value, *, allow_zero: bool = False) -> floa
     return float(value)
 
 
-def require_choice(name: str, value, choices) -> str:
+def require_choice(name: str, value: object, choices: Collection[str]) -> str:
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
     return value
@@ -93,7 +95,7 @@ def require_variant(variant: str, n_views: int) -> str:
     return variant
 
 
-def require_balanced_sizes(n_classes, n_per_class, n_views=1) -> tuple[int, int, int]:
+def require_balanced_sizes(n_classes: int, n_per_class: int, n_views: int = 1) -> tuple[int, int, int]:
     """(m, n, p) with m >= 2, n >= 2, p >= 1."""
     return (
         require_int("n_classes", n_classes, 2),

@@ -15,6 +15,7 @@ step-imbalanced CIFAR-10 (m = 10, majority 5000):
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -27,7 +28,7 @@ COMPOSITIONS = ("full", "batch")
 CIFAR10_CLASSES, CIFAR10_MAJORITY = 10, 5000
 
 
-def minority_size(majority: int, imbalance) -> int:
+def minority_size(majority: int, imbalance: float) -> int:
     """max(1, floor(majority / R)) for R >= 1."""
     majority = require_int("majority", majority, 1)
     ratio = require_positive_real("imbalance", imbalance)
@@ -36,7 +37,7 @@ def minority_size(majority: int, imbalance) -> int:
     return max(1, math.floor(majority / ratio))
 
 
-def step_class_sizes(n_classes: int, majority: int, imbalance) -> tuple[int, ...]:
+def step_class_sizes(n_classes: int, majority: int, imbalance: float) -> tuple[int, ...]:
     """Class sizes of a step imbalance: `majority` for the first ceil(m/2) ids, `minority_size` for the rest."""
     m = require_int("n_classes", n_classes, 2)
     sizes = np.full(m, minority_size(majority, imbalance))
@@ -44,7 +45,7 @@ def step_class_sizes(n_classes: int, majority: int, imbalance) -> tuple[int, ...
     return tuple(int(size) for size in sizes)
 
 
-def batch_composition(class_sizes, batch_size: int) -> tuple[int, ...]:
+def batch_composition(class_sizes: Sequence[int], batch_size: int) -> tuple[int, ...]:
     """Expected class counts of a batch drawn from a set: round(batch_size N_c / N), at least 1."""
     sizes = [require_int(f"class_sizes[{c}]", size, 1) for c, size in enumerate(class_sizes)]
     batch_size = require_int("batch_size", batch_size, 1)
@@ -52,7 +53,7 @@ def batch_composition(class_sizes, batch_size: int) -> tuple[int, ...]:
     return tuple(max(1, round(batch_size * size / total)) for size in sizes)
 
 
-def cifar10_composition(imbalance, composition: str = "full", batch_size: int = 1024) -> tuple[int, ...]:
+def cifar10_composition(imbalance: float, composition: str = "full", batch_size: int = 1024) -> tuple[int, ...]:
     """Paper A's CIFAR-10 class sizes at R: the full training set or one batch's expected counts."""
     require_choice("composition", composition, COMPOSITIONS)
     sizes = step_class_sizes(CIFAR10_CLASSES, CIFAR10_MAJORITY, imbalance)

@@ -13,21 +13,21 @@ and, for a copy of prototype w_c as an anchor (anchors="all"), with g_cc' = <w_c
     n_c, S_c = sum_{b: y_b = c} <w_c, z_b>, F_c = sum_b exp(<w_c, z_b>/tau),
     Z_c = sum_c' exp(g_cc'/tau), K_c = -g_cc/tau + log Z_c   (the CE of w_c itself under W).
 
-Results derived here (sympy, from the per-anchor definition of docs/losses.md#prototype-scl built
-from groups of pairs with multiplicities — `anchor_loss`):
+Results (derived in sympy by `theory.prototypes_symbolic`, from the per-anchor definition of
+docs/losses.md#prototype-scl built from groups of pairs with multiplicities; evaluated here):
 
-1. Data anchor, exactly (`derive_data_anchor`):
+1. Data anchor, exactly (`prototypes_symbolic.derive_data_anchor`):
        l_a - log n_w - CE_a = (q_a u_a - S_a) / ((q_a + n_w) tau) + log(1 + E_a / (n_w Z_a)),
    so |l_a - log n_w - CE_a| <= [|q_a u_a - S_a| / tau + E_a/Z_a] / n_w for every n_w >= 1
    (first term: q/(q + n_w) <= q/n_w; second: 0 <= log(1 + x) <= x), and
    n_w (l_a - log n_w - CE_a) -> (q_a u_a - S_a)/tau + E_a/Z_a.
    With anchors="data" every data anchor has a positive once n_w >= 1, hence
        mean loss - log n_w = mean CE + gap,  |gap| <= C_data / n_w   (`gap_bound_constant`).
-2. Prototype anchor, exactly (`derive_prototype_anchor`):
+2. Prototype anchor, exactly (`prototypes_symbolic.derive_prototype_anchor`):
        l_c - log n_w - K_c = (n_c g_cc - S_c) / ((n_w - 1 + n_c) tau)
                              + log(1 + (F_c - exp(g_cc/tau)) / (n_w Z_c)),
    -> 0 like k1_c / n_w with k1_c = (n_c g_cc - S_c)/tau + (F_c - exp(g_cc/tau))/Z_c.
-3. anchors="all" (`derive_all_anchor_mean`): the m n_w prototype anchors outnumber the
+3. anchors="all" (`prototypes_symbolic.derive_all_anchor_mean`): the m n_w prototype anchors outnumber the
    N data anchors, so
        mean loss - log n_w -> Kbar = (1/m) sum_c K_c            (independent of z!),
    i.e. the term that survives relative to the CE limit is the closed form
@@ -37,7 +37,7 @@ from groups of pairs with multiplicities — `anchor_loss`):
    The embeddings enter only at order 1/n_w: to leading order the loss is
    (1/(m n_w)) sum_a phi_all(z_a), phi_all(h) = CE(h) - <w_y, h>/tau + sum_c exp(<w_c, h>/tau)/Z_c
    (+ constants), which is what its minimiser minimises (`limit_objective`).
-4. Fixed classifier (`derive_etf_fixed_classifier`, `jensen_candidate`): for unit h,
+4. Fixed classifier (`prototypes_symbolic.derive_etf_fixed_classifier`, `jensen_candidate`): for unit h,
    by Jensen and Cauchy-Schwarz,
        CE(h) = log(1 + sum_{c != y} exp((x_c - x_y)/tau)) >= log(1 + (m-1) exp(-<h, w_y - wbar_y>/tau))
              >= log(1 + (m-1) exp(-|w_y - wbar_y| / tau)),   wbar_y = mean_{c != y} w_c,
@@ -46,7 +46,7 @@ from groups of pairs with multiplicities — `anchor_loss`):
    -1/(m-1): CE is minimised exactly (and only) at h = w_y, with minimum
    log(1 + (m-1) exp(-m/((m-1) tau))). Samples do not interact in mean CE, so this holds
    for any class sizes. For an orthonormal frame the minimiser is the centred direction
-   (w_y - wbar)/|w_y - wbar| != w_y (`derive_orthogonal_minimiser`): the learnt class
+   (w_y - wbar)/|w_y - wbar| != w_y (`prototypes_symbolic.derive_orthogonal_minimiser`): the learnt class
    means then form an ETF, not the prototypes' geometry. In general a minimiser is
    computed numerically (`limit_minimisers`).
 
@@ -59,234 +59,16 @@ same counts, an independent evaluator), `mean_cross_entropy`, `limit_value`, `ex
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import lru_cache
+from collections.abc import Sequence
 
 import numpy as np
-import sympy as sp
+from numpy.typing import ArrayLike
 from scipy.optimize import minimize
 from scipy.special import logsumexp
 
 from theory.arguments import require_choice, require_int, require_tau
 
 ANCHOR_MODES = ("data", "all")
-
-# ---------------------------------------------------------------------------
-# Symbolic: an anchor's loss from groups of pairs with multiplicities
-# ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PairGroup:
-    """Elements of S seen from one anchor, aggregated with their multiplicities.
-
-    count: how many of them are positives of the anchor (0 for negatives);
-    positive_sum: the sum of s_ab over those positives;
-    weight: their total contribution sum exp(s_ab/tau) to the anchor's denominator.
-    """
-
-    count: sp.Expr
-    positive_sum: sp.Expr
-    weight: sp.Expr
-
-
-def copies(count, similarity, tau, positive: bool) -> PairGroup:
-    """`count` identical elements, each with similarity s to the anchor."""
-    count, similarity = sp.sympify(count), sp.sympify(similarity)
-    weight = count * sp.exp(similarity / tau)
-    return PairGroup(count, count * similarity, weight) if positive else PairGroup(0, 0, weight)
-
-
-def anchor_loss(groups, tau) -> sp.Expr:
-    """l_a = -(1/|P(a)|) sum_{b in P(a)} s_ab/tau + log sum_{c in S, c != a} exp(s_ac/tau) (per-anchor SCL)."""
-    n_positive = sum(g.count for g in groups)
-    positive_sum = sum(g.positive_sum for g in groups)
-    return -positive_sum / (tau * n_positive) + sp.log(sum(g.weight for g in groups))
-
-
-@dataclass(frozen=True)
-class AnchorLimit:
-    """One anchor's loss as n_w -> infinity.
-
-    loss: l(n_w); reference: the limit target (CE_a or K_c); gap: l - log n_w - reference;
-    limit: lim gap (0 when the claim holds); first_order: lim n_w gap;
-    first_order_residual: first_order minus the closed form stated in the module
-    docstring (0 when it is right); decomposition_residual: gap minus the stated
-    exact decomposition (0 when it is right).
-    """
-
-    loss: sp.Expr
-    reference: sp.Expr
-    gap: sp.Expr
-    limit: sp.Expr
-    first_order: sp.Expr
-    first_order_residual: sp.Expr
-    decomposition_residual: sp.Expr
-
-
-def _expansion(gap: sp.Expr, n_w: sp.Symbol) -> tuple[sp.Expr, sp.Expr]:
-    """(c0, c1) with gap = c0 + c1/n_w + O(1/n_w^2)."""
-    eps = sp.Symbol("epsilon", positive=True)
-    series = sp.series(gap.subs(n_w, 1 / eps), eps, 0, 2).removeO()
-    return sp.simplify(series.coeff(eps, 0)), sp.simplify(series.coeff(eps, 1))
-
-
-def _vanishes(expr: sp.Expr) -> sp.Expr:
-    """expr simplified, with logs expanded (all symbols are positive or real)."""
-    return sp.simplify(sp.expand_log(sp.simplify(expr), force=True))
-
-
-@lru_cache(maxsize=8)
-def derive_data_anchor(n_classes: int = 3) -> AnchorLimit:
-    """Data anchor of class 0 (of m = n_classes) in S = batch + n_w copies of each prototype.
-
-    Groups: q other batch samples of its class (positive, similarity sum S, weight E_pos),
-    the other batch samples (weight E_neg), n_w copies of w_0 (positive, similarity u_0)
-    and n_w copies of each w_c, c >= 1 (similarity u_c). Reference: CE_a.
-    """
-    m = require_int("n_classes", n_classes, 2)
-    tau, n_w = sp.symbols("tau n_w", positive=True)
-    q = sp.Symbol("q", nonnegative=True)
-    s_pos = sp.Symbol("S", real=True)
-    e_pos, e_neg = sp.symbols("E_pos E_neg", positive=True)
-    u = sp.symbols(f"u0:{m}", real=True)
-    groups = [PairGroup(q, s_pos, e_pos), PairGroup(0, 0, e_neg), copies(n_w, u[0], tau, True)]
-    groups += [copies(n_w, u_c, tau, False) for u_c in u[1:]]
-    loss = anchor_loss(groups, tau)
-    z_a = sum(sp.exp(u_c / tau) for u_c in u)
-    reference = -u[0] / tau + sp.log(z_a)
-    gap = loss - sp.log(n_w) - reference
-    limit, first_order = _expansion(gap, n_w)
-    stated_first = (q * u[0] - s_pos) / tau + (e_pos + e_neg) / z_a
-    stated_gap = (q * u[0] - s_pos) / ((q + n_w) * tau) + sp.log(1 + (e_pos + e_neg) / (n_w * z_a))
-    return AnchorLimit(
-        loss, reference, gap, limit, first_order, _vanishes(first_order - stated_first), _vanishes(gap - stated_gap)
-    )
-
-
-@lru_cache(maxsize=8)
-def derive_prototype_anchor(n_classes: int = 3) -> AnchorLimit:
-    """A copy of w_0 as an anchor (anchors="all"), m = n_classes.
-
-    Groups: the n_w - 1 other copies of w_0 (positive, similarity g_0 = <w_0, w_0>), n_w
-    copies of each w_c, c >= 1 (similarity g_c), the n_c batch samples of class 0
-    (positive, similarity sum S, weight F_pos), the other batch samples (weight F_neg).
-    Reference: K_0 = -g_0/tau + log sum_c exp(g_c/tau).
-    """
-    m = require_int("n_classes", n_classes, 2)
-    tau, n_w = sp.symbols("tau n_w", positive=True)
-    n_c = sp.Symbol("n_c", nonnegative=True)
-    s_c = sp.Symbol("S_c", real=True)
-    f_pos, f_neg = sp.symbols("F_pos F_neg", positive=True)
-    g = sp.symbols(f"g0:{m}", real=True)
-    groups = [copies(n_w - 1, g[0], tau, True)] + [copies(n_w, g_c, tau, False) for g_c in g[1:]]
-    groups += [PairGroup(n_c, s_c, f_pos), PairGroup(0, 0, f_neg)]
-    loss = anchor_loss(groups, tau)
-    z_c = sum(sp.exp(g_c / tau) for g_c in g)
-    reference = -g[0] / tau + sp.log(z_c)
-    gap = loss - sp.log(n_w) - reference
-    limit, first_order = _expansion(gap, n_w)
-    f_c, own = f_pos + f_neg, sp.exp(g[0] / tau)
-    stated_first = (n_c * g[0] - s_c) / tau + (f_c - own) / z_c
-    stated_gap = (n_c * g[0] - s_c) / ((n_w - 1 + n_c) * tau) + sp.log(1 + (f_c - own) / (n_w * z_c))
-    return AnchorLimit(
-        loss, reference, gap, limit, first_order, _vanishes(first_order - stated_first), _vanishes(gap - stated_gap)
-    )
-
-
-@dataclass(frozen=True)
-class AllAnchorMean:
-    """Mean over all anchors (anchors="all") as n_w -> infinity, from the anchor counts.
-
-    mean: (N Ld + m n_w Lp)/(N + m n_w) with Ld = log n_w + CE + d1/n_w (mean over the N
-    data anchors) and Lp = log n_w + K + k1/n_w (mean over classes; each of the m classes
-    has n_w anchor copies); limit = lim (mean - log n_w); first_order = lim n_w (mean - log n_w - limit);
-    limit_residual = limit - Kbar and first_order_residual = first_order - [N (CE - Kbar) + m k1]/m
-    (both 0 when result 3 of the module docstring is right).
-    """
-
-    mean: sp.Expr
-    limit: sp.Expr
-    first_order: sp.Expr
-    limit_residual: sp.Expr
-    first_order_residual: sp.Expr
-
-
-@lru_cache(maxsize=1)
-def derive_all_anchor_mean() -> AllAnchorMean:
-    """The anchors="all" mean loss from the number of anchors of each kind (result 3 of the module docstring)."""
-    n_data, m, n_w = sp.symbols("N m n_w", positive=True)
-    ce, kbar, d1, k1 = sp.symbols("CE Kbar d1 k1", real=True)
-    data_mean = sp.log(n_w) + ce + d1 / n_w
-    prototype_mean = sp.log(n_w) + kbar + k1 / n_w
-    mean = (n_data * data_mean + m * n_w * prototype_mean) / (n_data + m * n_w)
-    limit, first_order = _expansion(mean - sp.log(n_w), n_w)
-    stated_first = (n_data * (ce - kbar) + m * k1) / m
-    return AllAnchorMean(mean, limit, first_order, sp.simplify(limit - kbar), sp.simplify(first_order - stated_first))
-
-
-@dataclass(frozen=True)
-class FixedClassifierDerivation:
-    """CE with an ETF classifier at a unit h with t = <h, w_y> (result 4 of the module docstring).
-
-    jensen_exponent: mean over c != y of (x_c - x_y), from sum_c w_c = 0 (= -m t/(m-1));
-    bound: log(1 + (m-1) exp(jensen_exponent/tau)), a lower bound on CE(h);
-    slope: d bound / dt (negative: the bound decreases in t, so its minimum over t <= 1 is at t = 1);
-    at_prototype: CE(w_y) built from the ETF logits (one at 1, m-1 at -1/(m-1));
-    at_prototype_residual: at_prototype - bound(t = 1) (0: the bound is attained at h = w_y).
-    """
-
-    jensen_exponent: sp.Expr
-    bound: sp.Expr
-    slope: sp.Expr
-    at_prototype: sp.Expr
-    at_prototype_residual: sp.Expr
-
-
-@lru_cache(maxsize=1)
-def derive_etf_fixed_classifier() -> FixedClassifierDerivation:
-    """Why h = w_y minimises CE for an ETF classifier, for symbolic m and tau."""
-    m = sp.Symbol("m", positive=True, integer=True)
-    tau, t = sp.symbols("tau t", positive=True)
-    # sum_{c != y} x_c = <h, sum_c w_c> - x_y = -t for a centred classifier.
-    others_sum = -t
-    exponent = sp.simplify((others_sum - (m - 1) * t) / (m - 1))
-    bound = sp.log(1 + (m - 1) * sp.exp(exponent / tau))
-    slope = sp.simplify(sp.diff(bound, t))
-    logits = [(1, sp.Integer(1)), (m - 1, -1 / (m - 1))]  # (multiplicity, <w_y, w_c>) for the ETF
-    at_prototype = -1 / tau + sp.log(sum(k * sp.exp(x / tau) for k, x in logits))
-    residual = _vanishes(at_prototype - bound.subs(t, 1))
-    return FixedClassifierDerivation(exponent, bound, slope, at_prototype, residual)
-
-
-@dataclass(frozen=True)
-class OrthogonalMinimiser:
-    """Minimiser of CE over unit h for an orthonormal classifier (m classes, symbolic m).
-
-    By symmetry h = a w_y - b sum_{c != y} w_c; CE = log(1 + (m-1) exp(-(a + b)/tau)) is
-    minimised by maximising a + b on a^2 + (m-1) b^2 = 1 (Lagrange). a, b: the solution;
-    margin = a + b = <h, w_y - wbar_y>; label_cosine = <h, w_y> = a (< 1: h != w_y);
-    minimum: the CE there.
-    """
-
-    a: sp.Expr
-    b: sp.Expr
-    margin: sp.Expr
-    label_cosine: sp.Expr
-    minimum: sp.Expr
-
-
-@lru_cache(maxsize=1)
-def derive_orthogonal_minimiser() -> OrthogonalMinimiser:
-    m = sp.Symbol("m", positive=True, integer=True)
-    tau, a, b, lam = sp.symbols("tau a b lambda", positive=True)
-    lagrangian = a + b - lam * (a**2 + (m - 1) * b**2 - 1)
-    solutions = sp.solve([sp.diff(lagrangian, v) for v in (a, b, lam)], [a, b, lam], dict=True)
-    best = max(solutions, key=lambda s: float((s[a] + s[b]).subs(m, 5)))
-    margin = sp.simplify(best[a] + best[b])
-    minimum = sp.log(1 + (m - 1) * sp.exp(-margin / tau))
-    return OrthogonalMinimiser(sp.simplify(best[a]), sp.simplify(best[b]), margin, sp.simplify(best[a]), minimum)
-
 
 # ---------------------------------------------------------------------------
 # Numerics: validation
@@ -381,7 +163,8 @@ def _loss_from_counts(z, y, w, n_w: float, tau: float, anchors: str) -> float:
     return total / weight
 
 
-def prototype_loss_from_counts(z, labels, prototypes, n_proto, tau, anchors: str = "data") -> np.ndarray:
+def prototype_loss_from_counts(z: ArrayLike, labels: ArrayLike, prototypes: ArrayLike, n_proto: ArrayLike, tau: float,
+                               anchors: str = "data") -> np.ndarray:
     """Prototype SCL (docs/losses.md#prototype-scl) evaluated from pair counts (numpy, float64), for each n_proto.
 
     Every element of S is a batch sample or one of n_w identical copies of a prototype;
@@ -403,26 +186,26 @@ def prototype_loss_from_counts(z, labels, prototypes, n_proto, tau, anchors: str
     return np.asarray(values).reshape(counts.shape)
 
 
-def per_sample_cross_entropy(z, labels, prototypes, tau) -> np.ndarray:
+def per_sample_cross_entropy(z: ArrayLike, labels: ArrayLike, prototypes: ArrayLike, tau: float) -> np.ndarray:
     """CE_a = -<z_a, w_{y_a}>/tau + log sum_c exp(<z_a, w_c>/tau) (fixed-classifier CE); (N,)."""
     z, y, w = _inputs(z, labels, prototypes)
     logits = z @ w.T / _scalar_tau(tau)
     return logsumexp(logits, axis=1) - logits[np.arange(len(y)), y]
 
 
-def mean_cross_entropy(z, labels, prototypes, tau) -> float:
+def mean_cross_entropy(z: ArrayLike, labels: ArrayLike, prototypes: ArrayLike, tau: float) -> float:
     """Mean over samples of CE_a with classifier W = prototypes."""
     return float(per_sample_cross_entropy(z, labels, prototypes, tau).mean())
 
 
-def prototype_self_cross_entropy(prototypes, tau) -> np.ndarray:
+def prototype_self_cross_entropy(prototypes: ArrayLike, tau: float) -> np.ndarray:
     """K_c = -g_cc/tau + log sum_c' exp(g_cc'/tau): the CE of w_c under classifier W; (m,)."""
     w = _prototypes(prototypes)
     gram = w @ w.T / _scalar_tau(tau)
     return logsumexp(gram, axis=1) - np.diag(gram)
 
 
-def limit_value(z, labels, prototypes, tau, anchors: str = "data") -> float:
+def limit_value(z: ArrayLike, labels: ArrayLike, prototypes: ArrayLike, tau: float, anchors: str = "data") -> float:
     """lim_{n_w -> inf} (mean loss - log n_w): mean CE ("data") or Kbar = mean_c K_c ("all")."""
     require_choice("anchors", anchors, ANCHOR_MODES)
     if anchors == "data":
@@ -431,12 +214,13 @@ def limit_value(z, labels, prototypes, tau, anchors: str = "data") -> float:
     return float(prototype_self_cross_entropy(prototypes, tau).mean())
 
 
-def extra_term(z, labels, prototypes, tau, anchors: str = "all") -> float:
+def extra_term(z: ArrayLike, labels: ArrayLike, prototypes: ArrayLike, tau: float, anchors: str = "all") -> float:
     """What survives of (mean loss - log n_w - mean CE) as n_w -> inf: 0 ("data"), Kbar - mean CE ("all")."""
     return limit_value(z, labels, prototypes, tau, anchors) - mean_cross_entropy(z, labels, prototypes, tau)
 
 
-def gap(z, labels, prototypes, n_proto, tau, anchors: str = "data") -> np.ndarray:
+def gap(z: ArrayLike, labels: ArrayLike, prototypes: ArrayLike, n_proto: ArrayLike, tau: float,
+        anchors: str = "data") -> np.ndarray:
     """mean loss - log n_w - limit_value, from `prototype_loss_from_counts`; n_proto >= 1 (array ok)."""
     counts = _n_proto_array(n_proto, 1)
     loss = prototype_loss_from_counts(z, labels, prototypes, counts.astype(int), tau, anchors)
@@ -479,7 +263,8 @@ def _prototype_anchor_terms(z, y, w, tau) -> dict:
     }
 
 
-def first_order_coefficient(z, labels, prototypes, tau, anchors: str = "data") -> float:
+def first_order_coefficient(z: ArrayLike, labels: ArrayLike, prototypes: ArrayLike, tau: float,
+                            anchors: str = "data") -> float:
     """c1 = lim n_w * gap(n_w): the 1/n_w term of the gap (results 1 and 3).
 
     "data": mean_a [(q_a u_a - S_a)/tau + E_a/Z_a];
@@ -497,7 +282,8 @@ def first_order_coefficient(z, labels, prototypes, tau, anchors: str = "data") -
     return float((len(y) * (data["ce"].mean() - kbar) + k1.sum()) / w.shape[0])
 
 
-def gap_bound_constant(z, labels, prototypes, tau, anchors: str = "data") -> float:
+def gap_bound_constant(z: ArrayLike, labels: ArrayLike, prototypes: ArrayLike, tau: float,
+                       anchors: str = "data") -> float:
     """C with |gap(n_w)| <= C / n_w (results 1 and 3): an explicit O(1/n_w) bound.
 
     "data", for every n_w >= 1: C = mean_a [ |q_a u_a - S_a| / tau + E_a / Z_a ].
@@ -520,7 +306,7 @@ def gap_bound_constant(z, labels, prototypes, tau, anchors: str = "data") -> flo
     return float((n * abs(data["ce"].mean() - kbar) + n * c_data + per_class.sum()) / w.shape[0])
 
 
-def uniform_gap_bound_constant(class_sizes, prototypes, tau) -> float:
+def uniform_gap_bound_constant(class_sizes: Sequence[int], prototypes: ArrayLike, tau: float) -> float:
     """C_unif >= `gap_bound_constant(..., "data")` for every unit z with these class sizes.
 
     |u_a - S_a/q_a| <= |w_k| + 1 and, by Jensen, Z_a >= m exp(<z_a, wbar>/tau) >= m e^{-|wbar|/tau},
@@ -542,14 +328,14 @@ def uniform_gap_bound_constant(class_sizes, prototypes, tau) -> float:
 # ---------------------------------------------------------------------------
 
 
-def etf_ce_minimum(n_classes: int, tau) -> float:
+def etf_ce_minimum(n_classes: int, tau: float) -> float:
     """min over unit h of CE with an ETF classifier: log(1 + (m-1) exp(-m/((m-1) tau))), attained at h = w_y."""
     m = require_int("n_classes", n_classes, 2)
     tau = _scalar_tau(tau)
     return float(np.logaddexp(0.0, np.log(m - 1) - m / ((m - 1) * tau)))
 
 
-def jensen_candidate(prototypes) -> np.ndarray:
+def jensen_candidate(prototypes: ArrayLike) -> np.ndarray:
     """Rows (w_y - wbar_y) / |w_y - wbar_y|, wbar_y = mean_{c != y} w_c; (m, d).
 
     The unit h maximising the Jensen lower bound of CE for class y (result 4); it is
@@ -565,7 +351,7 @@ def jensen_candidate(prototypes) -> np.ndarray:
     return direction / norms
 
 
-def jensen_is_tight(prototypes, atol: float = 1e-10) -> np.ndarray:
+def jensen_is_tight(prototypes: ArrayLike, atol: float = 1e-10) -> np.ndarray:
     """(m,) bool: the logits <h*, w_c>, c != y, are equal at h* = jensen_candidate row y."""
     w = _prototypes(prototypes)
     logits = jensen_candidate(w) @ w.T  # (m, m)
@@ -573,7 +359,7 @@ def jensen_is_tight(prototypes, atol: float = 1e-10) -> np.ndarray:
     return (np.nanmax(others, axis=1) - np.nanmin(others, axis=1)) <= atol
 
 
-def ce_lower_bound(prototypes, tau) -> np.ndarray:
+def ce_lower_bound(prototypes: ArrayLike, tau: float) -> np.ndarray:
     """(m,) log(1 + (m-1) exp(-|w_y - wbar_y|/tau)) <= min_h CE(h; y), equality iff `jensen_is_tight`."""
     w = _prototypes(prototypes)
     tau = _scalar_tau(tau)
@@ -595,7 +381,7 @@ def _objective_and_gradient(h: np.ndarray, label: int, w: np.ndarray, tau: float
     return value, grad
 
 
-def limit_objective(h, label: int, prototypes, tau, anchors: str = "data") -> np.ndarray:
+def limit_objective(h: ArrayLike, label: int, prototypes: ArrayLike, tau: float, anchors: str = "data") -> np.ndarray:
     """Per-sample objective that the n_w -> inf minimiser minimises, at unit h (..., d) -> (...).
 
     "data": CE(h; y). "all": CE(h; y) - <w_y, h>/tau + sum_c exp(<w_c, h>/tau) / Z_c
@@ -632,7 +418,8 @@ def _minimise_on_sphere(label, w, tau, anchors, starts) -> tuple[np.ndarray, flo
     return best_h, best_value
 
 
-def limit_minimisers(prototypes, tau, anchors: str = "data", restarts: int = 4, seed: int = 0) -> np.ndarray:
+def limit_minimisers(prototypes: ArrayLike, tau: float, anchors: str = "data", restarts: int = 4,
+                     seed: int = 0) -> np.ndarray:
     """Per class y, a minimiser over unit h of `limit_objective` (the n_w -> inf class mean); (m, d).
 
     Computed in span(W) plus one orthogonal direction (the objective depends on h only
@@ -657,7 +444,8 @@ def limit_minimisers(prototypes, tau, anchors: str = "data", restarts: int = 4, 
     return result
 
 
-def limit_gram(prototypes, tau, anchors: str = "data", restarts: int = 4, seed: int = 0) -> np.ndarray:
+def limit_gram(prototypes: ArrayLike, tau: float, anchors: str = "data", restarts: int = 4,
+               seed: int = 0) -> np.ndarray:
     """Class-mean Gram predicted for n_w -> inf (within-class collapse onto `limit_minimisers`); (m, m)."""
     h = limit_minimisers(prototypes, tau, anchors, restarts, seed)
     return h @ h.T

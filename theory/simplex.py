@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import sympy as sp
+from numpy.typing import ArrayLike
 
 from theory.arguments import require_int, require_positive_real
 
@@ -37,7 +38,7 @@ def random_rotation(dim: int, seed: int) -> np.ndarray:
     return q * np.sign(np.diag(r))
 
 
-def _place(vectors: np.ndarray, dim: int, seed: int | None) -> np.ndarray:
+def pad_and_rotate(vectors: np.ndarray, dim: int, seed: int | None) -> np.ndarray:
     """Pad (k, r) vectors with zeros to (k, dim) and rotate them when a seed is given."""
     padded = np.zeros((vectors.shape[0], dim))
     padded[:, : vectors.shape[1]] = vectors
@@ -79,7 +80,7 @@ def etf(n_classes: int, dim: int, seed: int | None = None) -> np.ndarray:
     dim = require_int("dim", dim, 1)
     if dim < m - 1:
         raise ValueError(f"dim must be >= n_classes - 1 = {m - 1} for an ETF, got {dim}")
-    return _place(simplex_coordinates(m), dim, seed)
+    return pad_and_rotate(simplex_coordinates(m), dim, seed)
 
 
 def orthogonal_frame(n_classes: int, dim: int, seed: int | None = None) -> np.ndarray:
@@ -88,7 +89,7 @@ def orthogonal_frame(n_classes: int, dim: int, seed: int | None = None) -> np.nd
     dim = require_int("dim", dim, 1)
     if dim < m:
         raise ValueError(f"dim must be >= n_classes = {m} for an orthogonal frame, got {dim}")
-    return _place(np.eye(m), dim, seed)
+    return pad_and_rotate(np.eye(m), dim, seed)
 
 
 def minority_spread_gram(n_classes: int, spread: float) -> np.ndarray:
@@ -118,7 +119,7 @@ def minority_spread(n_classes: int, dim: int, spread: float, seed: int | None = 
     return from_gram(minority_spread_gram(n_classes, spread), dim, seed=seed)
 
 
-def check_gram(G, dim: int | None = None, tol: float = GRAM_TOL) -> np.ndarray:
+def check_gram(G: ArrayLike, dim: int | None = None, tol: float = GRAM_TOL) -> np.ndarray:
     """Validate a Gram matrix of unit vectors and return it as a float array.
 
     Checks: square, finite, symmetric and unit diagonal to `tol`, smallest
@@ -144,7 +145,7 @@ def check_gram(G, dim: int | None = None, tol: float = GRAM_TOL) -> np.ndarray:
     return G
 
 
-def from_gram(G, dim: int, seed: int | None = None, tol: float = GRAM_TOL) -> np.ndarray:
+def from_gram(G: ArrayLike, dim: int, seed: int | None = None, tol: float = GRAM_TOL) -> np.ndarray:
     """Unit vectors X (k, dim) with X X^T = G (to the tolerance of `check_gram`).
 
     X = V sqrt(Lambda) from the eigendecomposition, keeping the `dim` largest
@@ -157,4 +158,4 @@ def from_gram(G, dim: int, seed: int | None = None, tol: float = GRAM_TOL) -> np
     keep = np.argsort(eigenvalues)[::-1][: min(dim, len(eigenvalues))]
     vectors = eigenvectors[:, keep] * np.sqrt(np.clip(eigenvalues[keep], 0.0, None))
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    return _place(vectors, dim, seed)
+    return pad_and_rotate(vectors, dim, seed)

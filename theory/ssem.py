@@ -22,9 +22,12 @@ derives the closed forms; this module evaluates it with numpy, in log space
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from theory.arguments import (
     require_alpha,
@@ -35,7 +38,10 @@ from theory.arguments import (
     require_tau_in_range,
     require_variant,
 )
-from theory.simplex import _place, simplex_coordinates
+from theory.simplex import pad_and_rotate, simplex_coordinates
+
+if TYPE_CHECKING:  # sympy sizes come from theory.ssem_symbolic; numerics never import it
+    import sympy as sp
 
 PAIR_TYPES = ("same_instance", "same_class", "other_class")
 
@@ -55,7 +61,8 @@ class PairCounts:
     sup_positives: tuple
 
 
-def pair_counts(variant, n_classes, n_per_class, n_views) -> PairCounts:
+def pair_counts(variant: str, n_classes: int | sp.Expr, n_per_class: int | sp.Expr,
+                n_views: int | sp.Expr) -> PairCounts:
     """Count, per pair type, the views an anchor meets in each set of its loss term.
 
     Views of a fixed anchor (class i, instance j, view k) are indexed by
@@ -77,7 +84,7 @@ def pair_counts(variant, n_classes, n_per_class, n_views) -> PairCounts:
     )
 
 
-def ssem_gram_entries(beta, n_classes, n_per_class):
+def ssem_gram_entries(beta: ArrayLike, n_classes: int, n_per_class: int) -> tuple[np.ndarray, np.ndarray]:
     """(s_w, s_b) = ((n beta - 1)/(n - 1), -beta/(m - 1)), broadcasting over beta."""
     m, n, _ = require_balanced_sizes(n_classes, n_per_class)
     beta = np.asarray(beta, dtype=float)
@@ -111,7 +118,8 @@ def _validated(alpha, tau, n_classes, n_per_class, n_views, variant):
     return require_alpha(alpha), require_tau_in_range(tau), pair_counts(variant, m, n, p)
 
 
-def restricted_loss(beta, alpha, tau, n_classes, n_per_class, n_views=2, variant="instance"):
+def restricted_loss(beta: ArrayLike, alpha: ArrayLike, tau: ArrayLike, n_classes: int, n_per_class: int,
+                    n_views: int = 2, variant: str = "instance") -> np.ndarray:
     """The combined loss on SSEM(beta), broadcasting over beta, alpha and tau (docs/ssem.md#restricted-loss).
 
     For "instance" this equals log p + log[e^{1/tau} + (n-1) e^{s_w/tau}
@@ -148,7 +156,8 @@ def _slope_sign(beta, alpha, tau, counts, n_classes, n_per_class):
     return rising - falling
 
 
-def optimal_beta(alpha, tau, n_classes, n_per_class, n_views=2, variant="instance"):
+def optimal_beta(alpha: ArrayLike, tau: ArrayLike, n_classes: int, n_per_class: int, n_views: int = 2,
+                 variant: str = "instance") -> float | np.ndarray:
     """beta* = argmin over [0, 1] of `restricted_loss`, broadcasting over alpha and tau.
 
     L is convex in beta, so L'(beta) is increasing: beta* = 1 where
@@ -169,19 +178,21 @@ def optimal_beta(alpha, tau, n_classes, n_per_class, n_views=2, variant="instanc
     return beta[()] if beta.ndim == 0 else beta
 
 
-def optimal_variances(alpha, tau, n_classes, n_per_class, n_views=2, variant="instance"):
+def optimal_variances(alpha: ArrayLike, tau: ArrayLike, n_classes: int, n_per_class: int, n_views: int = 2,
+                      variant: str = "instance") -> tuple[float | np.ndarray, float | np.ndarray]:
     """(within, between) class variance at the optimum: W* = 1 - beta*, B* = beta* (T = 1)."""
     beta = optimal_beta(alpha, tau, n_classes, n_per_class, n_views, variant)
     return 1.0 - beta, beta
 
 
-def collapse_ratio(tau, n_classes):
+def collapse_ratio(tau: ArrayLike, n_classes: int) -> np.ndarray:
     """r = exp(-m / ((m - 1) tau)), the ratio that governs the collapse threshold."""
     m = require_int("n_classes", n_classes, 2)
     return np.exp(-m / ((m - 1.0) * require_tau(tau)))
 
 
-def alpha_star(tau, n_classes, n_per_class, n_views=2, variant="instance"):
+def alpha_star(tau: ArrayLike, n_classes: int, n_per_class: int, n_views: int = 2,
+               variant: str = "instance") -> float | np.ndarray:
     """Collapse threshold: beta* = 1 iff alpha <= alpha*(tau) (docs/ssem.md#collapse-threshold).
 
     "instance": [1 + (mn-1) r] / [n (1 + (m-1) r)];
@@ -198,7 +209,7 @@ def alpha_star(tau, n_classes, n_per_class, n_views=2, variant="instance"):
     return value[()] if value.ndim == 0 else value
 
 
-def tau_star(alpha, n_classes, n_per_class):
+def tau_star(alpha: ArrayLike, n_classes: int, n_per_class: int) -> float | np.ndarray:
     """Largest temperature without collapse, variant "instance": no collapse iff tau < tau*(alpha).
 
     tau* = m / ((m-1) log[(mn - 1 - n(m-1) alpha) / (n alpha - 1)]) for 1/n < alpha < 1;
@@ -214,14 +225,15 @@ def tau_star(alpha, n_classes, n_per_class):
     return value[()] if value.ndim == 0 else value
 
 
-def small_tau_within(alpha, tau, n_per_class):
+def small_tau_within(alpha: ArrayLike, tau: ArrayLike, n_per_class: int) -> np.ndarray:
     """Small-tau asymptote of W* for alpha > 1/n: ((n-1)/n) tau log((n-1) alpha / (1 - alpha))."""
     n = require_int("n_per_class", n_per_class, 2)
     alpha, tau = require_alpha(alpha), require_tau(tau)
     return (n - 1) / n * tau * np.log((n - 1) * alpha / (1 - alpha))
 
 
-def embeddings(n_classes, n_per_class, n_views, dim, beta, seed=None) -> np.ndarray:
+def embeddings(n_classes: int, n_per_class: int, n_views: int, dim: int, beta: float,
+               seed: int | None = None) -> np.ndarray:
     """An SSEM(beta) construction, shape (m, n, p, dim); needs dim >= m n - 1.
 
     Class centres occupy m-1 coordinates, each class's instance simplex its own n-1
@@ -242,7 +254,7 @@ def embeddings(n_classes, n_per_class, n_views, dim, beta, seed=None) -> np.ndar
         start = m - 1 + i * (n - 1)
         u[i, :, start : start + n - 1] = np.sqrt(1 - beta) * instances
     u /= np.linalg.norm(u, axis=-1, keepdims=True)  # exact unit length up to rounding
-    placed = _place(u.reshape(m * n, -1), dim, seed).reshape(m, n, dim)
+    placed = pad_and_rotate(u.reshape(m * n, -1), dim, seed).reshape(m, n, dim)
     return np.repeat(placed[:, :, None, :], p, axis=2)
 
 
@@ -257,7 +269,8 @@ class GuidelineCounterexample:
     alpha_star: float
 
 
-def guideline_audit(class_counts=range(2, 11), instance_counts=range(2, 11)):
+def guideline_audit(class_counts: Iterable[int] = range(2, 11),
+                    instance_counts: Iterable[int] = range(2, 11)) -> list[GuidelineCounterexample]:
     """Audit the summarised guideline "alpha >= 1/n and tau <= 1/log m prevents collapse".
 
     alpha*(tau) increases with tau, so inside the guideline's region the collapsing

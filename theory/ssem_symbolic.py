@@ -34,7 +34,7 @@ class Derivation:
     alpha_star: sp.Expr  # root in alpha of dL/dbeta(1) = 0, as a function of r
 
 
-def pair_similarities():
+def pair_similarities() -> tuple[sp.Expr, sp.Expr, sp.Expr]:
     """Similarities of (same instance, same class, other class) pairs on SSEM(beta)."""
     return (sp.Integer(1), (n * beta - 1) / (n - 1), -beta / (m - 1))
 
