@@ -89,7 +89,7 @@ def _full_precision(loss):
     return wrapper
 
 
-def _embeddings(name: str, z, min_samples: int = 1) -> Tensor:
+def require_embeddings(name: str, z, min_samples: int = 1) -> Tensor:
     """A floating (..., N, d) tensor, upcast to float32 if it is half precision."""
     if not isinstance(z, Tensor) or not z.is_floating_point() or z.dim() < 2:
         shape = tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__
@@ -99,7 +99,7 @@ def _embeddings(name: str, z, min_samples: int = 1) -> Tensor:
     return z.to(_compute_dtype(z.dtype))
 
 
-def _ids(name: str, ids, n_samples: int, device) -> Tensor:
+def require_ids(name: str, ids, n_samples: int, device) -> Tensor:
     """An integer (N,) tensor of class or instance ids."""
     if not isinstance(ids, Tensor) or ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
         raise ValueError(f"{name} must be an integer tensor of shape (N,) = ({n_samples},), got {ids!r}")
@@ -108,9 +108,9 @@ def _ids(name: str, ids, n_samples: int, device) -> Tensor:
     return ids.to(device=device, dtype=torch.long)
 
 
-def _class_ids(labels, n_samples: int, n_classes: int, device) -> Tensor:
+def require_class_ids(labels, n_samples: int, n_classes: int, device) -> Tensor:
     """Labels of shape (N,) with every entry in [0, n_classes)."""
-    labels = _ids("labels", labels, n_samples, device)
+    labels = require_ids("labels", labels, n_samples, device)
     if n_samples and not bool(((labels >= 0) & (labels < n_classes)).all()):
         raise ValueError(f"labels must lie in [0, {n_classes}) (one per prototype / class), got {labels.tolist()}")
     return labels
@@ -217,9 +217,9 @@ def combined_loss_terms(z: Tensor, labels: Tensor, instances: Tensor, tau, varia
     Raises:
         ValueError: bad shapes, tau, variant, inconsistent ids, no supervised pair at all.
     """
-    z = _embeddings("z", z)
+    z = require_embeddings("z", z)
     n = z.shape[-2]
-    labels, instances = _ids("labels", labels, n, z.device), _ids("instances", instances, n, z.device)
+    labels, instances = require_ids("labels", labels, n, z.device), require_ids("instances", instances, n, z.device)
     require_choice("variant", variant, VARIANTS)
     tau = _parameter("tau", tau, z.shape[:-2], z)
     same_instance, supervised = _instance_masks(labels, instances)
@@ -262,7 +262,7 @@ def combined_loss(z: Tensor, labels: Tensor, instances: Tensor, alpha, tau, vari
     Returns:
         (...,) = z.shape[:-2].
     """
-    z = _embeddings("z", z)
+    z = require_embeddings("z", z)
     alpha = _parameter("alpha", alpha, z.shape[:-2], z)
     sup, own = combined_loss_terms(z, labels, instances, tau, variant)
     return (1.0 - alpha) * sup + alpha * own
@@ -311,8 +311,8 @@ def supcon_loss_per_anchor(z: Tensor, labels: Tensor, tau) -> tuple[Tensor, Tens
         l (..., N) and valid (N,) bool = (|P(a)| > 0); l_a of an invalid anchor is
         meaningless (finite when N >= 2) and must be excluded.
     """
-    z = _embeddings("z", z)
-    labels = _ids("labels", labels, z.shape[-2], z.device)
+    z = require_embeddings("z", z)
+    labels = require_ids("labels", labels, z.shape[-2], z.device)
     tau = _parameter("tau", tau, z.shape[:-2], z)
     return _supcon_per_anchor(z, labels, tau)
 
@@ -388,11 +388,11 @@ def prototype_supcon_loss(z: Tensor, labels: Tensor, prototypes: Tensor, n_proto
     Returns:
         (...,) = z.shape[:-2].
     """
-    z = _embeddings("z", z)
+    z = require_embeddings("z", z)
     n_proto = require_int("n_proto", n_proto, 0)
     require_choice("anchors", anchors, ANCHOR_MODES)
     prototypes = _fixed_vectors("prototypes", prototypes, z)
-    labels = _class_ids(labels, z.shape[-2], prototypes.shape[-2], z.device)
+    labels = require_class_ids(labels, z.shape[-2], prototypes.shape[-2], z.device)
     if n_proto == 0:
         return supcon_loss(z, labels, tau)
     tau = _parameter("tau", tau, z.shape[:-2], z)
@@ -424,9 +424,9 @@ def fixed_classifier_ce(h: Tensor, labels: Tensor, classifier: Tensor, tau) -> T
     Returns:
         (...,) = h.shape[:-2].
     """
-    h = _embeddings("h", h)
+    h = require_embeddings("h", h)
     classifier = _fixed_vectors("classifier", classifier, h)
-    labels = _class_ids(labels, h.shape[-2], classifier.shape[-2], h.device)
+    labels = require_class_ids(labels, h.shape[-2], classifier.shape[-2], h.device)
     tau = _parameter("tau", tau, h.shape[:-2], h)
     log_probs = torch.log_softmax(_similarities(h, classifier, tau), dim=-1)  # (..., N, m)
     picked = torch.gather(log_probs, -1, labels.expand(log_probs.shape[:-1])[..., None])[..., 0]

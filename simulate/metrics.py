@@ -19,7 +19,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from simulate.losses import _class_ids, _embeddings, _ids
+from simulate.losses import require_class_ids, require_embeddings, require_ids
 from theory.arguments import require_int
 from theory.simplex import minority_classes
 from theory.ssem import ssem_gram_entries
@@ -35,8 +35,8 @@ class Variances(NamedTuple):
 
 def _inputs(z, labels, n_classes, min_classes: int = 1, name: str = "z") -> tuple[Tensor, Tensor, int]:
     m = require_int("n_classes", n_classes, min_classes)
-    z = _embeddings(name, z)
-    return z, _class_ids(labels, z.shape[-2], m, z.device), m
+    z = require_embeddings(name, z)
+    return z, require_class_ids(labels, z.shape[-2], m, z.device), m
 
 
 def _class_counts(labels: Tensor, n_classes: int) -> Tensor:
@@ -111,7 +111,7 @@ def _gram_matrix(name: str, G, like: Tensor | None = None) -> Tensor:
             raise ValueError(f"{name} must be a real (..., m, m) matrix, got {G!r}") from None
     if not G.is_floating_point() or G.dim() < 2 or G.shape[-1] != G.shape[-2]:
         raise ValueError(f"{name} must be a floating (..., m, m) matrix, got shape {tuple(G.shape)}")
-    G = _embeddings(name, G)  # upcast half precision
+    G = require_embeddings(name, G)  # upcast half precision
     if like is not None:
         G = G.to(device=like.device, dtype=like.dtype)
     norm = torch.linalg.matrix_norm(G)
@@ -270,7 +270,7 @@ def ssem_distance(z: Tensor, labels: Tensor, instances: Tensor, n_classes: int) 
         all entries (same-instance entries included, so unaligned views count).
     """
     z, labels, m = _inputs(z, labels, n_classes, min_classes=2)
-    instances = _ids("instances", instances, z.shape[-2], z.device)
+    instances = require_ids("instances", instances, z.shape[-2], z.device)
     _require_all_present(_class_counts(labels, m), "ssem_distance")
     n = _balanced_instances(labels, instances, m)
     (s_w0, s_w1), (s_b0, s_b1) = (entries.tolist() for entries in ssem_gram_entries([0.0, 1.0], m, n))
@@ -301,7 +301,7 @@ def variances_from_class_mean_gram(G, class_counts) -> Variances:
     Returns:
         Variances(total, within, between), each (...,).
     """
-    G = torch.as_tensor(G, dtype=torch.float64) if not isinstance(G, Tensor) else _embeddings("G", G)
+    G = torch.as_tensor(G, dtype=torch.float64) if not isinstance(G, Tensor) else require_embeddings("G", G)
     if G.dim() < 2 or G.shape[-1] != G.shape[-2]:
         raise ValueError(f"G must be a (..., m, m) matrix, got shape {tuple(G.shape)}")
     counts = torch.as_tensor(class_counts, dtype=G.dtype, device=G.device)
