@@ -423,7 +423,7 @@ def _gray(x: Tensor) -> Tensor:
 
 
 def augment(images: Tensor, params: Tensor, mean: Tensor, std: Tensor, padding_mode: str = "reflection") -> Tensor:
-    """Augment and normalise a batch: uint8 (N, C, H, W), params (N, 9) -> float (N, C, H, W).
+    """Augment and standardise a batch: uint8 (N, C, H, W), params (N, 9) -> float (N, C, H, W).
 
     The crop, resize and flip are one bilinear affine resampling (``padding_mode``
     "reflection" or "zeros" outside the image: `Augmentation.padding_mode`); then brightness x b, contrast (x - mean luma) c + mean luma, saturation
@@ -446,7 +446,7 @@ def augment(images: Tensor, params: Tensor, mean: Tensor, std: Tensor, padding_m
     return (x - mean[:, None, None]) / std[:, None, None]
 
 
-def normalise(images: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+def standardise(images: Tensor, mean: Tensor, std: Tensor) -> Tensor:
     """uint8 (N, C, H, W) -> float (x / 255 - mean) / std per channel, without augmentation."""
     return (images.float() / 255 - mean[:, None, None]) / std[:, None, None]
 

@@ -67,9 +67,9 @@ from empirical.data import (
     channel_stats,
     imbalanced,
     load_dataset,
-    normalise,
     require_imbalance,
     sample_augmentation,
+    standardise,
 )
 from empirical.distributed import Processes, current_processes
 from empirical.models import MODELS, ContrastiveNet, build_model, count_parameters, cross_process_batchnorm
@@ -426,7 +426,7 @@ def embed(network: ContrastiveNet, images: Tensor, mean: Tensor, std: Tensor, pr
     parts = {"projector": [], "backbone": []}
     with precision:
         for part in mine.split(chunk):
-            h, z = network.features_and_embedding(_to_model_layout(normalise(part, mean, std)))
+            h, z = network.features_and_embedding(_to_model_layout(standardise(part, mean, std)))
             parts["backbone"].append(torch.nn.functional.normalize(h.float(), dim=-1))
             parts["projector"].append(z)
     network.train(was_training)

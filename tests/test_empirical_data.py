@@ -131,7 +131,7 @@ def test_channel_stats_match_a_direct_computation(batch):
 def test_identity_parameters_give_the_normalised_image(batch):
     images, mean, std = batch
     out = data.augment(images, _identity_params(len(images)), mean, std)
-    assert torch.allclose(out, data.normalise(images, mean, std), atol=1e-5)
+    assert torch.allclose(out, data.standardise(images, mean, std), atol=1e-5)
 
 
 def test_flip_parameter_mirrors_the_image(batch):
@@ -139,7 +139,7 @@ def test_flip_parameter_mirrors_the_image(batch):
     params = _identity_params(len(images))
     params[:, 4] = -1
     out = data.augment(images, params, mean, std)
-    assert torch.allclose(out, data.normalise(images, mean, std).flip(-1), atol=1e-5)
+    assert torch.allclose(out, data.standardise(images, mean, std).flip(-1), atol=1e-5)
 
 
 def test_centre_crop_is_a_bilinear_zoom(batch):
@@ -199,7 +199,7 @@ def test_digit_augmentation_keeps_shape_and_finite_values():
     params = data.sample_augmentation(32, data.AUGMENTATIONS["digits"], torch.Generator().manual_seed(0))
     out = data.augment(train.images[:32], params, mean, std)
     assert out.shape == (32, 1, 8, 8) and out.dtype == torch.float32 and bool(torch.isfinite(out).all())
-    assert not torch.allclose(out, data.normalise(train.images[:32], mean, std))
+    assert not torch.allclose(out, data.standardise(train.images[:32], mean, std))
 
 
 def test_resized_crop_follows_torchvision_random_resized_crop():
