@@ -530,9 +530,10 @@ class FigureInputs:
     def prototype_sweep(self) -> dict:
         """simulate.prototypes sweep, ETF prototypes: m=4, majority 20, R in {1, 5, 20}, n_w up to 1e4."""
         from simulate import prototypes
+        from simulate.prototypes_command import Config
 
-        config = prototypes.Config(n_classes=4, majority_size=20, imbalance=(1.0, 5.0, 20.0),
-                                   n_proto=(0, 1, 10, 100, 1000, 10000), dim=8, tau=0.5, certify_max_vectors=0)
+        config = Config(n_classes=4, majority_size=20, imbalance=(1.0, 5.0, 20.0),
+                        n_proto=(0, 1, 10, 100, 1000, 10000), dim=8, tau=0.5, certify_max_vectors=0)
         return prototypes.run(config)
 
 
@@ -824,12 +825,13 @@ def prototype_gram_figure(inputs: FigureInputs):
 def custom_geometry_figure(_: FigureInputs):
     """DeltaG* against n_w for ETF and two non-ETF prototype geometries, with each n_w -> inf prediction."""
     from simulate import prototypes
+    from simulate.prototypes_command import Config
 
     figure, (ax,) = _new_figure(7.0, 4.6)
     for index, geometry in enumerate(("etf", "orthogonal", "minority-spread:0.5")):
-        result = prototypes.run(prototypes.Config(n_classes=4, majority_size=10, imbalance=(10.0,), dim=8, tau=0.5,
-                                                  n_proto=(0, 1, 10, 100, 1000, 10000), geometry=geometry,
-                                                  certify_max_vectors=0))
+        result = prototypes.run(Config(n_classes=4, majority_size=10, imbalance=(10.0,), dim=8, tau=0.5,
+                                       n_proto=(0, 1, 10, 100, 1000, 10000), geometry=geometry,
+                                       certify_max_vectors=0))
         entry = result["summary"]["per_imbalance"][0]
         ax.plot(entry["n_proto"], np.maximum(entry["delta_g"], 1e-12), "o-", color=f"C{index}",
                 label=f"{geometry}: free minimiser")

@@ -1,10 +1,10 @@
-"""`python -m simulate.prototypes`: class geometry under prototype SCL over imbalance R x n_w (docs/commands.md).
+"""Class geometry under prototype SCL over imbalance R x n_w: the sweep and its figures (docs/commands.md).
 
 For each imbalance R (majority classes: the first ceil(m/2) ids, `majority_size` samples
 each; minority classes: max(1, floor(majority_size / R)) each) and each number of prototype
 copies n_w, the free unit embeddings of all samples are optimised under prototype SCL
 with fixed prototypes W of the chosen geometry — full batch (all n_w of one R share one
-batched L-BFGS call of `simulate.optimize`) or, with --batch-size B, a first-order loop
+batched L-BFGS call of `simulate.optimize`) or, with a batch size B, a first-order loop
 on batches redrawn every step. Per cell: the minimiser's loss and convergence, DeltaG*
 of its class-mean Gram to the prototype Gram W W^T (and to the ETF Gram), within-class
 variance, nearest-class-centre accuracy of majority and minority classes, the gap
@@ -13,42 +13,33 @@ certified global minimum of `simulate.certify.certify_prototype` with its class-
 geometry. The theory's n_w -> infinity class-mean Gram (`theory.prototypes.limit_gram`)
 gives the DeltaG* the sweep should tend to (0 only if the limit minimisers are the prototypes).
 
-Writes prototypes.json (config, metadata, cells, limit convergence, summary),
-prototypes.csv (one row per cell) and three figures: deltag.png (DeltaG* against n_w,
-one curve per R), gram_heatmaps.png (target and learnt class-mean Grams at the smallest
-and largest n_w) and limit_gap.png (|loss - log n_w - limit| against n_w, log-log, with
-the 1/n_w first-order line and the proven bound).
-
-With --route certificate no embedding is optimised: every cell is the exchangeable
+With route "certificate" no embedding is optimised: every cell is the exchangeable
 certificate of `simulate.exchangeable.certify_prototype` (the certified global minimum and
-its class-mean geometry, exact at any size, e.g. --majority-size 5000), so the nearest-centre
-accuracies and the limit-gap figure (which need embeddings) are not computed; the output
-says so. Free optimisation (--route optimise, the default) refuses sizes above
-`OPTIMISE_MAX_VECTORS` vectors with the advice to certify instead.
+its class-mean geometry, exact at any size, e.g. majority size 5000), so the nearest-centre
+accuracies and the limit gap (which need embeddings) are not computed; the record says so.
+Free optimisation refuses sizes above `OPTIMISE_MAX_VECTORS` vectors.
 
-The sweep functions above `main` are pure (no printing, no files); `main` is the command line.
-"""
+Everything here is pure (no printing, no files): the figure functions return figures. The
+command line `python -m simulate.prototypes` (its options, files and exit codes) lives in
+`simulate.prototypes_command`."""
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import asdict
 
 import numpy as np
 import torch
 
-from simulate import cli, metrics, optimize
+from simulate import metrics, optimize
 from simulate.losses import ANCHOR_MODES, prototype_supcon_loss
 from theory import prototypes as theory_prototypes
 from theory import simplex
 from theory.compositions import step_class_sizes
-from theory.arguments import require_choice, require_int, require_positive_real, require_tau
+from theory.arguments import require_choice, require_int, require_positive_real
 
-PROG = "python -m simulate.prototypes"
 GEOMETRY_HELP = "etf | orthogonal | minority-spread:<spread in [0, 1]> | gram:<file.npy>"
 
 #: Largest N + m for which a cell is certified by default (simulate.certify's interior-point
@@ -375,67 +366,6 @@ def theory_limit(prototypes, tau, anchors="data") -> tuple[np.ndarray, float]:
 # ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Config:
-    n_classes: int = 10
-    majority_size: int = 10
-    imbalance: tuple = (1.0, 2.0, 10.0)
-    n_proto: tuple = (0, 1, 10, 100, 1000)
-    dim: int = 16
-    tau: float = 0.5
-    anchors: str = "data"
-    geometry: str = "etf"
-    batch_size: int | None = None
-    steps: int = 2000
-    lr: float = 0.05
-    start: str = "uniform"
-    restarts: int = 1
-    max_iter: int = 3000
-    grad_tol: float = 1e-9
-    certify_max_vectors: int = CERTIFY_MAX_VECTORS
-    route: str = "optimise"
-    seed: int = 0
-    threads: int = 1
-    out: str = "results/prototypes"
-
-
-def validate(config: Config) -> None:
-    """Every check that can fail, before any work or any file is written (raises ValueError)."""
-    for name, value, minimum in (("--m", config.n_classes, 2), ("--majority-size", config.majority_size, 1),
-                                 ("--dim", config.dim, 1), ("--restarts", config.restarts, 1),
-                                 ("--max-iter", config.max_iter, 1), ("--steps", config.steps, 1),
-                                 ("--threads", config.threads, 1),
-                                 ("--certify-max-vectors", config.certify_max_vectors, 0)):
-        if value < minimum:
-            raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    if not config.n_proto:
-        raise ValueError("--n-proto needs at least one value")
-    for n_w in config.n_proto:
-        if n_w < 0:
-            raise ValueError(f"--n-proto values must be integers >= 0, got {n_w}")
-    if not config.imbalance:
-        raise ValueError("--imbalance needs at least one value")
-    for ratio in config.imbalance:
-        if not math.isfinite(ratio) or ratio < 1:
-            raise ValueError(f"--imbalance values R must be >= 1, got {ratio}")
-        class_sizes(config.n_classes, config.majority_size, ratio)
-    require_tau(config.tau)
-    require_choice("--route", config.route, ROUTES)
-    require_choice("--anchors", config.anchors, ANCHOR_MODES)
-    largest = max(sum(class_sizes(config.n_classes, config.majority_size, r)) for r in config.imbalance)
-    if config.route == "optimise" and largest > OPTIMISE_MAX_VECTORS:
-        raise ValueError(f"--route optimise minimises free embeddings of N <= {OPTIMISE_MAX_VECTORS} vectors, "
-                         f"got N = {largest}; use --route certificate (exact at any size)")
-    require_positive_real("--lr", config.lr)
-    require_positive_real("--grad-tol", config.grad_tol)
-    if config.batch_size is not None:
-        smallest = min(sum(class_sizes(config.n_classes, config.majority_size, r)) for r in config.imbalance)
-        if not 2 <= config.batch_size <= smallest:
-            raise ValueError(f"--batch-size must be in [2, N] with N = {smallest} for the most imbalanced R, "
-                             f"got {config.batch_size}")
-    prototype_vectors(config.geometry, config.n_classes, config.dim, seed=config.seed)
-
-
 def _cells_for(config, ratio, sizes, labels, prototypes, result, certified, measured) -> list[dict]:
     cells = []
     z = result.z
@@ -455,8 +385,10 @@ def _cells_for(config, ratio, sizes, labels, prototypes, result, certified, meas
     return cells
 
 
-def run(config: Config, progress=None) -> dict:
+def run(config, progress=None) -> dict:
     """The whole sweep; returns the JSON-ready record plus the arrays figures need (keys starting with '_').
+
+    config: a `simulate.prototypes_command.Config` (the command line's declaration of every parameter).
 
     progress: optional callback(index of R, R, iteration, number of converged cells).
     """
@@ -486,7 +418,6 @@ def run(config: Config, progress=None) -> dict:
     limit_gram, limit_delta_g = theory_limit(W, config.tau, config.anchors)
     return {
         "config": asdict(config),
-        "metadata": cli.run_metadata(),
         "prototype_gram": prototype_gram.tolist(),
         "theory": {"limit_class_mean_gram": limit_gram.tolist(), "limit_delta_g": limit_delta_g},
         "cells": cells,
@@ -497,7 +428,7 @@ def run(config: Config, progress=None) -> dict:
     }
 
 
-def run_certificates(config: Config, progress=None) -> dict:
+def run_certificates(config, progress=None) -> dict:
     """The sweep by exchangeable certificates only (--route certificate): one certificate per cell."""
     started = time.perf_counter()
     W = prototype_vectors(config.geometry, config.n_classes, config.dim, seed=config.seed)
@@ -521,13 +452,13 @@ def run_certificates(config: Config, progress=None) -> dict:
     summary["not_computed"] = "nearest-centre accuracies and the limit gap need embeddings: --route optimise"
     summary["max_relative_gap_to_certified"] = None  # the loss is the certificate: nothing to compare
     return {
-        "config": asdict(config), "metadata": cli.run_metadata(), "prototype_gram": prototype_gram.tolist(),
+        "config": asdict(config), "prototype_gram": prototype_gram.tolist(),
         "theory": {"limit_class_mean_gram": limit_gram.tolist(), "limit_delta_g": limit_delta_g},
         "cells": cells, "limit_convergence": {}, "summary": summary, "_grams": grams, "_target": prototype_gram,
     }
 
 
-def summarise(config: Config, cells: list[dict], limit_delta_g: float, seconds: float) -> dict:
+def summarise(config, cells: list[dict], limit_delta_g: float, seconds: float) -> dict:
     """Per R: DeltaG* at the smallest and largest n_w, their ratio, monotone decrease; overall convergence."""
     order = np.argsort(config.n_proto)
     per_ratio = []
@@ -558,18 +489,6 @@ def summarise(config: Config, cells: list[dict], limit_delta_g: float, seconds: 
 # ---------------------------------------------------------------------------
 # Outputs
 # ---------------------------------------------------------------------------
-
-
-def csv_rows(cells: list[dict]) -> list[dict]:
-    rows = []
-    for cell in cells:
-        row = {key: value for key, value in cell.items() if key not in ("class_sizes", "certified")}
-        row["class_sizes"] = " ".join(map(str, cell["class_sizes"]))
-        certified = cell["certified"] or {}
-        for key in ("minimum", "status", "delta_g", "within"):
-            row[f"certified_{key}"] = certified.get(key)
-        rows.append(row)
-    return rows
 
 
 def _pyplot():
@@ -656,109 +575,8 @@ def limit_figure(result: dict):
     return fig
 
 
-def write(result: dict, out: Path) -> list[Path]:
-    plt = _pyplot()
-    public = {key: value for key, value in result.items() if not key.startswith("_")}
-    written = [cli.write_json(out / "prototypes.json", public),
-               cli.write_csv(out / "prototypes.csv", csv_rows(result["cells"]))]
-    figures = [("deltag.png", delta_g_figure)]
-    if len(set(result["config"]["n_proto"])) > 1:
-        figures.append(("gram_heatmaps.png", gram_figure))
-    if result["limit_convergence"]:
-        figures.append(("limit_gap.png", limit_figure))
-    for name, draw in figures:
-        fig = draw(result)
-        written.append(cli.save_figure(fig, out / name))
-        plt.close(fig)
-    return written
+if __name__ == "__main__":  # python -m simulate.prototypes: the command line lives in simulate.prototypes_command
+    from simulate import cli
+    from simulate.prototypes_command import COMMAND, main
 
-
-def summary_line(result: dict, out: Path) -> str:
-    s = result["summary"]
-    parts = [f"R={e['imbalance']:g}: DeltaG* {e['delta_g'][0]:.3g} (n_w={e['n_proto'][0]}) -> {e['delta_g'][-1]:.3g} "
-             f"(n_w={e['n_proto'][-1]})" for e in s["per_imbalance"]]
-    settled = "certified and polished" if result["config"]["route"] == "certificate" else "converged"
-    return (f"{'; '.join(parts)}; theory limit {s['theory_limit_delta_g']:.3g}; "
-            f"{settled} {s['converged']}/{s['cells']}, certified {s['certified_cells']}; {s['seconds']:.1f} s -> {out}")
-
-
-# ---------------------------------------------------------------------------
-# Command line
-# ---------------------------------------------------------------------------
-
-
-def _number_list(kind):
-    def comma_separated(text: str) -> tuple:
-        try:
-            return tuple(kind(item) for item in text.split(",") if item.strip())
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__} values, got {text!r}") from None
-
-    return comma_separated
-
-
-def parse(argv=None) -> Config:
-    defaults = Config()
-    parser = cli.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--m", dest="n_classes", type=int, default=defaults.n_classes, help="classes (>= 2)")
-    parser.add_argument("--majority-size", type=int, default=defaults.majority_size, help="samples per majority class")
-    parser.add_argument("--imbalance", type=_number_list(float), default=defaults.imbalance,
-                        help="comma-separated R >= 1; minority size = max(1, floor(majority / R))")
-    parser.add_argument("--n-proto", type=_number_list(int), default=defaults.n_proto, help="comma-separated n_w >= 0")
-    parser.add_argument("--dim", type=int, default=defaults.dim, help="embedding dimension")
-    parser.add_argument("--tau", type=float, default=defaults.tau, help="temperature > 0")
-    parser.add_argument("--anchors", choices=ANCHOR_MODES, default=defaults.anchors)
-    parser.add_argument("--geometry", default=defaults.geometry, help=GEOMETRY_HELP)
-    parser.add_argument("--batch-size", type=int, default=None,
-                        help="stochastic batches of this size (default: full batch)")
-    parser.add_argument("--steps", type=int, default=defaults.steps, help="steps of the stochastic loop (--batch-size)")
-    parser.add_argument("--lr", type=float, default=defaults.lr, help="Adam learning rate of the stochastic loop")
-    parser.add_argument("--start", choices=STARTS, default=defaults.start,
-                        help="uniform: every vector uniform on the sphere; clustered: random class centres + noise")
-    parser.add_argument("--restarts", type=int, default=defaults.restarts, help="random starts per cell, best kept")
-    parser.add_argument("--max-iter", type=int, default=defaults.max_iter, help="L-BFGS iteration cap")
-    parser.add_argument("--grad-tol", type=float, default=defaults.grad_tol, help="Riemannian gradient-norm tolerance")
-    parser.add_argument("--certify-max-vectors", type=int, default=defaults.certify_max_vectors,
-                        help="certify cells with N + m up to this (0: never)")
-    parser.add_argument("--route", choices=ROUTES, default=defaults.route,
-                        help="optimise: free embeddings (N <= %d), certificate: exchangeable certificates (any size)"
-                        % OPTIMISE_MAX_VECTORS)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--threads", type=int, default=defaults.threads,
-                        help="torch threads (small tensors: more threads mostly add contention)")
-    parser.add_argument("--out", default=defaults.out, help="output folder")
-    config = Config(**vars(parser.parse_args(argv)))
-    try:
-        validate(config)
-    except ValueError as error:
-        cli.fail(PROG, str(error))
-    return config
-
-
-def main(argv=None) -> int:
-    config = parse(argv)
-    from tqdm import tqdm
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(config.threads)
-    try:
-        with tqdm(total=len(config.imbalance), desc="imbalance values", leave=False) as bar:
-            def progress(index, ratio, iteration, converged):
-                bar.update(index - bar.n)
-                bar.set_postfix(R=ratio, iteration=iteration, converged=f"{converged}/{len(config.n_proto)}",
-                                refresh=False)
-                bar.update(0)  # redraws at most every mininterval
-
-            result = run(config, progress)
-            bar.update(len(config.imbalance) - bar.n)
-    finally:
-        torch.set_num_threads(threads)
-    out = Path(config.out)
-    write(result, out)
-    print(summary_line(result, out))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run_command(COMMAND, main))

@@ -1,16 +1,23 @@
-"""Tests of simulate.prototypes (the sweep and `python -m simulate.prototypes`) and of the benchmark's naive loss."""
+"""Tests of simulate.prototypes (the sweep), of its command line `python -m simulate.prototypes`
+(simulate.prototypes_command) and of the benchmark's naive loss."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from simulate import cli, prototypes_command
 from simulate import prototypes as sweep
 from simulate.losses import prototype_supcon_loss
 from theory import simplex
@@ -170,7 +177,7 @@ SMALL = ["--m", "3", "--majority-size", "4", "--imbalance", "1,4", "--n-proto", 
 
 def test_command_line_writes_its_outputs(tmp_path, capsys):
     out = tmp_path / "run"
-    assert sweep.main([*SMALL, "--out", str(out)]) == 0
+    assert prototypes_command.main([*SMALL, "--out", str(out)]) == 0
     summary = capsys.readouterr().out.strip().splitlines()
     assert len(summary) == 1 and "R=4" in summary[0] and str(out) in summary[0]
     record = json.loads((out / "prototypes.json").read_text())
@@ -187,16 +194,21 @@ def test_command_line_writes_its_outputs(tmp_path, capsys):
 
 @pytest.mark.parametrize(
     "arguments, message",
-    [(["--n-proto", "0,-1"], "--n-proto"), (["--imbalance", "0.5"], "--imbalance"), (["--majority-size", "5000"], "--route certificate"),
-     (["--route", "exact"], "--route"),
-     (["--geometry", "etf", "--dim", "1"], "dim"), (["--geometry", "gram:/no/such.npy"], "cannot be read"),
-     (["--tau", "0"], "tau"), (["--n-proto", "x"], "--n-proto"), (["--batch-size", "1"], "--batch-size"),
-     (["--anchors", "some"], "--anchors")],
+    [(["--n-proto", "0,-1"], "--n-proto"), (["--imbalance", "0.5"], "--imbalance"),
+     (["--majority-size", "5000"], "--route certificate"), (["--route", "exact"], "--route"),
+     (["--geometry", "etf", "--dim", "1"], "--geometry"), (["--geometry", "gram:/no/such.npy"], "cannot be read"),
+     (["--tau", "0"], "--tau"), (["--n-proto", "x"], "--n-proto"), (["--batch-size", "1"], "--batch-size"),
+     (["--batch-size", "100"], "--batch-size"), (["--anchors", "some"], "--anchors"),
+     (["--seed", "99999999999999999999999"], "--seed"), (["--seed", "-1"], "--seed"),
+     (["--R", "1,1"], "must not repeat"), (["--n-proto", "10,10"], "--n-proto"), (["--n-proto", "0", "10"], "10"),
+     (["--tau", "1e-5"], "--tau"), (["--tau", "1e4"], "--tau"), (["--tau", "inf"], "--tau"),
+     (["--m", "1000", "--dim", "1000"], "--route certificate"), (["--max-iter", "0"], "--max-iter"),
+     (["--bogus", "1"], "--bogus")],
 )
 def test_command_line_bad_input_exits_2_with_one_line(tmp_path, capsys, arguments, message):
     out = tmp_path / "never"
     with pytest.raises(SystemExit) as exit_info:
-        sweep.main([*SMALL, *arguments, "--out", str(out)])
+        prototypes_command.main([*SMALL, *arguments, "--out", str(out)])
     assert exit_info.value.code == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and message in error[0]
@@ -206,9 +218,119 @@ def test_command_line_bad_input_exits_2_with_one_line(tmp_path, capsys, argument
 def test_command_line_rejects_a_non_psd_gram_file(tmp_path, capsys):
     np.save(tmp_path / "g.npy", np.array([[1, 0.9, -0.9], [0.9, 1, 0.9], [-0.9, 0.9, 1.0]]))
     with pytest.raises(SystemExit) as exit_info:
-        sweep.main([*SMALL, "--geometry", f"gram:{tmp_path / 'g.npy'}", "--out", str(tmp_path / "never")])
+        prototypes_command.main([*SMALL, "--geometry", f"gram:{tmp_path / 'g.npy'}", "--out", str(tmp_path / "never")])
     assert exit_info.value.code == 2
     assert "positive semidefinite" in capsys.readouterr().err
+
+
+def _blocked_outs(tmp_path) -> dict:
+    """--out values that cannot be a result folder: an existing file, a path under it, "", /proc."""
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    return {"file": str(blocker), "under a file": str(blocker / "sub"), "empty": "", "proc": "/proc/x"}
+
+
+@pytest.mark.parametrize("case", ["file", "under a file", "empty", "proc"])
+def test_command_line_refuses_an_unwritable_out_before_any_work(tmp_path, capsys, case):
+    before = sorted(p.name for p in tmp_path.iterdir())
+    out = _blocked_outs(tmp_path)[case]
+    started = time.perf_counter()
+    with pytest.raises(SystemExit) as exit_info:
+        prototypes_command.main([*SMALL, "--out", out])
+    assert exit_info.value.code == 2 and time.perf_counter() - started < 5  # refused, not after the sweep
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "--out" in error[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*before, "file"])
+    assert (tmp_path / "file").read_text() == "x"
+
+
+def test_help_shows_every_default_in_input_syntax(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        prototypes_command.parse(["--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for shown in ("--imbalance IMBALANCE, --R IMBALANCE", "(default: 1.0,2.0,10.0)", "(default: 0,1,10,100,1000)",
+                  "(default: none)", "(default: 1e-09)", "(default: results/prototypes)", "(default: data)"):
+        assert shown in text
+    assert text.count("(default:") == len(prototypes_command.Config.__dataclass_fields__)
+    assert "(" + "1.0, " not in text  # no Python tuples
+
+
+def test_R_is_an_alias_of_imbalance(tmp_path):
+    config = prototypes_command.parse(["--R", "100", "--n-proto", "0", "--route", "certificate",
+                                       "--out", str(tmp_path / "o")])
+    assert config.imbalance == (100.0,) and not (tmp_path / "o").exists()
+
+
+def test_failed_criteria_exit_1_and_say_so(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert prototypes_command.main([*SMALL, "--max-iter", "2", "--out", str(out)]) == 1
+    line = capsys.readouterr().out.strip()
+    assert "criteria FAIL" in line and "exit 1" in line
+    record = json.loads((out / "prototypes.json").read_text())
+    assert record["criteria"]["thresholds"] == prototypes_command.CRITERIA
+    assert record["criteria"]["passed"] is False
+    assert len(record["criteria"]["failures"]) >= sum(not c["converged"] for c in record["cells"]) > 0
+
+
+def test_rerun_replaces_the_whole_set_and_records_its_command(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert prototypes_command.main([*SMALL, "--out", str(out)]) == 0
+    assert "criteria hold, exit 0" in capsys.readouterr().out
+    (out / "stale.png").write_text("another configuration")
+    assert prototypes_command.main([*SMALL[:-2], "--n-proto", "5", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["deltag.png", "limit_gap.png", "prototypes.csv",
+                                                      "prototypes.json"]
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]  # no staging or retired folder left
+    record = json.loads((out / "prototypes.json").read_text())
+    assert record["config"]["n_proto"] == [5] and record["criteria"]["passed"] is True
+    assert record["metadata"]["command"] == cli.run_metadata()["command"]
+    assert (out / "prototypes.json").stat().st_mode & 0o777 == 0o666 & ~cli.current_umask()
+
+
+FUZZ_FLAGS = ["--m", "--majority-size", "--imbalance", "--R", "--n-proto", "--dim", "--tau", "--anchors", "--geometry",
+              "--batch-size", "--steps", "--lr", "--start", "--restarts", "--max-iter", "--grad-tol",
+              "--certify-max-vectors", "--route", "--seed", "--threads", "--bogus"]
+FUZZ_VALUES = ["0", "1", "-1", "2", "3", "0.5", "1e-5", "1e300", "nan", "inf", "x", "", "1,1", "0,10", "1,,2", "none",
+               "data", "all", "etf", "orthogonal", "minority-spread:2", "gram:/no/file.npy", "certificate", "optimise",
+               "clustered", "99999999999999999999", "2001"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(pairs=st.lists(st.tuples(st.sampled_from(FUZZ_FLAGS), st.sampled_from(FUZZ_VALUES)), max_size=6))
+def test_fuzzed_command_lines_exit_0_or_2_and_write_nothing(tmp_path_factory, pairs):
+    out = tmp_path_factory.mktemp("fuzz") / "never"
+    argv = [token for pair in pairs for token in pair] + ["--out", str(out)]
+    try:
+        prototypes_command.parse(argv)  # validation only: the sweep is not run
+    except SystemExit as exit_info:
+        assert exit_info.code == 2
+    assert not out.exists() and not list(out.parent.iterdir())
+
+
+def test_sigint_ends_the_sweep_with_one_line_and_no_result(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "prototypes.json").write_text("previous run")
+    # A sweep of minutes (tight tolerance, many iterations); SIGINT arrives once it is under way.
+    command = [sys.executable, "-m", "simulate.prototypes", "--m", "10", "--majority-size", "60", "--R", "1",
+               "--n-proto", "0,1,10,100", "--dim", "32", "--max-iter", "100000", "--grad-tol", "1e-300",
+               "--certify-max-vectors", "0", "--out", str(out)]
+    imports = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import simulate.prototypes_command"], check=True, timeout=120)
+    imports = time.perf_counter() - imports
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    time.sleep(1.5 * imports + 1)  # past its imports (measured just now): the handlers are in place
+    assert process.poll() is None
+    process.send_signal(signal.SIGINT)
+    output, error = process.communicate(timeout=120)
+    assert process.returncode == 130, error
+    assert error.strip().splitlines() == ["python -m simulate.prototypes: interrupted by SIGINT; no partial result "
+                                          "was published"]
+    assert output == ""
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]
+    assert [p.name for p in out.iterdir()] == ["prototypes.json"]
+    assert (out / "prototypes.json").read_text() == "previous run"
 
 
 # ---------------------------------------------------------------------------
@@ -234,7 +356,7 @@ def test_benchmark_naive_loss_equals_the_reduced_loss(monkeypatch):
 def test_certificate_route_at_paper_size(tmp_path):
     # Every cell is the exchangeable certificate: exact at majority 5000, where free optimisation refuses.
     out = tmp_path / "out"
-    assert sweep.main(["--route", "certificate", "--m", "4", "--majority-size", "5000", "--imbalance", "1,100",
+    assert prototypes_command.main(["--route", "certificate", "--m", "4", "--majority-size", "5000", "--imbalance", "1,100",
                        "--n-proto", "0,100", "--tau", "0.2", "--out", str(out)]) == 0
     record = json.loads((out / "prototypes.json").read_text())
     assert "limit gap" in record["summary"]["not_computed"]
