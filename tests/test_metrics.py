@@ -428,3 +428,14 @@ M3 = class_mean_gram(unit((6, 3), seed=48), torch.tensor([0, 0, 1, 1, 2, 2]), 3)
 def test_error_messages_name_the_argument(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_one_class_is_enough_for_means_and_variances():
+    z = unit((4, 3), seed=49)
+    total, within, between = variances(z, torch.zeros(4, dtype=torch.long), 1)
+    close(between, 0.0)
+    close(within, total)
+    with pytest.raises(ValueError, match=r"^z must be a floating tensor"):
+        class_mean_gram("z", torch.zeros(4, dtype=torch.long), 1)
+    with pytest.raises(ValueError, match=r"^n_classes must be an integer >= 1, got 0"):
+        class_mean_gram(z, torch.zeros(4, dtype=torch.long), 0)

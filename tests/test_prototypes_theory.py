@@ -353,3 +353,76 @@ def test_limit_gram_forwards_its_options(monkeypatch):
     prototypes.limit_gram(np.eye(2), 0.5)
     prototypes.limit_gram(np.eye(2), 0.5, "all", 7, 11)
     assert seen == [expected_defaults, ("all", 7, 11)]
+
+
+def _riemannian_gradient(objective, h, eps=1e-6):
+    """Central differences of objective along an orthonormal basis of the tangent space at unit h."""
+    basis = np.linalg.svd(np.eye(len(h)) - np.outer(h, h))[0][:, : len(h) - 1]
+    steps = [(objective(np.cos(eps) * h + np.sin(eps) * v) - objective(np.cos(eps) * h - np.sin(eps) * v)) / (2 * eps)
+             for v in basis.T]
+    return np.linalg.norm(steps)
+
+
+@pytest.mark.parametrize("anchors", ["data", "all"])
+def test_limit_minimisers_are_stationary_for_their_own_objective(anchors):
+    """Each row minimises limit_objective(., y, W, tau, anchors): tangent gradient ~ 0, and no nearby point is lower."""
+    w = simplex.minority_spread(4, 6, 0.5)
+    h = prototypes.limit_minimisers(w, 0.5, anchors)
+    rng = np.random.default_rng(0)
+    for y in range(4):
+        def objective(x, y=y):
+            return float(prototypes.limit_objective(x, y, w, 0.5, anchors))
+
+        assert _riemannian_gradient(objective, h[y]) < 1e-7
+        nearby = h[y] + 1e-3 * rng.standard_normal((20, 6))
+        nearby /= np.linalg.norm(nearby, axis=1, keepdims=True)
+        assert (prototypes.limit_objective(nearby, y, w, 0.5, anchors) >= objective(h[y]) - 1e-12).all()
+
+
+def test_limit_objective_all_anchors_is_its_stated_formula():
+    """'all': CE(h; y) - <w_y, h>/tau + sum_c exp(<w_c, h>/tau) / Z_c, Z_c = sum_k exp(<w_c, w_k>/tau)."""
+    w, tau = simplex.minority_spread(4, 6, 0.5), 0.7
+    h = unit_rows(np.random.default_rng(5), 3, 6)
+    logits = h @ w.T / tau
+    ce = np.log(np.exp(logits).sum(1)) - logits[:, 2]
+    z_c = np.exp(w @ w.T / tau).sum(1)
+    stated = ce - logits[:, 2] + (np.exp(logits) / z_c).sum(1)
+    np.testing.assert_allclose(prototypes.limit_objective(h, 2, w, tau, "all"), stated, rtol=1e-12)
+    assert not np.allclose(prototypes.limit_objective(h, 2, w, tau, "data"), stated)
+
+
+def test_limit_minimisers_random_starts_follow_the_seed(monkeypatch):
+    """The starts handed to the sphere minimiser: w_y, the Jensen candidate, then `restarts` seeded random points."""
+    seen = []
+    real = prototypes._minimise_on_sphere
+
+    def spy(label, w, tau, anchors, starts):
+        seen.append(np.array(starts))
+        return real(label, w, tau, anchors, starts)
+
+    monkeypatch.setattr(prototypes, "_minimise_on_sphere", spy)
+    w = simplex.minority_spread(4, 6, 0.5)
+    prototypes.limit_minimisers(w, 0.5)
+    prototypes.limit_minimisers(w, 0.5, "data", 4, 0)
+    prototypes.limit_minimisers(w, 0.5, "data", 0, 0)
+    default, explicit, none = seen[:4], seen[4:8], seen[8:]
+    assert all(np.array_equal(a, b) for a, b in zip(default, explicit)) and len(default[0]) == 2 + 4
+    assert len(none[0]) == 2  # restarts = 0 is allowed: the two deterministic starts only
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: prototypes.limit_minimisers(W, 0.5, "some"), r"^anchors must be one of"),
+        (lambda: prototypes.limit_minimisers(W, 0.5, "data", -1), r"^restarts must be an integer >= 0"),
+        (lambda: prototypes.limit_objective(W[0], 0, W, 0.5, "some"), r"^anchors must be one of"),
+        (lambda: prototypes.limit_objective(W[0], -1, W, 0.5), r"^label must be an integer >= 0"),
+        (lambda: prototypes.limit_objective(W[0], 3, np.eye(3, 5), 0.5), r"^label must lie in \[0, 3\), got 3"),
+        (lambda: prototypes.etf_ce_minimum(1, 0.5), r"^n_classes must be an integer >= 2"),
+        (lambda: prototypes.jensen_candidate(np.array([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0]])),
+         r"^prototypes must not have w_y equal to the mean of the other prototypes$"),
+    ],
+)
+def test_more_error_messages_name_the_argument(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()

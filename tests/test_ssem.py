@@ -267,3 +267,25 @@ def test_guideline_audit_counterexamples_are_the_midpoints():
         assert c.alpha_star == pytest.approx(ssem.alpha_star(1 / np.log(c.n_classes), c.n_classes, c.n_per_class))
     with pytest.raises(ValueError, match=r"^n_classes must be an integer >= 2, got 1"):
         ssem.guideline_audit([1], [3])
+
+
+@pytest.mark.parametrize("m, n, p", [(2, 2, 2), (3, 4, 3), (5, 2, 4)])
+def test_supcon_alpha_star_is_the_collapse_boundary_of_the_numeric_optimum(m, n, p):
+    """alpha* of variant "supcon" against the largest alpha with beta* = 1, bisected on optimal_beta."""
+    for tau in (0.1, 1.0):
+        low, high = 0.0, 1.0
+        for _ in range(60):
+            middle = 0.5 * (low + high)
+            low, high = (middle, high) if ssem.optimal_beta(middle, tau, m, n, p, "supcon") == 1.0 else (low, middle)
+        assert ssem.alpha_star(tau, m, n, p, "supcon") == pytest.approx(low, abs=1e-9)
+
+
+def test_restricted_loss_reports_the_first_beta_outside_the_interval_and_defaults():
+    with pytest.raises(ValueError, match=r"^beta must lie in \[0, 1\], got 1\.5$"):
+        ssem.restricted_loss([0.0, 0.5, 1.0, 1.5], 0.5, 1.0, 3, 4)
+    assert ssem.restricted_loss(0.3, 0.5, 1.0, 3, 4) == ssem.restricted_loss(0.3, 0.5, 1.0, 3, 4, 2, "instance")
+    within, between = ssem.optimal_variances(0.2, 0.1, 3, 4, 2, "supcon")
+    assert between == ssem.optimal_beta(0.2, 0.1, 3, 4, 2, "supcon") and within == 1 - between
+    assert between != ssem.optimal_beta(0.2, 0.1, 3, 4, 2, "instance")
+    with pytest.raises(ValueError, match=r"^n_classes must be an integer >= 2, got 1"):
+        ssem.collapse_ratio(0.5, 1)
