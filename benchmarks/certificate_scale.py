@@ -12,20 +12,35 @@ what grows is the number of classes when no two classes are alike (symmetry "non
 growing m with CIFAR-sized classes (5000 per class), until one solve exceeds the budget.
 
 Run: ``python benchmarks/certificate_scale.py [--repeats 3] [--budget 60] [--out DIR]``;
-writes DIR/certificate_scale.json (default results/certificate_scale/) and prints the tables.
+writes DIR/certificate_scale.json (default results/certificate_scale/, replaced as one set) and
+prints the tables and one summary line. Exit code 0 when the two methods' minima agree within
+`CRITERIA` in part 1, 1 when they do not, 2 for bad arguments.
 """
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
-from pathlib import Path
+from dataclasses import asdict, dataclass
 
 from simulate import certify, cli, exchangeable
+from simulate.cli import option
 
 PROG = "python benchmarks/certificate_scale.py"
+
+#: The benchmark's own criterion, recorded in its JSON: at matched sizes the two methods' certified
+#: minima agree to this relative difference (docs/certificates.md: to solver accuracy).
+CRITERIA = {"max_relative_minimum_difference": 1e-6}
+
+
+@dataclass(frozen=True)
+class Config:
+    """Exchangeable certificates against the full Gram program, in one run."""
+
+    repeats: int = option(3, "solves per timing (their median)", check=cli.between(1, 1000))
+    budget: float = option(60.0, "seconds one certificate may take in part 2", check=cli.between(0.01, 86400))
+    out: str = option("results/certificate_scale", "output folder (replaced as one set)")
 
 
 def _seconds(call, repeats: int) -> tuple[float, object]:
@@ -52,8 +67,9 @@ def matched(sizes_k=(24, 32, 48), repeats: int = 3) -> list[dict]:
             reduced_seconds, reduced = _seconds(reduced_call, repeats)
             rows.append({
                 "K": k, "case": name, "full_s": full_seconds, "exchangeable_s": reduced_seconds,
-                "ratio": full_seconds / reduced_seconds,
+                "ratio": full_seconds / reduced_seconds, "full_minimum": full.minimum,
                 "minimum_difference": reduced.minimum - full.minimum,
+                "relative_minimum_difference": abs(reduced.minimum - full.minimum) / abs(full.minimum),
             })
     return rows
 
@@ -84,30 +100,40 @@ def largest_exchangeable(budget: float, classes=(10, 20, 40, 60, 100, 150, 200))
     return rows
 
 
+def judge(rows: list[dict]) -> dict:
+    """`CRITERIA` applied to part 1: thresholds, failures, passed."""
+    limit = CRITERIA["max_relative_minimum_difference"]
+    failures = [f"K={row['K']} {row['case']}: minima differ by {row['relative_minimum_difference']:.1e} (relative)"
+                for row in rows if not row["relative_minimum_difference"] <= limit]
+    return {"thresholds": CRITERIA, "failures": failures, "passed": not failures}
+
+
+def parse(argv=None) -> Config:
+    return cli.parse_config(Config, argv, PROG, Config.__doc__)
+
+
 def main(argv=None) -> int:
-    parser = cli.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=3, help="solves per timing (median)")
-    parser.add_argument("--budget", type=float, default=60.0, help="seconds one certificate may take in part 2")
-    parser.add_argument("--out", default="results/certificate_scale", help="output folder")
-    args = parser.parse_args(argv)
-    if args.repeats < 1 or not args.budget > 0:
-        cli.fail(PROG, f"--repeats must be >= 1 and --budget > 0, got {args.repeats} and {args.budget}")
-    rows = matched(repeats=args.repeats)
+    config = parse(argv)
+    rows = matched(repeats=config.repeats)
     print(f"{'K':>3} {'case':<34} {'full s':>8} {'exch. s':>8} {'ratio':>7} {'min diff':>9}")
     for row in rows:
         print(f"{row['K']:>3} {row['case']:<34} {row['full_s']:>8.2f} {row['exchangeable_s']:>8.3f} "
               f"{row['ratio']:>7.0f} {row['minimum_difference']:>9.1e}")
-    full_rows = largest_full(args.budget)
+    full_rows = largest_full(config.budget)
     print("full program: " + ", ".join(f"K={r['K']}: {r['seconds']:.1f} s" for r in full_rows))
-    reduced_rows = largest_exchangeable(args.budget)
+    reduced_rows = largest_exchangeable(config.budget)
     print("exchangeable, no class symmetry, 5000/50 per class: "
           + ", ".join(f"m={r['m']} ({r['vectors']} vectors): {r['seconds']:.1f} s" for r in reduced_rows))
-    record = {"config": vars(args), "metadata": cli.run_metadata(), "matched": rows,
+    verdict = judge(rows)
+    record = {"config": asdict(config), "metadata": cli.run_metadata(), "criteria": verdict, "matched": rows,
               "largest_full": full_rows, "largest_exchangeable": reduced_rows}
-    cli.write_json(Path(args.out) / "certificate_scale.json", record)
-    return 0
+    out = cli.publish(config.out, lambda folder: cli.write_json(folder / "certificate_scale.json", record))
+    outcome = "criteria hold, exit 0" if verdict["passed"] else f"criteria FAIL ({verdict['failures'][0]}), exit 1"
+    print(f"matched sizes: largest relative difference of the minima "
+          f"{max(row['relative_minimum_difference'] for row in rows):.1e}; {outcome}; wrote "
+          f"{out / 'certificate_scale.json'}")
+    return 0 if verdict["passed"] else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run_command(PROG, main))

@@ -9,8 +9,10 @@ data anchors over the enlarged set (cost O(N (N + m n_w) d)).
 Both are timed in one run, on the same inputs, forward and forward+backward, at
 batch 256, m = 10, dim = 128, float32, on the CPU, for n_w in {0, 10, 100, 1000, 10000};
 ratios are to the fast loss at n_w = 0. The naive value is also checked against the
-fast one. Run: ``python benchmarks/prototype_cost.py [--out DIR] [--repeats K] [--threads T]``;
-writes DIR/prototype_cost.json (default results/prototype_cost/) and prints a table.
+fast one. Run: ``python benchmarks/prototype_cost.py [--out DIR] [--repeats K] [--threads T]``
+(every option: --help); writes DIR/prototype_cost.json (default results/prototype_cost/, replaced as
+one set) and prints a table and one summary line. Exit code 0 when its criteria (`CRITERIA`) hold,
+1 when they fail, 2 for bad arguments.
 """
 
 from __future__ import annotations
@@ -19,28 +21,49 @@ import math
 import sys
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 
 from simulate import cli
+from simulate.cli import option
 from simulate.losses import prototype_supcon_loss
+from theory.arguments import TAU_RANGE
 from theory.simplex import etf
 
 PROG = "python benchmarks/prototype_cost.py"
 
+#: The benchmark's own criteria, recorded in its JSON: the naive value equals the fast one to float32
+#: rounding (relative), and the fast loss's forward+backward cost at the largest n_w stays within this
+#: multiple of its n_w = 0 cost (its cost must not grow with n_w; minimum times, whose noise on a
+#: shared machine is well below 2x).
+CRITERIA = {"max_relative_difference": 1e-5, "max_fast_cost_ratio": 2.0}
+#: Largest n_w timed: the naive version materialises m * n_w copies (10^5 x d floats at 10^4).
+MAX_N_PROTO = 100_000
+
 
 @dataclass(frozen=True)
 class Config:
-    batch: int = 256
-    n_classes: int = 10
-    dim: int = 128
-    tau: float = 0.1
-    n_protos: tuple = (0, 10, 100, 1000, 10000)
-    repeats: int = 20
-    threads: int = 1  # small kernels; on a shared 2-core machine extra threads add contention noise
-    seed: int = 0
-    out: str = "results/prototype_cost"
+    """The cost of prototype SCL against the number of prototype copies n_w, beside a naive version."""
+
+    batch: int = option(256, "batch size N", check=cli.at_least(2))
+    n_classes: int = option(10, "classes m", check=cli.between(2, 1000))
+    dim: int = option(128, "embedding dimension d (>= m - 1 for the ETF prototypes)", check=cli.between(1, 4096))
+    tau: float = option(0.1, "temperature, in [0.001, 1000]", check=cli.between(*TAU_RANGE))
+    n_protos: tuple[int, ...] = option((0, 10, 100, 1000, 10000), "prototype copies n_w, first 0 (the baseline)",
+                                       check=cli.each(cli.between(0, MAX_N_PROTO)), sweep=True)
+    repeats: int = option(20, "timed calls per measurement", check=cli.between(1, 10_000))
+    # Small kernels; on a shared 2-core machine extra threads add contention noise.
+    threads: int = option(1, "torch threads", check=cli.between(1, 1024))
+    seed: int = option(0, "random seed", check=cli.between(0, 2**32 - 1))
+    out: str = option("results/prototype_cost", "output folder (replaced as one set)")
+
+    def validate(self) -> None:
+        if self.n_protos[0] != 0:
+            raise ValueError(f"--n-protos {','.join(map(str, self.n_protos))}: must start with 0, the baseline of "
+                             f"every ratio")
+        if self.dim < self.n_classes - 1:
+            raise ValueError(f"--dim {self.dim}: ETF prototypes of {self.n_classes} classes need dim >= "
+                             f"{self.n_classes - 1}")
 
 
 def naive_prototype_supcon(z, labels, prototypes, n_proto: int, tau: float):
@@ -149,28 +172,39 @@ def _table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def judge(results: dict) -> dict:
+    """`CRITERIA` applied to the results: thresholds, failures, passed."""
+    last = max(results["rows"], key=lambda row: row["n_proto"])
+    failures = []
+    if not results["max_relative_difference"] <= CRITERIA["max_relative_difference"]:
+        failures.append(f"naive and fast values differ by {results['max_relative_difference']:.1e} (relative)")
+    if not last["fast_forward_backward_ratio_to_fast_n0"] <= CRITERIA["max_fast_cost_ratio"]:
+        failures.append(f"fast cost at n_w={last['n_proto']} is {last['fast_forward_backward_ratio_to_fast_n0']:.2f}x "
+                        f"its n_w=0 cost")
+    return {"thresholds": CRITERIA, "failures": failures, "passed": not failures}
+
+
+def parse(argv=None) -> Config:
+    return cli.parse_config(Config, argv, PROG, Config.__doc__)
+
+
 def main(argv=None) -> int:
-    parser = cli.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=Config.out, help="output directory (default %(default)s)")
-    parser.add_argument("--repeats", type=int, default=Config.repeats, help="timed calls per measurement (>= 1)")
-    parser.add_argument("--threads", type=int, default=Config.threads, help="torch threads (>= 1)")
-    args = parser.parse_args(argv)
-    for name, value in (("--repeats", args.repeats), ("--threads", args.threads)):
-        if value < 1:
-            cli.fail(PROG, f"{name} must be >= 1, got {value}")
-    config = Config(out=args.out, repeats=args.repeats, threads=args.threads)
+    config = parse(argv)
     torch.set_num_threads(config.threads)
     results = run(config)
-    path = cli.write_json(Path(config.out) / "prototype_cost.json",
-                          {"config": asdict(config), "metadata": cli.run_metadata(), "results": results})
+    verdict = judge(results)
+    record = {"config": asdict(config), "metadata": cli.run_metadata(), "criteria": verdict, "results": results}
+    out = cli.publish(config.out, lambda folder: cli.write_json(folder / "prototype_cost.json", record))
     print(_table(results))
-    last = results["rows"][-1]
+    last = max(results["rows"], key=lambda row: row["n_proto"])
+    outcome = "criteria hold, exit 0" if verdict["passed"] else f"criteria FAIL ({'; '.join(verdict['failures'])}), exit 1"
     print(f"n_proto={last['n_proto']}: fast costs {last['fast_forward_backward_ratio_to_fast_n0']:.2f}x "
           f"its n_proto=0 cost (forward {last['fast_forward_ratio_to_fast_n0']:.2f}x), "
           f"naive {last['naive_over_fast_forward_backward']:.0f}x the fast loss; "
-          f"max relative difference {results['max_relative_difference']:.1e}; wrote {path}")
-    return 0
+          f"max relative difference {results['max_relative_difference']:.1e}; {outcome}; "
+          f"wrote {out / 'prototype_cost.json'}")
+    return 0 if verdict["passed"] else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run_command(PROG, main))
