@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from proofs_checks import __main__ as command
 from proofs_checks import report
@@ -250,6 +252,56 @@ def test_bad_arguments_exit_2_with_one_line(argv, says, tmp_path, capsys, fake_r
     out = tmp_path / "report"
     assert says in _exits_2(["--out", str(out), *argv], capsys)
     assert not out.exists() and CALLS == []
+
+
+@pytest.mark.parametrize("case", ["file", "under a file", "empty", "proc"])
+def test_an_unwritable_out_exits_2_before_any_check(case, tmp_path, capsys, fake_registry):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    out = {"file": str(blocker), "under a file": str(blocker / "sub"), "empty": "", "proc": "/proc/x"}[case]
+    assert "--out" in _exits_2(["--out", out, "--no-figures"], capsys)
+    assert CALLS == [] and [p.name for p in tmp_path.iterdir()] == ["file"] and blocker.read_text() == "x"
+
+
+def test_help_shows_every_default_in_input_syntax(capsys):
+    with pytest.raises(SystemExit) as stop:
+        command.parse(["--help"])
+    assert stop.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for shown in ("--out OUT output folder (replaced as one set) (default: report)", "(default: none)",
+                  "--no-figures", "(default: on)", "(default: off)", f"(default: {command.PROJECT_README})"):
+        assert shown in text
+    assert text.count("(default:") == len(command.Config.__dataclass_fields__)
+
+
+def test_a_report_replaces_the_folder_as_one_set_and_says_its_exit_code(fake_registry, tmp_path, capsys):
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "figures").mkdir()
+    (out / "figures" / "stale.png").write_text("from another report")
+    assert command.main(["--out", str(out), "--claims", "X1", "--no-figures"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "report.json"]
+    assert [p.name for p in tmp_path.iterdir()] == ["report"]  # no staging or retired folder left
+    line = capsys.readouterr().out.strip()
+    assert "exit 0 (every check ran)" in line and line.endswith(str(out / "README.md"))
+    data = json.loads((out / "report.json").read_text())
+    assert data["metadata"]["exit_code"] == 0 and data["metadata"]["exit_rule"] == command.EXIT_RULE
+    assert data["config"]["claims"] == ["X1"]
+
+
+FUZZ_FLAGS = ["--claims", "--no-figures", "--empirical-results", "--update-readme", "--readme", "--bogus"]
+FUZZ_VALUES = ["", ",", "X1", "x1,X2", "Z9", "A1,,B2", "none", "/nonexistent", "/proc/x", "README.md", "-1"]
+
+
+@settings(max_examples=100, deadline=None)
+@given(tokens=st.lists(st.sampled_from(FUZZ_FLAGS + FUZZ_VALUES), max_size=6))
+def test_fuzzed_command_lines_exit_0_or_2_and_write_nothing(tmp_path_factory, tokens):
+    out = tmp_path_factory.mktemp("fuzz") / "never"
+    try:
+        command.parse([*tokens, "--out", str(out)])  # validation only: no claim runs
+    except SystemExit as stop:
+        assert stop.code == 2
+    assert not out.exists() and not list(out.parent.iterdir())
 
 
 def test_unknown_claim_id_exits_2_naming_it_and_the_known_ones(fake_registry, tmp_path, capsys):
