@@ -12,6 +12,9 @@ resampling and a few elementwise operations transform the batch. `AUGMENTATIONS`
 the recipes: "supcon" (SupCon's CIFAR recipe: torchvision's RandomResizedCrop, flip,
 colour jitter, grayscale), "crop_flip" (pad 4, random crop, flip: the recipe of Paper A's
 predecessor code) and "digits" (mild crops and intensity jitter).
+
+`PreparedData` holds a run's splits on its device with the standardisation statistics and the
+recipe; `two_view_batch` makes one process's two augmented views of a global training batch.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.datasets import CIFAR10, CIFAR100
 
+from empirical.distributed import Processes
 from theory.arguments import require_choice, require_int
 from theory.simplex import majority_classes, minority_classes
 
@@ -468,3 +472,45 @@ def channel_stats(images: Tensor, chunk: int = 4096) -> tuple[Tensor, Tensor]:
     if bool((variance == 0).any()):
         raise ValueError("images have a constant channel: per-channel standardisation is undefined")
     return mean.float(), variance.sqrt().float()
+
+
+# ---------------------------------------------------------------------------
+# Training batches on the device
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    """The training subset and the test set on the device, with their standardisation and augmentation."""
+
+    train: LabelledImages
+    test: LabelledImages
+    mean: Tensor  # (C,)
+    std: Tensor  # (C,)
+    augmentation: Augmentation
+
+
+def two_view_batch(data: PreparedData, index: Tensor, generator: torch.Generator,
+                   processes: Processes) -> tuple[Tensor, Tensor, Tensor]:
+    """This process's two augmented views of its slice of the global batch, and the gathered labels.
+
+    Augmentation parameters are drawn for the whole global batch (2, B, 9) and sliced,
+    so an image gets the same views whatever the number of processes.
+
+    Args:
+        index: (B,) training-set indices of the global batch.
+    Returns:
+        views (2 b, C, H, W) float, b = B / world, ordered [view 1 of the slice; view 2];
+        labels and instances (2 B,) of the all-gathered embeddings, whose order is
+        rank-major, then view, then image (instance = position in the global batch).
+    """
+    batch, world = index.shape[0], processes.world
+    local = batch // world
+    size = data.train.images.shape[-1]
+    params = sample_augmentation(2 * batch, data.augmentation, generator, size).view(2, batch, -1)
+    mine = slice(processes.rank * local, (processes.rank + 1) * local)
+    images = data.train.images[index[mine]]
+    views = augment(torch.cat([images, images]), params[:, mine].reshape(2 * local, -1), data.mean, data.std,
+                    padding_mode=data.augmentation.padding_mode)
+    positions = torch.arange(batch, device=index.device).view(world, 1, local).expand(-1, 2, -1).reshape(-1)
+    return views, data.train.labels[index][positions], positions

@@ -5,6 +5,10 @@
 * `Processes` carries the rank, the world size and a gloo "control" group on which the
   processes agree on host-side facts (a stop flag, a decision, an error message) without
   a CUDA synchronisation: `any`, `broadcast`, `first_error`.
+* Data-parallel training across them: `distribute` wraps a network (global-batch BatchNorm,
+  then DDP), `gather_rows` all-gathers a batch's embeddings with gradients to this process's
+  rows, `shard` / `gather_shards` split an evaluation set and put it back together, and
+  `share_buffers` makes every process's BatchNorm statistics rank 0's.
 
 Backends: NCCL when every process has a GPU of its own; gloo on the CPU and when several
 processes share one GPU (NCCL refuses two ranks on one device), so a one-GPU machine can
@@ -19,6 +23,10 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+
+from empirical.models import cross_process_batchnorm
 
 
 @dataclass(frozen=True)
@@ -117,3 +125,63 @@ def distributed_context(device: torch.device):
     control = _control_group()
     yield Processes(dist.get_rank(), world_size, control), device
     dist.destroy_process_group()  # the default group and every subgroup
+
+
+# ---------------------------------------------------------------------------
+# Data-parallel training and evaluation
+# ---------------------------------------------------------------------------
+
+
+def distribute(model: nn.Module, device: torch.device, processes: Processes) -> nn.Module:
+    """``model`` wrapped for several processes (unchanged for one): global-batch BatchNorm, then DDP.
+
+    BatchNorm statistics of the global batch: SyncBatchNorm on NCCL, `CrossProcessBatchNorm`
+    on gloo (CPU, or processes sharing a GPU). Every process then holds the same running
+    statistics, so DDP's per-step buffer broadcast is switched off (broadcast_buffers=False).
+    """
+    if processes.world == 1:
+        return model
+    if processes.backend == "nccl":
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    else:
+        model = cross_process_batchnorm(model)
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                   broadcast_buffers=False)
+
+
+def gather_rows(z: Tensor, processes: Processes) -> Tensor:
+    """All processes' rows in rank order, (world n, d); gradients flow to this process's rows only.
+
+    Every process computes the same loss on the gathered batch; with the loss scaled by
+    the world size, DDP's gradient average equals the one-process gradient.
+    """
+    if processes.world == 1:
+        return z
+    parts = [torch.empty_like(z) for _ in range(processes.world)]
+    dist.all_gather(parts, z.detach().contiguous())
+    parts[processes.rank] = z
+    return torch.cat(parts)
+
+
+def shard(n: int, processes: Processes) -> slice:
+    """This process's contiguous share of n rows: ceil(n / world) of them (fewer, or none, at the end)."""
+    share = -(-n // processes.world)
+    return slice(processes.rank * share, (processes.rank + 1) * share)
+
+
+def gather_shards(rows: Tensor, n: int, processes: Processes) -> Tensor:
+    """All n rows (n, d) on every process, from each process's `shard` of them (share, d)."""
+    if processes.world == 1:
+        return rows
+    share = -(-n // processes.world)
+    padded = torch.cat([rows, rows.new_zeros(share - rows.shape[0], rows.shape[1])])  # all_gather needs equal sizes
+    gathered = [torch.empty_like(padded) for _ in range(processes.world)]
+    dist.all_gather(gathered, padded)
+    return torch.cat([g[: max(0, min(share, n - r * share))] for r, g in enumerate(gathered)])
+
+
+def share_buffers(module: nn.Module, processes: Processes) -> None:
+    """Rank 0's buffers (BatchNorm running statistics) on every process, in place."""
+    if processes.world > 1:
+        for buffer in module.buffers():
+            dist.broadcast(buffer, 0)

@@ -1,9 +1,10 @@
 """Training of a network with prototype SCL or the combined loss, and its geometry over epochs.
 
-`run(config)` trains one network and returns its epoch log and final metrics; it reads
-top to bottom as setup -> data -> network -> evaluation -> training. Losses come from
-`simulate.losses` (DESIGN §2.1-§2.4, through its training fast path) and metrics from
-`simulate.metrics` (DESIGN §3); nothing here defines either.
+`run(config)` trains one network and returns its epoch log and final metrics; the module reads
+top to bottom as setup -> data -> network -> training step -> the run, which is `build`, then
+`restore` (on resume), then `train_epoch` per epoch. Losses come from `simulate.losses` (DESIGN
+§2.1-§2.4, through its training fast path) and metrics from `simulate.metrics` (DESIGN §3),
+measured by `empirical.evaluation`; nothing here defines either.
 
 Each step draws a batch of B images, makes two augmented views of each (parameters
 from a generator seeded by (seed, epoch, step), so a resumed run repeats the same
@@ -19,13 +20,10 @@ Augmentation (`empirical.data.AUGMENTATIONS`): "supcon" (RandomResizedCrop, flip
 jitter, grayscale), "crop_flip" (pad 4, crop, flip) or "digits"; "auto" picks "digits"
 for the digits datasets and "supcon" otherwise.
 
-Every ``eval_every`` epochs and after the last, the un-augmented train and test images
-are embedded and the epoch's record gets DeltaG* of the train class means to the
-prototype Gram (the ETF Gram by default), total/within/between variance, NC1 and
-nearest-class-centre accuracy (overall, majority, minority; train and test). Those
-curves use the training precision (bf16 on CUDA); the final geometry is measured again
-in float32 (TF32 off) on both the projector output z and the backbone features h
-(normalised to unit length, as the metrics of DESIGN §3 assume).
+Every ``eval_every`` epochs and after the last, the epoch's record gets the geometry of the
+un-augmented train and test images (`empirical.evaluation.evaluate`: DeltaG* to the prototype
+Gram, variances, NC1, nearest-class-centre accuracy) at the training precision; the final
+geometry is measured again in float32, on the projector output z and the backbone features h.
 
 Under ``torchrun`` (one process per device, `empirical.distributed`), every process
 draws the same global batch and embeds its own slice; the embeddings are all-gathered so
@@ -42,7 +40,6 @@ events. `configure_backends` sets the global cuDNN flags; the command line calls
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import time
@@ -51,9 +48,7 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import Tensor
-from torch.nn.parallel import DistributedDataParallel
 
 from empirical.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from empirical.data import (
@@ -61,19 +56,18 @@ from empirical.data import (
     DATASETS,
     N_CLASSES,
     PROFILES,
-    Augmentation,
-    LabelledImages,
-    augment,
+    PreparedData,
     channel_stats,
     imbalanced,
     load_dataset,
     require_imbalance,
-    sample_augmentation,
-    standardise,
+    two_view_batch,
 )
-from empirical.distributed import Processes, current_processes
-from empirical.models import MODELS, ContrastiveNet, build_model, count_parameters, cross_process_batchnorm
-from simulate import losses, metrics
+from empirical.distributed import Processes, current_processes, distribute, gather_rows
+from empirical.evaluation import evaluate, to_model_layout
+from empirical.evaluation import full_float32 as full_float32  # re-exported: empirical/gpu_check.py uses it
+from empirical.models import MODELS, ContrastiveNet, build_model, count_parameters
+from simulate import losses
 from theory import simplex
 from theory.arguments import (
     require_alpha,
@@ -210,20 +204,6 @@ def configure_backends(device: torch.device) -> None:
         torch.backends.cudnn.allow_tf32 = True
 
 
-@contextlib.contextmanager
-def full_float32(device: torch.device):
-    """TF32 off for the block on CUDA (float32 matmuls and convolutions in full precision); restored after."""
-    if device.type != "cuda":
-        yield
-        return
-    previous = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = previous
-
-
 def _seed(*parts: int) -> int:
     """A 63-bit seed from a tuple of non-negative integers (numpy's SeedSequence hashing)."""
     return int(np.random.SeedSequence(list(parts)).generate_state(1, np.uint64)[0] >> np.uint64(1))
@@ -232,17 +212,6 @@ def _seed(*parts: int) -> int:
 # ---------------------------------------------------------------------------
 # Data and prototypes
 # ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PreparedData:
-    """The training subset and the test set on the device, with normalisation and augmentation."""
-
-    train: LabelledImages
-    test: LabelledImages
-    mean: Tensor  # (C,)
-    std: Tensor  # (C,)
-    augmentation: Augmentation
 
 
 def prepare_data(config: TrainConfig, device) -> PreparedData:
@@ -312,49 +281,6 @@ def make_network(config: TrainConfig, in_channels: int, device: torch.device) ->
     return model
 
 
-def distribute(model: ContrastiveNet, device: torch.device, processes: Processes) -> torch.nn.Module:
-    """``model`` wrapped for several processes (unchanged for one): global-batch BatchNorm, then DDP.
-
-    BatchNorm statistics of the global batch: SyncBatchNorm on NCCL, `CrossProcessBatchNorm`
-    on gloo (CPU, or processes sharing a GPU). Every process then holds the same running
-    statistics, so DDP's per-step buffer broadcast is switched off (broadcast_buffers=False).
-    """
-    if processes.world == 1:
-        return model
-    if processes.backend == "nccl":
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    else:
-        model = cross_process_batchnorm(model)
-    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
-                                   broadcast_buffers=False)
-
-
-def two_view_batch(data: PreparedData, index: Tensor, generator: torch.Generator,
-                   processes: Processes) -> tuple[Tensor, Tensor, Tensor]:
-    """This process's two augmented views of its slice of the global batch, and the gathered labels.
-
-    Augmentation parameters are drawn for the whole global batch (2, B, 9) and sliced,
-    so an image gets the same views whatever the number of processes.
-
-    Args:
-        index: (B,) training-set indices of the global batch.
-    Returns:
-        views (2 b, C, H, W) float, b = B / world, ordered [view 1 of the slice; view 2];
-        labels and instances (2 B,) of the all-gathered embeddings, whose order is
-        rank-major, then view, then image (instance = position in the global batch).
-    """
-    batch, world = index.shape[0], processes.world
-    local = batch // world
-    size = data.train.images.shape[-1]
-    params = sample_augmentation(2 * batch, data.augmentation, generator, size).view(2, batch, -1)
-    mine = slice(processes.rank * local, (processes.rank + 1) * local)
-    images = data.train.images[index[mine]]
-    views = augment(torch.cat([images, images]), params[:, mine].reshape(2 * local, -1), data.mean, data.std,
-                    padding_mode=data.augmentation.padding_mode)
-    positions = torch.arange(batch, device=index.device).view(world, 1, local).expand(-1, 2, -1).reshape(-1)
-    return views, data.train.labels[index][positions], positions
-
-
 def step_loss(config: TrainConfig, protos: Tensor | None) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
     """The configured loss as ``loss(z (N, d), labels (N,), instances (N,))``, validated once for the run.
 
@@ -366,24 +292,6 @@ def step_loss(config: TrainConfig, protos: Tensor | None) -> Callable[[Tensor, T
     return losses.combined_training_loss(config.alpha, config.tau, config.variant)
 
 
-def _gather_rows(z: Tensor, processes: Processes) -> Tensor:
-    """All processes' rows in rank order, (world n, d); gradients flow to this process's rows only.
-
-    Every process computes the same loss on the gathered batch; with the loss scaled by
-    the world size, DDP's gradient average equals the one-process gradient.
-    """
-    if processes.world == 1:
-        return z
-    parts = [torch.empty_like(z) for _ in range(processes.world)]
-    dist.all_gather(parts, z.detach().contiguous())
-    parts[processes.rank] = z
-    return torch.cat(parts)
-
-
-def _to_model_layout(x: Tensor) -> Tensor:
-    return x.contiguous(memory_format=torch.channels_last) if x.is_cuda else x
-
-
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Callable, data: PreparedData,
                index: Tensor, generator: torch.Generator, processes: Processes, autocast) -> Tensor:
     """One SGD step on the global batch ``index``; returns the loss as a detached device scalar.
@@ -393,8 +301,8 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn
     """
     views, labels, instances = two_view_batch(data, index, generator, processes)
     with autocast:
-        z = model(_to_model_layout(views))  # (2 b, d) float32 unit rows; both views in one pass
-    loss = loss_fn(_gather_rows(z, processes), labels, instances)  # float32 even under autocast
+        z = model(to_model_layout(views))  # (2 b, d) float32 unit rows; both views in one pass
+    loss = loss_fn(gather_rows(z, processes), labels, instances)  # float32 even under autocast
     (loss * processes.world).backward()  # DDP averages over processes; every process holds the global loss
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
@@ -402,96 +310,109 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn
 
 
 # ---------------------------------------------------------------------------
-# Evaluation
+# Training: build, restore, one epoch, the run
 # ---------------------------------------------------------------------------
 
 
-@torch.no_grad()
-def embed(network: ContrastiveNet, images: Tensor, mean: Tensor, std: Tensor, processes: Processes,
-          precise: bool = False, chunk: int = 512) -> dict[str, Tensor]:
-    """Un-augmented embeddings of uint8 images in evaluation mode, on every process.
+@dataclass(frozen=True)
+class Training:
+    """What `build` makes for one run, on this process's device.
 
-    Returns {"projector": z (N, d), "backbone": h / |h| (N, F)} in float32. ``precise``:
-    float32 throughout (TF32 off); otherwise bf16 autocast on CUDA, as in training. Each
-    process embeds a contiguous shard (padded to equal length for all_gather).
+    network: the `ContrastiveNet` itself (checkpoints, evaluation); model: it wrapped for the
+    processes (`empirical.distributed.distribute`), whose parameters the optimiser updates;
+    trained: ``model``, through torch.compile when configured (the steps call it).
+    target_gram: (m, m) float64, the DeltaG* target; batch: the global batch actually used.
     """
-    n = images.shape[0]
-    share = -(-n // processes.world)
-    mine = images[processes.rank * share:(processes.rank + 1) * share]
-    was_training = network.training
-    network.eval()
-    device = images.device
-    precision = full_float32(device) if precise else torch.autocast(device.type, dtype=torch.bfloat16,
-                                                                     enabled=device.type == "cuda")
-    parts = {"projector": [], "backbone": []}
-    with precision:
-        for part in mine.split(chunk):
-            h, z = network.features_and_embedding(_to_model_layout(standardise(part, mean, std)))
-            parts["backbone"].append(torch.nn.functional.normalize(h.float(), dim=-1))
-            parts["projector"].append(z)
-    network.train(was_training)
-    widths = {"projector": network.projector[-1].out_features, "backbone": network.projector[0].in_features}
-    result = {}
-    for head, rows in parts.items():
-        z = torch.cat(rows) if rows else torch.zeros((0, widths[head]), device=device)
-        if processes.world > 1:
-            padded = torch.cat([z, z.new_zeros(share - z.shape[0], z.shape[1])])
-            gathered = [torch.empty_like(padded) for _ in range(processes.world)]
-            dist.all_gather(gathered, padded)
-            z = torch.cat([g[: max(0, min(share, n - r * share))] for r, g in enumerate(gathered)])
-        result[head] = z
-    return result
+
+    config: TrainConfig
+    processes: Processes
+    device: torch.device
+    data: PreparedData
+    target_gram: Tensor
+    batch: int
+    steps_per_epoch: int
+    network: ContrastiveNet
+    model: torch.nn.Module
+    trained: Callable
+    optimizer: torch.optim.Optimizer
+    loss_fn: Callable[[Tensor, Tensor, Tensor], Tensor]
+    autocast: torch.autocast
 
 
-def geometry_metrics(z_train: Tensor, y_train: Tensor, z_test: Tensor, y_test: Tensor, target_gram: Tensor,
-                     n_classes: int, minority) -> tuple[dict, Tensor]:
-    """DESIGN §3 metrics of embeddings (from `simulate.metrics`), in float64.
-
-    Returns the record {delta_g, total_var, within_var, between_var, nc1,
-    {train,test}_acc_{overall,majority,minority}} and the class-mean Gram G (m, m).
-    """
-    z_train, z_test = z_train.double(), z_test.double()
-    variances = metrics.variances(z_train, y_train, n_classes)
-    gram = metrics.class_mean_gram(z_train, y_train, n_classes)
-    record = {
-        "delta_g": float(metrics.delta_g(gram, target_gram.to(gram))),
-        "total_var": float(variances.total),
-        "within_var": float(variances.within),
-        "between_var": float(variances.between),
-        "nc1": float(metrics.nc1(z_train, y_train, n_classes)),
-    }
-    for split, (z, y) in {"train": (z_train, y_train), "test": (z_test, y_test)}.items():
-        accuracy = metrics.ncc_accuracy(z_train, y_train, z, y, n_classes, minority=minority)
-        record.update({f"{split}_acc_{key}": float(accuracy[key]) for key in ("overall", "majority", "minority")})
-    return record, gram
-
-
-def evaluate(network: ContrastiveNet, data: PreparedData, target_gram: Tensor, processes: Processes,
-             precise: bool) -> dict[str, tuple[dict, Tensor]]:
-    """Geometry of the projector output and the backbone features: {head: (record, Gram)}.
-
-    With several processes the BatchNorm running statistics (equal up to the order of
-    float sums) are first made identical, so every process measures the same network.
-    """
-    if processes.world > 1:
-        for buffer in network.buffers():
-            dist.broadcast(buffer, 0)
-    n_classes = data.train.n_classes
-    minority = simplex.minority_classes(n_classes).tolist()
-    train = embed(network, data.train.images, data.mean, data.std, processes, precise)
-    test = embed(network, data.test.images, data.mean, data.std, processes, precise)
-    precision = "float32" if precise or data.train.images.device.type != "cuda" else "bfloat16"
-    measured = {}
-    for head in ("projector", "backbone"):
-        record, gram = geometry_metrics(train[head], data.train.labels, test[head], data.test.labels, target_gram,
-                                        n_classes, minority)
-        measured[head] = ({**record, "eval_precision": precision}, gram)
-    return measured
+def build(config: TrainConfig, processes: Processes) -> Training:
+    """Data, prototypes, network, optimiser and loss of a run, in that order."""
+    device = torch.device(config.device)
+    data = prepare_data(config, device)
+    n_classes, n_train = data.train.n_classes, len(data.train)
+    target_gram = torch.as_tensor(prototype_gram(config, n_classes), dtype=torch.float64, device=device)  # (m, m)
+    protos = None
+    if config.loss == "prototype" and config.n_proto > 0:
+        protos = torch.as_tensor(prototypes(config, n_classes), dtype=torch.float32, device=device)  # (m, dim)
+    batch = global_batch_size(config.batch_size, n_train, processes.world)
+    if config.loss == "combined" and batch <= n_classes:
+        raise ValueError(f"batch_size must exceed the number of classes ({n_classes}) for the combined loss, "
+                         f"got a batch of {batch} (the training set has {n_train} images)")
+    network = make_network(config, data.train.images.shape[1], device)
+    model = distribute(network, device, processes)
+    network = model.module if processes.world > 1 else model  # the same parameters, maybe with new BatchNorms
+    trained = torch.compile(model) if config.compile else model
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                                weight_decay=config.weight_decay, fused=device.type == "cuda")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    return Training(config, processes, device, data, target_gram, batch, n_train // batch, network, model, trained,
+                    optimizer, step_loss(config, protos), autocast)
 
 
-# ---------------------------------------------------------------------------
-# Training
-# ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Progress:
+    """Where a run stands: the next epoch and step, the loss summed over that epoch's steps so far, the log."""
+
+    epoch: int = 0
+    step: int = 0
+    loss_sum: float = 0.0
+    log: list = dataclasses.field(default_factory=list)
+
+
+def _check_resumable(saved: dict, config: TrainConfig, path) -> None:
+    current = asdict(config)
+    for key, value in current.items():
+        if key not in RESUMABLE_CHANGES and saved.get(key) != value:
+            raise CheckpointError(
+                f"checkpoint {path} belongs to a different run ({key} = {saved.get(key)!r} there, {value!r} here); "
+                "use another --out or delete it"
+            )
+
+
+def _read_checkpoint(checkpoint, config: TrainConfig, processes: Processes) -> dict:
+    """The checkpoint's state, read by rank 0 and broadcast: one disk decides, every rank gets it or the error."""
+    state, error = None, None
+    if processes.rank == 0:
+        try:
+            state = load_checkpoint(checkpoint, map_location="cpu")
+            _check_resumable(state["config"], config, checkpoint)
+        except CheckpointError as failure:
+            state, error = None, str(failure)
+    state, error = processes.broadcast((state, error))
+    if error is not None:
+        raise CheckpointError(error)
+    return state
+
+
+def restore(training: Training, checkpoint) -> Progress:
+    """Load the network and optimiser of ``checkpoint`` (a run of the same config) and return its progress."""
+    saved = _read_checkpoint(checkpoint, training.config, training.processes)
+    training.network.load_state_dict(saved["model"])
+    training.optimizer.load_state_dict(saved["optimizer"])
+    return Progress(saved["epoch"], saved["step"], saved["loss_sum"], list(saved["log"]))
+
+
+def save(training: Training, checkpoint, progress: Progress) -> None:
+    """Write ``checkpoint`` (rank 0 only; each write replaces the last, atomically); nothing if it is None."""
+    if checkpoint is not None and training.processes.rank == 0:
+        save_checkpoint(checkpoint, {"config": asdict(training.config), "epoch": progress.epoch,
+                                     "step": progress.step, "loss_sum": progress.loss_sum,
+                                     "model": training.network.state_dict(),
+                                     "optimizer": training.optimizer.state_dict(), "log": progress.log})
 
 
 class _EpochTimer:
@@ -518,29 +439,84 @@ class _EpochTimer:
         return False
 
 
-def _check_resumable(saved: dict, config: TrainConfig, path) -> None:
-    current = asdict(config)
-    for key, value in current.items():
-        if key not in RESUMABLE_CHANGES and saved.get(key) != value:
-            raise CheckpointError(
-                f"checkpoint {path} belongs to a different run ({key} = {saved.get(key)!r} there, {value!r} here); "
-                "use another --out or delete it"
-            )
+@dataclass(frozen=True)
+class EpochSteps:
+    """The outcome of `train_epoch`: loss summed on the device, last learning rate, step-loop seconds, and
+    the step before which a stop was requested (None when the epoch ran to its end)."""
+
+    loss_sum: Tensor
+    lr: float
+    seconds: float
+    stopped_at: int | None
 
 
-def _restore(checkpoint, config: TrainConfig, processes: Processes) -> dict:
-    """The checkpoint's state, read by rank 0 and broadcast: one disk decides, every rank gets it or the error."""
-    state, error = None, None
-    if processes.rank == 0:
-        try:
-            state = load_checkpoint(checkpoint, map_location="cpu")
-            _check_resumable(state["config"], config, checkpoint)
-        except CheckpointError as failure:
-            state, error = None, str(failure)
-    state, error = processes.broadcast((state, error))
-    if error is not None:
-        raise CheckpointError(error)
-    return state
+def _stop_requested(should_stop: Callable[[], bool] | None, global_step: int, check_every: int,
+                    processes: Processes) -> bool:
+    """``should_stop()`` polled every ``check_every`` steps; true on every process as soon as it is true on one."""
+    return should_stop is not None and global_step % check_every == 0 and processes.any(bool(should_stop()))
+
+
+def train_epoch(training: Training, epoch: int, progress: Progress, should_stop: Callable[[], bool] | None,
+                check_every: int) -> EpochSteps:
+    """The steps of ``epoch`` from where ``progress`` stands (mid-epoch after a stop) to its end, or to a stop.
+
+    Batch order and augmentation come from (seed, epoch, step), so a resumed run repeats them.
+    """
+    config, device, per_epoch = training.config, training.device, training.steps_per_epoch
+    resumed = epoch == progress.epoch
+    first = progress.step if resumed else 0
+    order = epoch_order(len(training.data.train), config.seed, epoch, device)
+    loss_sum = torch.tensor(progress.loss_sum if resumed else 0.0, device=device)  # summed on the device
+    lr = learning_rate(config, epoch * per_epoch + first, per_epoch)
+    stopped_at = None
+    with _EpochTimer(device) as timer:
+        for step in range(first, per_epoch):
+            global_step = epoch * per_epoch + step
+            if _stop_requested(should_stop, global_step, check_every, training.processes):
+                stopped_at = step
+                break
+            lr = learning_rate(config, global_step, per_epoch)
+            for group in training.optimizer.param_groups:
+                group["lr"] = lr
+            index = order[step * training.batch:(step + 1) * training.batch]  # (B,) the global batch
+            generator = torch.Generator(device=device).manual_seed(_seed(config.seed, 2, epoch, step))
+            loss_sum += train_step(training.trained, training.optimizer, training.loss_fn, training.data, index,
+                                   generator, training.processes, training.autocast)
+    return EpochSteps(loss_sum, lr, timer.seconds, stopped_at)
+
+
+def epoch_record(training: Training, epoch: int, first: int, steps: EpochSteps) -> dict:
+    """The log entry of a finished epoch: mean loss, last learning rate, throughput of the steps run here."""
+    ran = training.steps_per_epoch - first
+    return {
+        "epoch": epoch + 1,
+        "loss": float(steps.loss_sum) / training.steps_per_epoch,
+        "lr": steps.lr,
+        "images_per_s": ran * training.batch / steps.seconds if ran > 0 else None,
+        "train_seconds": steps.seconds,
+    }
+
+
+def describe(training: Training) -> dict:
+    """What a result records about its run besides the log: config, class sizes, job and batch sizes, target."""
+    data = training.data
+    return {
+        "config": asdict(training.config), "class_sizes": data.train.class_sizes(),
+        "test_class_sizes": data.test.class_sizes(), "n_parameters": count_parameters(training.network),
+        "world_size": training.processes.world, "batch_size": training.batch,
+        "steps_per_epoch": training.steps_per_epoch, "target_gram": training.target_gram.tolist(),
+        "augmentation": training.config.augmentation_name,
+    }
+
+
+def finish(training: Training, log: list, measured: dict | None) -> dict:
+    """The finished run's result: its log and its final geometry in float32 on both heads."""
+    if measured is None or measured["projector"][0]["eval_precision"] != "float32":  # resumed a finished run
+        measured = evaluate(training.network, training.data, training.target_gram, training.processes, precise=True)
+    (final, gram), (backbone, backbone_gram) = measured["projector"], measured["backbone"]
+    return {**describe(training), "status": "finished", "epoch": training.config.epochs, "step": 0, "log": log,
+            "final": {**log[-1], **final}, "final_backbone": backbone, "gram": gram.tolist(),
+            "gram_backbone": backbone_gram.tolist()}
 
 
 def run(config: TrainConfig, *, checkpoint=None, resume: bool = False, checkpoint_every: float = 0.0,
@@ -549,28 +525,21 @@ def run(config: TrainConfig, *, checkpoint=None, resume: bool = False, checkpoin
     """Train one network and return its epoch log and final metrics.
 
     Args:
-        config: the run (see `TrainConfig`).
-        checkpoint: path of the run's checkpoint file (one per run: each write replaces the
-            last, atomically; by rank 0 only); None trains without writing anything.
-        resume: continue from ``checkpoint`` (same config up to `RESUMABLE_CHANGES`),
-            mid-epoch if it was written on a stop request. Rank 0 reads the file and
-            broadcasts it. Raises CheckpointError if it is unreadable or of another run.
-        checkpoint_every: seconds of wall time between checkpoints, written at the end of
-            an epoch once that much time has passed since the last (0: every epoch); a
-            checkpoint is also written on a stop request and after the last epoch.
-        should_stop: polled before a step; when it returns True (on any process) a
-            checkpoint is written and the run returns with status "interrupted". One process
-            polls before every step; several agree every ``stop_check_every`` steps (one
-            all-reduce of a CPU flag).
+        checkpoint: the run's checkpoint file (rank 0 writes it; each write atomically replaces the last);
+            None writes nothing. ``resume``: continue from it (same config up to `RESUMABLE_CHANGES`),
+            mid-epoch if it was written on a stop; CheckpointError if it is unreadable or of another run.
+        checkpoint_every: seconds between checkpoints, written at the end of an epoch once that much
+            time has passed since the last (0: every epoch), on a stop request and after the last epoch.
+        should_stop: polled before a step (by one process before every step; by several every
+            ``stop_check_every`` steps, one all-reduce of a CPU flag); when True on any process a
+            checkpoint is written and the run returns with status "interrupted".
         on_epoch: called after each epoch with the whole log so far (restored records included).
-        processes: the job's processes (`empirical.distributed`); by default those of the
-            joined process group, if any, else one process.
+        processes: the job's processes (`empirical.distributed`); by default those of the joined
+            process group, if any, else one process.
     Returns:
-        {"status": "finished" | "interrupted", "config", "epoch", "step", "log": [records],
-         "final": last record (its geometry measured in float32), "final_backbone": the same
-         metrics of the normalised backbone features, "gram", "gram_backbone": class-mean
-         Grams (m x m lists), "target_gram", "class_sizes", "test_class_sizes",
-         "n_parameters", "world_size", "batch_size", "steps_per_epoch", "augmentation"}.
+        `describe`'s fields and {"status": "finished" | "interrupted", "epoch", "step", "log": [records]};
+        when finished also "final" (last record, its geometry measured in float32), "final_backbone" (the
+        normalised backbone features), "gram", "gram_backbone" (class-mean Grams, m x m lists).
     """
     if processes is None:
         with current_processes() as processes:
@@ -578,94 +547,27 @@ def run(config: TrainConfig, *, checkpoint=None, resume: bool = False, checkpoin
                        should_stop=should_stop, stop_check_every=stop_check_every, on_epoch=on_epoch,
                        processes=processes)
     require_int("stop_check_every", stop_check_every, 1)
-    # --- setup
-    device = torch.device(config.device)
-    # --- data
-    data = prepare_data(config, device)
-    n_classes = data.train.n_classes
-    target_gram = torch.as_tensor(prototype_gram(config, n_classes), dtype=torch.float64, device=device)  # (m, m)
-    protos = None
-    if config.loss == "prototype" and config.n_proto > 0:
-        protos = torch.as_tensor(prototypes(config, n_classes), dtype=torch.float32, device=device)  # (m, dim)
-    n_train = len(data.train)
-    batch = global_batch_size(config.batch_size, n_train, processes.world)
-    if config.loss == "combined" and batch <= n_classes:
-        raise ValueError(f"batch_size must exceed the number of classes ({n_classes}) for the combined loss, "
-                         f"got a batch of {batch} (the training set has {n_train} images)")
-    steps_per_epoch = n_train // batch
-    # --- network
-    network = make_network(config, data.train.images.shape[1], device)
-    model = distribute(network, device, processes)
-    network = model.module if processes.world > 1 else model  # the same parameters, maybe with new BatchNorms
-    trained = torch.compile(model) if config.compile else model
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                                weight_decay=config.weight_decay, fused=device.type == "cuda")
-    loss_fn = step_loss(config, protos)
-    state = {"epoch": 0, "step": 0, "loss_sum": 0.0, "log": []}
-    if resume:
-        saved = _restore(checkpoint, config, processes)
-        network.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        state = {key: saved[key] for key in state}
-    last_save = time.monotonic()
-
-    def save(epoch: int, step: int, loss_sum: float, log: list) -> None:
-        nonlocal last_save
-        if checkpoint is not None and processes.rank == 0:
-            save_checkpoint(checkpoint, {"config": asdict(config), "epoch": epoch, "step": step,
-                                         "loss_sum": loss_sum, "model": network.state_dict(),
-                                         "optimizer": optimizer.state_dict(), "log": log})
-        last_save = time.monotonic()
-
-    log = list(state["log"])
-    result = {
-        "config": asdict(config), "class_sizes": data.train.class_sizes(), "test_class_sizes": data.test.class_sizes(),
-        "n_parameters": count_parameters(network), "world_size": processes.world, "batch_size": batch,
-        "steps_per_epoch": steps_per_epoch, "target_gram": target_gram.tolist(),
-        "augmentation": config.augmentation_name,
-    }
-    # --- training
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    training = build(config, processes)
+    progress = restore(training, checkpoint) if resume else Progress()
+    last_save, log, measured = time.monotonic(), progress.log, None
     check_every = 1 if processes.world == 1 else stop_check_every  # one process: a Python call, free
-    model.train()
-    measured = None
-    for epoch in range(state["epoch"], config.epochs):
-        order = epoch_order(n_train, config.seed, epoch, device)
-        first = state["step"] if epoch == state["epoch"] else 0
-        loss_sum = torch.tensor(state["loss_sum"] if epoch == state["epoch"] else 0.0, device=device)
-        lr = learning_rate(config, epoch * steps_per_epoch + first, steps_per_epoch)
-        with _EpochTimer(device) as timer:
-            for step in range(first, steps_per_epoch):
-                global_step = epoch * steps_per_epoch + step
-                if should_stop is not None and global_step % check_every == 0 and processes.any(bool(should_stop())):
-                    save(epoch, step, float(loss_sum), log)
-                    return {**result, "status": "interrupted", "epoch": epoch, "step": step, "log": log}
-                lr = learning_rate(config, global_step, steps_per_epoch)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                index = order[step * batch:(step + 1) * batch]  # (B,) the global batch
-                generator = torch.Generator(device=device).manual_seed(_seed(config.seed, 2, epoch, step))
-                loss_sum += train_step(trained, optimizer, loss_fn, data, index, generator, processes, autocast)
-        record = {
-            "epoch": epoch + 1,
-            "loss": float(loss_sum) / steps_per_epoch,
-            "lr": lr,
-            "images_per_s": (steps_per_epoch - first) * batch / timer.seconds if steps_per_epoch > first else None,
-            "train_seconds": timer.seconds,
-        }
+    training.model.train()
+    for epoch in range(progress.epoch, config.epochs):
+        steps = train_epoch(training, epoch, progress, should_stop, check_every)
+        if steps.stopped_at is not None:
+            save(training, checkpoint, Progress(epoch, steps.stopped_at, float(steps.loss_sum), log))
+            return {**describe(training), "status": "interrupted", "epoch": epoch, "step": steps.stopped_at,
+                    "log": log}
+        record = epoch_record(training, epoch, progress.step if epoch == progress.epoch else 0, steps)
         last = epoch + 1 == config.epochs
         if (epoch + 1) % config.eval_every == 0 or last:
             # Curves at the training precision; the last epoch in float32, on both heads.
-            measured = evaluate(network, data, target_gram, processes, precise=last)
+            measured = evaluate(training.network, training.data, training.target_gram, processes, precise=last)
             record.update(measured["projector"][0])
         log.append(record)
         if last or time.monotonic() - last_save >= checkpoint_every:
-            save(epoch + 1, 0, 0.0, log)
+            save(training, checkpoint, Progress(epoch + 1, 0, 0.0, log))
+            last_save = time.monotonic()
         if on_epoch is not None:
             on_epoch(log)
-    if measured is None or measured["projector"][0]["eval_precision"] != "float32":
-        measured = evaluate(network, data, target_gram, processes, precise=True)  # resumed a finished run
-    (final, gram), (backbone, backbone_gram) = measured["projector"], measured["backbone"]
-    return {**result, "status": "finished", "epoch": config.epochs, "step": 0, "log": log,
-            "final": {**log[-1], **final}, "final_backbone": backbone, "gram": gram.tolist(),
-            "gram_backbone": backbone_gram.tolist()}
+    return finish(training, log, measured)

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from empirical import checkpoint as ckpt
-from empirical import data, train
+from empirical import data, evaluation, train
 from empirical.host_sync import count_host_syncs
 from simulate import losses, metrics
 from theory import simplex, ssem
@@ -96,7 +96,7 @@ def test_geometry_metrics_on_an_ssem_construction_are_exact():
     z = torch.as_tensor(ssem.embeddings(m, n, p, dim=16, beta=beta, seed=1).reshape(m * n * p, 16))
     labels = torch.arange(m).repeat_interleave(n * p)
     target = torch.as_tensor(simplex.etf_gram(m))
-    record, gram = train.geometry_metrics(z.float(), labels, z.float(), labels, target, m, minority=[2, 3])
+    record, gram = evaluation.geometry_metrics(z.float(), labels, z.float(), labels, target, m, minority=[2, 3])
     # SSEM(beta): T = 1, B = beta, W = 1 - beta; class means sqrt(beta) c_i, so G = beta G_etf.
     assert record["total_var"] == pytest.approx(1, abs=1e-6)
     assert record["between_var"] == pytest.approx(beta, abs=1e-6)
@@ -267,7 +267,7 @@ def test_final_geometry_is_float32_of_projector_and_backbone(fixture_root, tmp_p
     config = tiny_config(fixture_root, epochs=1)
     result = train.run(config, checkpoint=tmp_path / "run.pt")
     assert result["final"]["eval_precision"] == result["final_backbone"]["eval_precision"] == "float32"
-    # A float64 reference from the saved network, computed without train.embed.
+    # A float64 reference from the saved network, computed without evaluation.embed.
     network = train.make_network(config, 3, torch.device("cpu")).double()
     network.load_state_dict(ckpt.load_checkpoint(tmp_path / "run.pt")["model"])
     network.eval()
@@ -283,8 +283,9 @@ def test_final_geometry_is_float32_of_projector_and_backbone(fixture_root, tmp_p
     train_z, test_z = heads(prepared.train.images), heads(prepared.test.images)
     target = torch.as_tensor(simplex.etf_gram(10))
     for head, measured in [("projector", result["final"]), ("backbone", result["final_backbone"])]:
-        reference, gram = train.geometry_metrics(train_z[head], prepared.train.labels, test_z[head],
-                                                 prepared.test.labels, target, 10, simplex.minority_classes(10).tolist())
+        reference, gram = evaluation.geometry_metrics(train_z[head], prepared.train.labels, test_z[head],
+                                                      prepared.test.labels, target, 10,
+                                                      simplex.minority_classes(10).tolist())
         for key in ("delta_g", "total_var", "within_var", "between_var"):
             assert measured[key] == pytest.approx(reference[key], abs=1e-5), (head, key)
         stored = result["gram" if head == "projector" else "gram_backbone"]

@@ -18,7 +18,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from empirical import train
+from empirical import evaluation, train
 from simulate import losses, metrics, optimize
 from simulate.certify import certify_combined
 from theory import simplex, ssem
@@ -203,7 +203,8 @@ def _empirical_inputs(m: int, per_class: int, dim: int, seed: int):
 def test_empirical_evaluation_calls_simulate_metrics(monkeypatch):
     calls = _spy(monkeypatch, metrics, EMPIRICAL_METRICS)
     z_train, y_train, z_test, y_test = _empirical_inputs(4, 3, 6, seed=5)
-    train.geometry_metrics(z_train, y_train, z_test, y_test, torch.from_numpy(simplex.etf_gram(4)), 4, minority=[2, 3])
+    evaluation.geometry_metrics(z_train, y_train, z_test, y_test, torch.from_numpy(simplex.etf_gram(4)), 4,
+                                minority=[2, 3])
     assert all(calls[name] >= 1 for name in EMPIRICAL_METRICS), calls
 
 
@@ -213,8 +214,8 @@ def test_empirical_evaluation_reports_what_simulate_metrics_returns(monkeypatch)
                                  torch.tensor(7.125, dtype=torch.float64))
     monkeypatch.setattr(metrics, "variances", lambda z, labels, n_classes: sentinel)
     z_train, y_train, z_test, y_test = _empirical_inputs(3, 4, 5, seed=6)
-    record, _ = train.geometry_metrics(z_train, y_train, z_test, y_test, torch.from_numpy(simplex.etf_gram(3)), 3,
-                                       minority=[2])
+    record, _ = evaluation.geometry_metrics(z_train, y_train, z_test, y_test, torch.from_numpy(simplex.etf_gram(3)), 3,
+                                            minority=[2])
     assert (record["total_var"], record["within_var"], record["between_var"]) == (0.125, -7.0, 7.125)
 
 
@@ -224,7 +225,7 @@ def test_empirical_metrics_equal_simulate_metrics_on_the_same_embeddings(m, per_
     z_train, y_train, z_test, y_test = _empirical_inputs(m, per_class, m + extra_dim, seed)
     target = torch.from_numpy(simplex.etf_gram(m))
     minority = simplex.minority_classes(m).tolist()
-    record, gram = train.geometry_metrics(z_train, y_train, z_test, y_test, target, m, minority=minority)
+    record, gram = evaluation.geometry_metrics(z_train, y_train, z_test, y_test, target, m, minority=minority)
     variance = metrics.variances(z_train, y_train, m)
     expected_gram = metrics.class_mean_gram(z_train, y_train, m)
     assert torch.equal(gram, expected_gram)
@@ -246,7 +247,8 @@ def test_empirical_metrics_of_an_ssem_construction_are_exact(m, n, beta, seed):
     z = torch.from_numpy(ssem.embeddings(m, n, p, dim, beta, seed=seed).reshape(m * n * p, dim))
     labels = losses.balanced_layout(m, n, p)[0]
     target = torch.from_numpy(simplex.etf_gram(m))
-    record, _ = train.geometry_metrics(z, labels, z, labels, target, m, minority=simplex.minority_classes(m).tolist())
+    record, _ = evaluation.geometry_metrics(z, labels, z, labels, target, m,
+                                            minority=simplex.minority_classes(m).tolist())
     assert abs(record["total_var"] - 1.0) < EXACT
     assert abs(record["between_var"] - beta) < EXACT
     assert abs(record["within_var"] - (1.0 - beta)) < EXACT
