@@ -394,13 +394,13 @@ def test_limit_objective_all_anchors_is_its_stated_formula():
 def test_limit_minimisers_random_starts_follow_the_seed(monkeypatch):
     """The starts handed to the sphere minimiser: w_y, the Jensen candidate, then `restarts` seeded random points."""
     seen = []
-    real = prototypes._minimise_on_sphere
+    real = prototypes.minimise_limit_objective
 
     def spy(label, w, tau, anchors, starts):
         seen.append(np.array(starts))
         return real(label, w, tau, anchors, starts)
 
-    monkeypatch.setattr(prototypes, "_minimise_on_sphere", spy)
+    monkeypatch.setattr(prototypes, "minimise_limit_objective", spy)
     w = simplex.minority_spread(4, 6, 0.5)
     prototypes.limit_minimisers(w, 0.5)
     prototypes.limit_minimisers(w, 0.5, "data", 4, 0)

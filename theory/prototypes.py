@@ -54,12 +54,12 @@ Numerics (numpy, float64): `prototype_loss_from_counts` (prototype SCL from the
 same counts, an independent evaluator), `mean_cross_entropy`, `limit_value`, `extra_term`,
 `gap`, `first_order_coefficient`, `gap_bound_constant`, `uniform_gap_bound_constant`,
 `etf_ce_minimum`, `jensen_candidate`, `jensen_is_tight`, `limit_objective`,
-`limit_minimisers`, `limit_gram`. Shapes: z (N, d), labels (N,), prototypes (m, d).
+`minimise_limit_objective`, `limit_minimisers`, `limit_gram`. Shapes: z (N, d), labels (N,), prototypes (m, d).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -399,8 +399,13 @@ def limit_objective(h: ArrayLike, label: int, prototypes: ArrayLike, tau: float,
     return np.asarray(values).reshape(h.shape[:-1])
 
 
-def _minimise_on_sphere(label, w, tau, anchors, starts) -> tuple[np.ndarray, float]:
-    """Best of BFGS runs on x with h = x/|x| from each start; returns (h, value)."""
+def minimise_limit_objective(label: int, w: np.ndarray, tau: float, anchors: str,
+                             starts: Iterable[np.ndarray]) -> tuple[np.ndarray, float]:
+    """Minimise `limit_objective` of class ``label`` over unit h, with prototypes w (m, k) in any coordinates.
+
+    Best of BFGS runs on x with h = x/|x| from each start (k,); returns (h (k,), value). Arguments
+    are not validated here (`limit_minimisers` does, and chooses the coordinates and the starts).
+    """
 
     def fun(x):
         norm = np.linalg.norm(x)
@@ -439,7 +444,7 @@ def limit_minimisers(prototypes: ArrayLike, tau: float, anchors: str = "data", r
     result = np.empty_like(w)
     for label in range(w.shape[0]):
         starts = [coords[label], candidates[label]] + list(rng.standard_normal((restarts, basis.shape[0])))
-        h, _ = _minimise_on_sphere(label, coords, tau, anchors, starts)
+        h, _ = minimise_limit_objective(label, coords, tau, anchors, starts)
         result[label] = h @ basis
     return result
 
