@@ -432,7 +432,8 @@ def _build(program: _Program, tau: float) -> tuple[cp.Problem, cp.Variable]:
     return cp.Problem(cp.Minimize(total / program.total_weight), constraints), G
 
 
-def _solver_options(solver: str, tolerance: float) -> dict:
+def solver_options(solver: str, tolerance: float) -> dict:
+    """The options that ask ``solver`` ("CLARABEL" or "SCS") for accuracy ``tolerance`` within its iteration limits."""
     if solver == "CLARABEL":
         return {"tol_gap_abs": tolerance, "tol_gap_rel": tolerance, "tol_feas": tolerance, "max_iter": 400}
     return {"eps_abs": tolerance, "eps_rel": tolerance, "max_iters": 100_000, "time_limit_secs": SCS_TIME_LIMIT}
@@ -445,7 +446,7 @@ def solve_problem(problem: cp.Problem, solver: str, tolerance: float) -> tuple[s
     keep the raw solver result, which carries the dual objective. cvxpy adds a
     constant offset to the solver's objective: problem.value - raw primal.
     """
-    options = _solver_options(solver, tolerance)
+    options = solver_options(solver, tolerance)
     data, chain, inverse_data = problem.get_problem_data(solver, solver_opts=options)
     raw = chain.solve_via_data(problem, data, warm_start=False, verbose=False, solver_opts=dict(options))
     with warnings.catch_warnings():

@@ -280,7 +280,7 @@ def test_data_on_prototypes_stays_above_certificate():
 
 def test_solver_not_reaching_optimal_is_never_a_pass(monkeypatch):
     starved = {"CLARABEL": {"max_iter": 2}, "SCS": {"max_iters": 5}}
-    monkeypatch.setattr(certify, "_solver_options", lambda solver, tolerance: starved[solver])
+    monkeypatch.setattr(certify, "solver_options", lambda solver, tolerance: starved[solver])
     with pytest.raises(CertificateError, match="not optimal"):
         certify_combined(0.5, 0.5, 2, 2, 1)
     cert = certify_combined(0.5, 0.5, 2, 2, 1, strict=False)
