@@ -58,7 +58,8 @@ class LabelledImages:
 
     def __post_init__(self):
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
-            raise ValueError(f"images must be a uint8 tensor (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}")
+            raise ValueError(f"images must be a uint8 tensor (N, C, H, W), "
+                             f"got {self.images.dtype} {tuple(self.images.shape)}")
         if self.labels.shape != (self.images.shape[0],):
             raise ValueError(f"labels must have shape ({self.images.shape[0]},), got {tuple(self.labels.shape)}")
 
@@ -430,8 +431,9 @@ def augment(images: Tensor, params: Tensor, mean: Tensor, std: Tensor, padding_m
     """Augment and standardise a batch: uint8 (N, C, H, W), params (N, 9) -> float (N, C, H, W).
 
     The crop, resize and flip are one bilinear affine resampling (``padding_mode``
-    "reflection" or "zeros" outside the image: `Augmentation.padding_mode`); then brightness x b, contrast (x - mean luma) c + mean luma, saturation
-    luma + (x - luma) s, grayscale, clamp to [0, 1], and (x - mean) / std per channel.
+    "reflection" or "zeros" outside the image: `Augmentation.padding_mode`); then brightness
+    x b, contrast (x - mean luma) c + mean luma, saturation luma + (x - luma) s, grayscale,
+    clamp to [0, 1], and (x - mean) / std per channel.
     """
     x = images.float() / 255
     width, height, centre_x, centre_y, flip, brightness, contrast, saturation, gray = params.T[..., None, None, None]

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from empirical.data import PreparedData, standardise
-from empirical.distributed import Processes, gather_shards, share_buffers, shard
+from empirical.distributed import Processes, gather_shards, shard, share_buffers
 from empirical.models import ContrastiveNet
 from simulate import metrics
 from theory import simplex
