@@ -2,12 +2,12 @@
 
     python -m empirical.cifar                                  # CIFAR-10, R = 100, n_w = 0 10 50 100 (a GPU job)
     python -m empirical.cifar --dataset digits --R 10          # minutes on a CPU
-    python -m empirical.cifar --dataset digits --R 1 --loss combined --alpha 0 0.5 1
+    python -m empirical.cifar --dataset digits --R 1 --loss combined --alpha 0,0.5,1
     torchrun --standalone --nproc_per_node 4 -m empirical.cifar --dataset cifar10 --R 10
 
 Runs one training per (seed, swept value) one after another, the swept value being
 ``--n-proto`` (prototype SCL, for each of ``--anchors``; n_w = 0 once, as it has no
-prototype anchors) or ``--alpha`` (combined loss). Under ``--out`` (default
+prototype anchors) or ``--alpha`` (combined loss); lists are comma-separated. Under ``--out`` (default
 results/cifar/) it writes, atomically: runs/<run>.jsonl (one line per epoch, the
 geometry every ``--eval-every`` epochs and after the last), runs/<run>.json (resolved
 config, versions, git revision, seed, final metrics of the projector output and of the
@@ -16,15 +16,21 @@ checkpoint only: every ``--checkpoint-every`` seconds at an epoch end, on a sign
 after the last epoch), summary.csv (one row per run), summary.json, and the figures
 delta_g_vs_<swept>.png, delta_g_epochs.png, gram_heatmaps.png, accuracy.png (and
 variances_vs_alpha.png for the combined loss; with two anchor modes, one set per mode,
-suffixed _anchors-<mode>).
+suffixed _anchors-<mode>). summary.json is written last and names every file of the set;
+a sweep removes the previous summary files and figures when it starts, so a folder without
+summary.json holds an unfinished sweep (``--resume`` continues it) and never a summary of
+another configuration beside its runs. Exit code 0 when every run finished with a finite
+final loss and DeltaG*, 1 otherwise (the criterion is recorded in summary.json).
 
 On the CPU the command sets OMP_WAIT_POLICY=PASSIVE unless it is set (spinning OpenMP
 threads slow training tenfold on shared cores); --threads sets torch's thread count.
 
 SIGINT/SIGTERM: the current step finishes, a checkpoint is written and the program
 exits (130 / 143); the same command with ``--resume`` continues, skipping finished runs.
-Bad arguments, missing CIFAR files, a failed --download and unreadable checkpoints:
-exit code 2, one line, before any data is loaded or any training starts.
+Before training starts a signal ends the command at once (one line, 130 / 143).
+Bad arguments (every option is declared once on `Config`; `simulate.cli` checks them, --out
+included), missing CIFAR files, a failed --download and unreadable checkpoints: exit code 2,
+one line naming the option, before any data is loaded or any training starts.
 
 Under torchrun, rank 0 decides what to resume and broadcasts it; an error on one rank
 during setup ends every rank with that rank's reason, and an unexpected error during
@@ -33,10 +39,10 @@ training ends the failing process at once (torchrun then stops the others).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import signal
 import sys
@@ -48,6 +54,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from simulate import cli
+from simulate.cli import option
+from theory.arguments import TAU_RANGE
 
 if TYPE_CHECKING:  # the module imports torch lazily so that --help and argument errors answer at once
     from empirical.train import TrainConfig
@@ -67,6 +75,14 @@ PRESETS = {
 #: Images per class of the CIFAR-format fixture written for --dataset fixture.
 FIXTURE_SIZES = dict(n_train_per_class=10, n_test_per_class=5)
 EXIT_BAD_INPUT = 2
+PROG = "python -m empirical.cifar"
+#: The sweep's own criterion (recorded in summary.json): every run ends with these final metrics (summary.csv
+#: columns: the loss and DeltaG* of the last evaluation) finite.
+CRITERIA = {"finite_final_metrics": ("final_loss", "delta_g")}
+#: Files of the summary set, removed when a sweep starts (summary.json first: it is the set's manifest).
+SUMMARY_FILES = ("summary.json", "summary.csv")
+FIGURE_PATTERNS = ("delta_g_vs_*.png", "delta_g_epochs*.png", "gram_heatmaps*.png", "accuracy*.png",
+                   "variances_vs_alpha*.png")
 
 
 @dataclass(frozen=True)
@@ -103,95 +119,111 @@ class SweepConfig:
 
 
 def _preset_table() -> str:
+    """The per-dataset defaults as one sentence (the help reflows its description)."""
     keys = ("model", "epochs", "batch_size", "lr", "weight_decay", "warmup_epochs", "dim", "width", "eval_every",
             "seeds")
-    lines = ["per-dataset defaults (override with the options above):"]
-    for name, preset in PRESETS.items():
-        lines.append(f"  {name:9s} " + ", ".join(f"{k}={preset[k]}" for k in keys if k in preset))
-    return "\n".join(lines)
+    return "Per-dataset defaults (the options shown 'none'): " + "; ".join(
+        f"{name}: " + ", ".join(f"{k}={cli.input_syntax(preset[k])}" for k in keys if k in preset)
+        for name, preset in PRESETS.items()) + "."
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = cli.ArgumentParser(prog="python -m empirical.cifar", description=__doc__.split("\n\n")[0], epilog=_preset_table(),
-                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", choices=list(PRESETS), default="cifar10", help="default cifar10")
-    p.add_argument("--data-dir", default=None,
-                   help="folder that contains cifar-10-batches-py/ or cifar-100-python/ (default data/; "
-                        "for the fixture <out>/fixture_data, written there if absent)")
-    p.add_argument("--download", action="store_true", help="fetch CIFAR into --data-dir if it is missing")
-    p.add_argument("--R", dest="imbalance", type=float, default=100.0,
-                   help="imbalance ratio R >= 1: minority classes keep size/R (default 100; 1 = balanced)")
-    p.add_argument("--profile", choices=["step", "exp"], default="step", help="imbalance profile (default step)")
-    p.add_argument("--loss", choices=["prototype", "combined"], default="prototype",
-                   help="prototype SCL (sweeps --n-proto) or the combined loss (sweeps --alpha); default prototype")
-    p.add_argument("--n-proto", type=int, nargs="+", default=[0, 10, 50, 100],
-                   help="prototypes per class n_w, one run each (default 0 10 50 100)")
-    p.add_argument("--anchors", choices=["data", "all"], nargs="+", default=["data", "all"],
-                   help="anchor modes of prototype SCL, one run each per n_w >= 1 (default data all)")
-    p.add_argument("--geometry", choices=["etf", "orthogonal", "minority_spread"], default="etf",
-                   help="prototype geometry, also the target of DeltaG* (default etf)")
-    p.add_argument("--spread", type=float, default=0.5, help="minority_spread parameter in [0, 1] (default 0.5)")
-    p.add_argument("--alpha", type=float, nargs="+", default=[0.0, 0.5, 1.0],
-                   help="combined-loss weights alpha in [0, 1], one run each (default 0 0.5 1)")
-    p.add_argument("--variant", choices=["instance", "supcon"], default="instance", help="default instance")
-    p.add_argument("--tau", type=float, default=0.1, help="temperature > 0 (default 0.1)")
-    p.add_argument("--model", choices=["resnet18", "small_cnn"], default=None, help="default per dataset")
-    p.add_argument("--width", type=int, default=None, help="small_cnn width (default per dataset)")
-    p.add_argument("--dim", type=int, default=None, help="embedding dimension d (default per dataset)")
-    p.add_argument("--final-relu", action="store_true", help="ReLU before normalisation (arXiv 2306.07960)")
-    p.add_argument("--augmentation", choices=["auto", "supcon", "crop_flip", "digits"], default="auto",
-                   help="supcon: RandomResizedCrop(0.2-1) + flip + colour jitter + grayscale (SupCon's CIFAR recipe); "
-                        "crop_flip: pad 4 + random crop + flip (Paper A's predecessor code); "
-                        "auto: digits for the digits datasets, supcon otherwise (default auto)")
-    p.add_argument("--epochs", type=int, default=None, help="default per dataset")
-    p.add_argument("--batch-size", type=int, default=None,
-                   help="global batch in images, split over processes (default per dataset)")
-    p.add_argument("--lr", type=float, default=None, help="peak SGD learning rate (default per dataset)")
-    p.add_argument("--weight-decay", type=float, default=None, help="default per dataset")
-    p.add_argument("--warmup-epochs", type=int, default=None, help="linear warm-up before the cosine (default per dataset)")
-    p.add_argument("--eval-every", type=int, default=None,
-                   help="evaluate the geometry every k epochs and after the last (default per dataset)")
-    p.add_argument("--checkpoint-every", type=float, default=600.0,
-                   help="seconds between checkpoints, written at an epoch end; also on a signal and after the last "
-                        "epoch; one file per run, replaced each time (default 600)")
-    p.add_argument("--compile", action="store_true", help="train through torch.compile (a GPU option)")
-    p.add_argument("--seeds", type=int, nargs="+", default=None, help="one run per seed and value (default per dataset)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:<index> (default auto)")
-    p.add_argument("--threads", type=int, default=0,
-                   help="CPU threads for torch (default 0 = torch's default, one per core)")
-    p.add_argument("--out", default="results/cifar", help="output folder (default results/cifar)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue from the checkpoints in --out; runs already finished are not repeated")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    return p
+def _one_of(*allowed):
+    def check(value):
+        if value not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)}")
+    return check
 
 
-def resolve(args: argparse.Namespace, device: str) -> SweepConfig:
-    """The SweepConfig of parsed arguments; raises ValueError (naming the option) on bad values."""
-    from empirical.train import TrainConfig  # deferred: parsing stays fast and free of torch
+#: Per-dataset options: None takes the dataset's value from PRESETS.
+PER_DATASET = "(none: per dataset, see below)"
+SEED_RANGE = (0, 2**32 - 1)
 
-    preset = {key: value for key, value in PRESETS[args.dataset].items() if key != "seeds"}
-    seeds = tuple(args.seeds) if args.seeds is not None else PRESETS[args.dataset]["seeds"]
-    overrides = {key: getattr(args, key) for key in ("model", "width", "dim", "epochs", "batch_size", "lr",
-                                                      "weight_decay", "warmup_epochs", "eval_every")}
+
+@dataclass(frozen=True)
+class Config:
+    """Paper A's imbalanced-CIFAR experiment (and Paper B's loss) on real networks."""
+
+    dataset: str = option("cifar10", "images", choices=tuple(PRESETS))
+    data_dir: str | None = option(None, "folder that contains cifar-10-batches-py/ or cifar-100-python/ (none: data/; "
+                                  "for the fixture <out>/fixture_data, written there if absent)")
+    download: bool = option(False, "fetch CIFAR into --data-dir if it is missing")
+    imbalance: float = option(100.0, "imbalance ratio R: minority classes keep max(1, floor(size / R)); 1 = balanced",
+                              check=cli.at_least(1), flag="--R", aliases=("--imbalance",))
+    profile: str = option("step", "imbalance profile", choices=("step", "exp"))
+    loss: str = option("prototype", "prototype SCL (sweeps --n-proto) or the combined loss (sweeps --alpha)",
+                       choices=("prototype", "combined"))
+    n_proto: tuple[int, ...] = option((0, 10, 50, 100), "prototypes per class n_w, one run each",
+                                      check=cli.each(cli.at_least(0)), sweep=True)
+    anchors: tuple[str, ...] = option(("data", "all"), "anchor modes of prototype SCL, one run each per n_w >= 1; "
+                                      "data, all", check=cli.each(_one_of("data", "all")), sweep=True)
+    geometry: str = option("etf", "prototype geometry, also the target of DeltaG*",
+                           choices=("etf", "orthogonal", "minority_spread"))
+    spread: float = option(0.5, "minority_spread parameter", check=cli.between(0, 1))
+    alpha: tuple[float, ...] = option((0.0, 0.5, 1.0), "combined-loss weights alpha, one run each",
+                                      check=cli.each(cli.between(0, 1)), sweep=True)
+    variant: str = option("instance", "combined-loss variant", choices=("instance", "supcon"))
+    tau: float = option(0.1, "temperature, in [0.001, 1000]", check=cli.between(*TAU_RANGE))
+    model: str | None = option(None, f"network {PER_DATASET}", choices=("resnet18", "small_cnn"))
+    width: int | None = option(None, f"small_cnn width {PER_DATASET}", check=cli.at_least(1))
+    dim: int | None = option(None, f"embedding dimension d {PER_DATASET}", check=cli.at_least(1))
+    final_relu: bool = option(False, "ReLU before normalisation (arXiv 2306.07960)")
+    augmentation: str = option("auto", "supcon: RandomResizedCrop(0.2-1) + flip + colour jitter + grayscale (SupCon's "
+                               "CIFAR recipe); crop_flip: pad 4 + random crop + flip (Paper A's predecessor code); "
+                               "auto: digits for the digits datasets, supcon otherwise",
+                               choices=("auto", "supcon", "crop_flip", "digits"))
+    epochs: int | None = option(None, f"epochs {PER_DATASET}", check=cli.at_least(1))
+    batch_size: int | None = option(None, f"global batch in images, split over processes {PER_DATASET}",
+                                    check=cli.at_least(2))
+    lr: float | None = option(None, f"peak SGD learning rate {PER_DATASET}", check=cli.positive)
+    weight_decay: float | None = option(None, f"weight decay {PER_DATASET}", check=cli.at_least(0))
+    warmup_epochs: int | None = option(None, f"linear warm-up before the cosine {PER_DATASET}", check=cli.at_least(0))
+    eval_every: int | None = option(None, f"evaluate the geometry every k epochs and after the last {PER_DATASET}",
+                                    check=cli.at_least(1))
+    checkpoint_every: float = option(600.0, "seconds between checkpoints, written at an epoch end; also on a signal "
+                                     "and after the last epoch; one file per run, replaced each time",
+                                     check=cli.at_least(0))
+    compile: bool = option(False, "train through torch.compile (a GPU option)")
+    seeds: tuple[int, ...] | None = option(None, f"one run per seed and value {PER_DATASET}",
+                                           check=cli.each(cli.between(*SEED_RANGE)), sweep=True)
+    device: str = option("auto", "auto, cpu, cuda or cuda:<index>")
+    threads: int = option(0, "CPU threads for torch (0: torch's default, one per core)", check=cli.at_least(0))
+    out: str = option("results/cifar", "output folder")
+    resume: bool = option(False, "continue from the checkpoints in --out; runs already finished are not repeated")
+    progress: bool = option(True, "progress bars (--no-progress: none)")
+
+    def validate(self) -> None:
+        """Every run's TrainConfig built (so checked) before anything is loaded; raises ValueError naming the option."""
+        try:
+            resolve(self, "cpu")
+        except ValueError as error:
+            raise ValueError(f"{_option_named_in(str(error))}{error}") from None
+
+
+def parse(argv=None) -> Config:
+    """The validated configuration; bad input exits 2 with one line naming the option, before any work."""
+    return cli.parse_config(Config, argv, PROG, f"{Config.__doc__} {_preset_table()}")
+
+
+def resolve(config: Config, device: str) -> SweepConfig:
+    """The SweepConfig of a configuration; raises ValueError (naming the config field) on bad values."""
+    from empirical.train import TrainConfig  # deferred: --help and option errors answer without torch
+
+    preset = {key: value for key, value in PRESETS[config.dataset].items() if key != "seeds"}
+    seeds = config.seeds if config.seeds is not None else PRESETS[config.dataset]["seeds"]
+    overrides = {key: getattr(config, key) for key in ("model", "width", "dim", "epochs", "batch_size", "lr",
+                                                        "weight_decay", "warmup_epochs", "eval_every")}
     settings = {**preset, **{key: value for key, value in overrides.items() if value is not None}}
-    out = Path(args.out)
-    data_dir = args.data_dir or (str(out / "fixture_data") if args.dataset == "fixture" else "data")
-    sweep_key, values = ("n_proto", args.n_proto) if args.loss == "prototype" else ("alpha", args.alpha)
-    anchors = tuple(dict.fromkeys(args.anchors))  # in the order given, without repeats
+    out = Path(config.out)
+    data_dir = config.data_dir or (str(out / "fixture_data") if config.dataset == "fixture" else "data")
+    sweep_key, values = ("n_proto", config.n_proto) if config.loss == "prototype" else ("alpha", config.alpha)
     base = TrainConfig(
-        dataset=args.dataset, data_dir=data_dir, download=args.download, imbalance=args.imbalance,
-        profile=args.profile, loss=args.loss, anchors=anchors[0], geometry=args.geometry, spread=args.spread,
-        variant=args.variant, tau=args.tau, final_relu=args.final_relu, augmentation=args.augmentation,
-        device=device, compile=args.compile, **settings,
+        dataset=config.dataset, data_dir=data_dir, download=config.download, imbalance=config.imbalance,
+        profile=config.profile, loss=config.loss, anchors=config.anchors[0], geometry=config.geometry,
+        spread=config.spread, variant=config.variant, tau=config.tau, final_relu=config.final_relu,
+        augmentation=config.augmentation, device=device, compile=config.compile, **settings,
     )
-    for seed in seeds:
-        if seed < 0:
-            raise ValueError(f"--seeds must be integers >= 0, got {seed}")
-    if not args.checkpoint_every >= 0:  # also refuses NaN
-        raise ValueError(f"--checkpoint-every must be a number of seconds >= 0, got {args.checkpoint_every}")
-    sweep = SweepConfig(base, sweep_key, tuple(values), seeds, str(out), args.resume, not args.no_progress,
-                        anchors, args.checkpoint_every)
+    sweep = SweepConfig(base, sweep_key, tuple(values), tuple(seeds), str(out), config.resume, config.progress,
+                        config.anchors, config.checkpoint_every)
     sweep.run_configs()  # builds (and so validates) every run's config before anything is loaded
     return sweep
 
@@ -291,7 +323,7 @@ def _finished_result(path: Path, config) -> dict | None:
     return stored if same and stored.get("status") == "finished" else None
 
 
-def _summary_line(sweep: SweepConfig, results: list[dict], device: str, world: int) -> str:
+def _summary_line(sweep: SweepConfig, results: list[dict], device: str, world: int, failures: list) -> str:
     finished = [r for r in results if r["status"] == "finished"]
     groups = {}
     for r in finished:
@@ -308,7 +340,9 @@ def _summary_line(sweep: SweepConfig, results: list[dict], device: str, world: i
     if sweep.sweep_key == "n_proto" and len(sweep.anchors) > 1:
         name += "/anchors"
     return (f"{len(finished)} runs on {sweep.base.dataset} ({device}, {world} process{'es' * (world > 1)}); "
-            f"final DeltaG* by {name} (mean±std over seeds): {', '.join(parts)}; results in {sweep.out}/")
+            f"final DeltaG* by {name} (mean±std over seeds): {', '.join(parts)}; "
+            + (f"exit 1: non-finite final loss or DeltaG* in {', '.join(failures)}" if failures
+               else "exit 0: every run ended with a finite loss and DeltaG*") + f"; results in {sweep.out}/")
 
 
 # ---------------------------------------------------------------------------
@@ -337,12 +371,16 @@ def _run_all(sweep: SweepConfig, processes, stop: StopFlag) -> int:
 
     out, rank = Path(sweep.out), processes.rank
     provenance = {"versions": cli.library_versions(), "git_revision": cli.git_revision()} if rank == 0 else {}
+    if rank == 0:
+        _retire_summary(out)
     finished = []
     rows = []
+    files = []
     for run_id, config in sweep.run_configs():
         record_path = out / "runs" / f"{run_id}.json"
         checkpoint = out / "checkpoints" / f"{run_id}.pt"
         done, resume = _plan(sweep, run_id, config, processes)
+        files += [f"runs/{run_id}.jsonl", f"runs/{run_id}.json", f"checkpoints/{run_id}.pt"]
         if done is not None:  # --resume skips runs that already finished with this config
             if rank == 0:
                 finished.append(done)
@@ -374,27 +412,43 @@ def _run_all(sweep: SweepConfig, processes, stop: StopFlag) -> int:
         rows.append(summary_row(run_id, result))
         if rank == 0:
             cli.write_csv(out / "summary.csv", rows)
+    failures = [row["run"] for row in rows if not _finite_final_metrics(row)]
     if rank == 0:
-        cli.write_json(out / "summary.json", {"command": "empirical.cifar", "sweep": sweep.sweep_key,
-                                                "values": list(sweep.sweep_values), "anchors": list(sweep.anchors),
-                                                "seeds": list(sweep.seeds),
-                                                "base_config": dataclasses.asdict(sweep.base), **provenance,
-                                                "runs": rows})
-        write_figures(out, finished, sweep.sweep_key, sweep.anchors)
-        print(_summary_line(sweep, finished, sweep.base.device, processes.world))
-    return 0
+        figures = write_figures(out, finished, sweep.sweep_key, sweep.anchors)
+        files += ["summary.csv", *(path.name for path in figures)]
+        cli.write_json(out / "summary.json", {  # written last: the manifest of a complete set
+            "command": "empirical.cifar", "metadata": cli.run_metadata(), "sweep": sweep.sweep_key,
+            "values": list(sweep.sweep_values), "anchors": list(sweep.anchors), "seeds": list(sweep.seeds),
+            "base_config": dataclasses.asdict(sweep.base), **provenance, "criteria": CRITERIA,
+            "failed_runs": failures, "passed": not failures, "files": files, "runs": rows})
+        print(_summary_line(sweep, finished, sweep.base.device, processes.world, failures))
+    return 1 if failures else 0
+
+
+def _finite_final_metrics(row: dict) -> bool:
+    """`CRITERIA`: the row's final metrics are finite numbers (a result read back from JSON has "nan" strings)."""
+    return all(isinstance(row.get(key), (int, float)) and math.isfinite(row[key])
+               for key in CRITERIA["finite_final_metrics"])
+
+
+def _retire_summary(out: Path) -> None:
+    """Remove the summary set of an earlier sweep (its manifest first), so none sits beside this sweep's runs."""
+    for name in SUMMARY_FILES:
+        (out / name).unlink(missing_ok=True)
+    for pattern in FIGURE_PATTERNS:
+        for path in out.glob(pattern):
+            path.unlink(missing_ok=True)
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
     # OpenMP threads that spin while waiting slow CPU training by an order of magnitude
     # when other processes share the cores; passive waiting costs little on an idle machine.
-    # Effective only if torch is not imported yet (as when run with python -m).
+    # Effective only if torch is not imported yet (as when run with python -m): before parsing,
+    # whose validation builds every run's TrainConfig (and so imports torch).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    import torch  # deferred so that --help and argument errors answer at once
+    args = parse(argv)
+    import torch
 
-    if args.threads < 0:
-        return _bad_input(f"--threads must be an integer >= 0 (0 = torch's default), got {args.threads}")
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -403,7 +457,7 @@ def main(argv=None) -> int:
     try:
         device = train.resolve_device(args.device)
     except (RuntimeError, ValueError) as error:
-        return _bad_input(f"--device: {error}")
+        return _bad_input(f"--device {args.device!r}: {error}")
     with distributed.distributed_context(device) as (processes, device):
         try:
             return _main_in_group(args, processes, device)
@@ -419,7 +473,7 @@ def main(argv=None) -> int:
             os._exit(1)
 
 
-def _main_in_group(args, processes, device) -> int:
+def _main_in_group(args: Config, processes, device) -> int:
     """Resolve, provide the data, train: the part of main run by every process of the job."""
     from empirical import train
     from empirical.checkpoint import CheckpointError
@@ -479,9 +533,9 @@ def _option_named_in(message: str) -> str:
 
 
 def _bad_input(message: str) -> int:
-    print(f"python -m empirical.cifar: error: {message}", file=sys.stderr)
+    print(f"{PROG}: error: {message}", file=sys.stderr)
     return EXIT_BAD_INPUT
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run_command(PROG, main))

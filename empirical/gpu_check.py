@@ -4,8 +4,10 @@
     python -m empirical.gpu_check --out results/gpu_check --compile    # the same through torch.compile
     python -m empirical.gpu_check --out DIR --device cpu               # the same checks, smaller, on a CPU
 
-It writes DIR/gpu_check.json after every section (so a time-out keeps what finished), then
-one summary line; exit code 0 if every section passed, 1 otherwise. Sections:
+It writes DIR/gpu_check.json after every section (so a time-out keeps what finished; "complete"
+is false until the last section is in and the verdict written, and a previous run's gpu_check.json
+is removed first), then one summary line; exit code 0 if every section passed, 1 otherwise, 2 for
+bad arguments, 130/143 on SIGINT/SIGTERM (one line). Sections:
 
 1. ``environment``: versions, the device, bf16 support, GPU count, NCCL.
 2. ``fixture``: the CIFAR-format fixture (written to DIR/data) through `empirical.train.run`
@@ -29,7 +31,6 @@ Needs torch and torchvision only: no network, no cvxpy (nothing imported here re
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import math
@@ -40,9 +41,11 @@ import sys
 import time
 import traceback
 import types
+from dataclasses import dataclass
 from pathlib import Path
 
 from simulate import cli
+from simulate.cli import option
 
 PROG = "python -m empirical.gpu_check"
 #: Relative tolerances of the fixed-batch loss against float64 on the CPU, and of the 2-process epoch loss
@@ -64,17 +67,22 @@ SIZES = {
 TAU = 0.1
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = cli.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="results/gpu_check", help="output folder (default results/gpu_check)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:<index> (default auto)")
-    p.add_argument("--data-dir", default=None,
-                   help="where the fixture is written and digits.csv.gz is looked for (default <out>/data)")
-    p.add_argument("--compile", action="store_true", help="train through torch.compile")
-    p.add_argument("--no-torchrun", action="store_true", help="leave out the 2-process section")
-    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one process of the torchrun section
-    return p
+@dataclass(frozen=True)
+class Config:
+    """A prepared GPU check: whether the GPU path of the empirical layer works, within minutes."""
+
+    out: str = option("results/gpu_check", "output folder")
+    device: str = option("auto", "auto, cpu, cuda or cuda:<index>")
+    data_dir: str | None = option(None, "where the fixture is written and digits.csv.gz is looked for "
+                                  "(none: <out>/data)")
+    compile: bool = option(False, "train through torch.compile")
+    torchrun: bool = option(True, "the 2-process section (--no-torchrun leaves it out)")
+    worker: bool = option(False, "internal: one process of the 2-process section, started by the check itself")
+
+
+def parse(argv=None) -> Config:
+    """The validated configuration; bad input exits 2 with one line naming the flag, before any work."""
+    return cli.parse_config(Config, argv, PROG, Config.__doc__)
 
 
 # ---------------------------------------------------------------------------
@@ -280,7 +288,7 @@ def torchrun_section(device, sizes: dict, out: Path, data_dir: Path) -> dict:
     return record
 
 
-def worker(args) -> int:
+def worker(args: Config) -> int:
     """One process of the torchrun section: one epoch of the fixture; rank 0 writes result.json."""
     import torch
 
@@ -306,7 +314,7 @@ def worker(args) -> int:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts its threads (see empirical.cifar)
     if args.worker:
         return worker(args)
@@ -317,23 +325,24 @@ def main(argv=None) -> int:
     try:
         device = train.resolve_device(args.device)
     except (RuntimeError, ValueError) as error:
-        cli.fail(PROG, f"--device: {error}")
+        cli.fail(PROG, f"--device {args.device!r}: {error}")
     out = Path(args.out)
     data_dir = Path(args.data_dir) if args.data_dir else out / "data"
     sizes = SIZES[device.type]
+    (out / "gpu_check.json").unlink(missing_ok=True)  # a previous run's verdict never sits beside this run's files
     train.configure_backends(device)
     if device.type == "cpu":  # the CPU run is the small version for tests: one thread, no spinning
         torch.set_num_threads(1)
     data.write_cifar_fixture(data_dir, n_train_per_class=sizes["fixture_per_class"], n_test_per_class=10)
-    report = {**cli.run_metadata(), "command": " ".join([PROG, *(argv if argv is not None else sys.argv[1:])]),
-              "tolerances": TOLERANCES, "sizes": sizes, "compile": args.compile, "sections": {}}
+    report = {**cli.run_metadata(), "complete": False, "tolerances": TOLERANCES, "sizes": sizes,
+              "compile": args.compile, "sections": {}}
     sections = {
         "environment": lambda: environment(device),
         "fixture": lambda: fixture_section(device, sizes, out, data_dir, args.compile),
         "digits": lambda: digits_section(device, sizes, out, data_dir, args.compile),
         "fixed_batch": lambda: fixed_batch_section(device, sizes, data_dir),
     }
-    if not args.no_torchrun:
+    if args.torchrun:
         sections["torchrun"] = lambda: torchrun_section(device, sizes, out, data_dir)
     start = time.perf_counter()
     for name, section in sections.items():
@@ -348,7 +357,7 @@ def main(argv=None) -> int:
         report["seconds"] = round(time.perf_counter() - start, 1)
         cli.write_json(out / "gpu_check.json", report)
     failed = [name for name, record in report["sections"].items() if not record["passed"]]
-    report["passed"] = not failed
+    report.update(passed=not failed, complete=True)
     cli.write_json(out / "gpu_check.json", report)
     fixture, fixed = report["sections"]["fixture"], report["sections"]["fixed_batch"]
     print(f"gpu check on {device} ({report['sections']['environment'].get('gpu', platform.processor() or 'cpu')}): "
@@ -356,9 +365,9 @@ def main(argv=None) -> int:
           f"fixture {fixture.get('images_per_s_last_epoch') or 0:.0f} images/s, "
           f"{fixture.get('host_syncs_in_step', '?')} host syncs per step; "
           f"bf16 loss error {fixed.get('bfloat16', {}).get('relative_error', float('nan')):.1e}; "
-          f"{report['seconds']:.0f} s; {out / 'gpu_check.json'}")
+          f"{report['seconds']:.0f} s; exit {1 if failed else 0}; {out / 'gpu_check.json'}")
     return 0 if not failed else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run_command(PROG, main))

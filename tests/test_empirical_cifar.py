@@ -13,6 +13,8 @@ import sys
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from empirical import cifar
 from simulate import cli as files
@@ -47,11 +49,12 @@ def one_line(text):
 
 def test_fixture_pipeline_end_to_end(tmp_path, capsys):
     out = tmp_path / "out"
-    argv = TINY + ["--epochs", "3", "--eval-every", "2", "--n-proto", "0", "10", "--seeds", "0", "1", "--out", str(out)]
+    argv = TINY + ["--epochs", "3", "--eval-every", "2", "--n-proto", "0,10", "--seeds", "0,1", "--out", str(out)]
     assert cifar.main(argv) == 0
     captured = capsys.readouterr()
     assert "no CUDA device" in captured.err or torch.cuda.is_available()
-    assert "6 runs on fixture" in one_line(captured.out)
+    line = one_line(captured.out)
+    assert "6 runs on fixture" in line and "exit 0: every run ended with a finite loss and DeltaG*" in line
     runs = sorted(p.stem for p in (out / "runs").glob("*.jsonl"))
     # Both anchor modes for n_w = 10; n_w = 0 has no prototype anchors and runs once.
     assert runs == ["prototype_nw0_seed0", "prototype_nw0_seed1", "prototype_nw10_all_seed0",
@@ -89,6 +92,11 @@ def test_fixture_pipeline_end_to_end(tmp_path, capsys):
             assert (out / f"{figure}_anchors-{mode}.png").read_bytes()[:4] == b"\x89PNG"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["values"] == [0, 10] and summary["seeds"] == [0, 1] and len(summary["runs"]) == 6
+    # summary.json is the manifest of the set: every file it names exists, and every result file is named.
+    assert summary["passed"] is True and summary["criteria"] == {"finite_final_metrics": ["final_loss", "delta_g"]}
+    assert all((out / name).is_file() for name in summary["files"])
+    written = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and "fixture_data" not in p.parts}
+    assert written == set(summary["files"]) | {"summary.json"}
     assert summary["anchors"] == ["data", "all"]
     # Fixture sizes at the default R = 100: majority classes keep 10 images, minority classes 1.
     assert stored["class_sizes"] == [10] * 5 + [1] * 5
@@ -97,7 +105,7 @@ def test_fixture_pipeline_end_to_end(tmp_path, capsys):
 def test_cifar_preset_has_three_seeds_and_sparse_evaluation():
     for name in ("cifar10", "cifar100"):
         assert len(cifar.PRESETS[name]["seeds"]) >= 3 and cifar.PRESETS[name]["eval_every"] > 1
-    sweep = cifar.resolve(cifar.build_parser().parse_args(["--augmentation", "crop_flip", "--compile"]), "cpu")
+    sweep = cifar.resolve(cifar.parse(["--augmentation", "crop_flip", "--compile"]), "cpu")
     assert sweep.seeds == (0, 1, 2) and sweep.anchors == ("data", "all") and sweep.base.eval_every == 10
     assert sweep.base.augmentation_name == "crop_flip" and sweep.base.compile
     # 3 seeds x (n_w = 0 once + n_w = 10, 50, 100 in both anchor modes).
@@ -106,7 +114,7 @@ def test_cifar_preset_has_three_seeds_and_sparse_evaluation():
 
 def test_combined_loss_sweeps_alpha(tmp_path, capsys):
     out = tmp_path / "out"
-    code = cifar.main(TINY + ["--epochs", "1", "--R", "1", "--loss", "combined", "--alpha", "0", "1", "--out", str(out)])
+    code = cifar.main(TINY + ["--epochs", "1", "--R", "1", "--loss", "combined", "--alpha", "0,1", "--out", str(out)])
     assert code == 0
     assert sorted(p.stem for p in (out / "runs").glob("*.jsonl")) == ["combined_alpha0_seed0", "combined_alpha1_seed0"]
     assert (out / "variances_vs_alpha.png").is_file() and (out / "delta_g_vs_alpha.png").is_file()
@@ -121,6 +129,14 @@ def test_missing_cifar_exits_2_with_one_line(tmp_path, capsys):
     line = one_line(captured.err)
     assert "--data-dir" in line and "--download" in line and "Traceback" not in captured.err
     assert not (tmp_path / "out").exists()
+
+
+def _exit_code(argv) -> int:
+    """cifar.main's exit code: option errors exit 2 from the parser, later refusals return 2."""
+    try:
+        return cifar.main(argv)
+    except SystemExit as exit_info:
+        return exit_info.code
 
 
 @pytest.fixture
@@ -138,16 +154,62 @@ def no_data_loading(monkeypatch):
 @pytest.mark.parametrize(
     "argv, named",
     [(["--dim", "5", "--n-proto", "1"], "--dim: dim must be >= n_classes - 1 = 9"),
-     (["--R", "0"], "--R: imbalance must be a finite real number >= 1"),
+     (["--R", "0"], "--R '0': must be >= 1"),
+     (["--seeds", "99999999999999999999999"], "--seeds '99999999999999999999999': must lie in [0, 4294967295]"),
+     (["--seeds", "-1"], "--seeds '-1': must lie in"), (["--seeds", "0,0"], "--seeds '0,0': must not repeat"),
+     (["--n-proto", "10,10"], "--n-proto '10,10': must not repeat"),
+     (["--alpha", "0.5,0.5", "--loss", "combined"], "--alpha '0.5,0.5': must not repeat"),
+     (["--anchors", "data,data"], "--anchors 'data,data': must not repeat"),
+     (["--n-proto", "0", "10"], "unrecognized arguments: 10"),
+     (["--tau", "1e-5"], "--tau '1e-5': must lie in"), (["--tau", "1e9"], "--tau '1e9': must lie in"),
      (["--dataset", "fixture", "--loss", "combined", "--batch-size", "8"], "--batch-size"),
      (["--checkpoint-every", "-1"], "--checkpoint-every")],
 )
 def test_bad_inputs_exit_2_before_data_loading(argv, named, tmp_path, capsys, no_data_loading):
-    code = cifar.main(argv + ["--out", str(tmp_path / "out"), "--no-progress"])
+    code = _exit_code(argv + ["--out", str(tmp_path / "out"), "--no-progress"])
     assert code == 2
     line = one_line(capsys.readouterr().err)
     assert named in line and "Traceback" not in line
     assert not (tmp_path / "out").exists()
+
+
+def test_an_unwritable_out_exits_2_before_data_loading(tmp_path, capsys, no_data_loading):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    for out in (str(blocker), str(blocker / "sub"), "", "/proc/x"):
+        assert _exit_code(["--dataset", "fixture", "--out", out]) == 2
+        assert "--out" in one_line(capsys.readouterr().err)
+    assert [p.name for p in tmp_path.iterdir()] == ["file"] and blocker.read_text() == "x"
+
+
+def test_help_shows_every_default_in_input_syntax(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cifar.parse(["--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for shown in ("--R IMBALANCE, --imbalance IMBALANCE", "(default: 100.0)", "(default: 0,10,50,100)",
+                  "(default: data,all)", "(default: 0.0,0.5,1.0)", "(default: none)", "(default: results/cifar)",
+                  "--no-progress", "seeds=0,1,2"):
+        assert shown in text
+    assert text.count("(default:") == len(cifar.Config.__dataclass_fields__)
+    assert "(0, 1, 2)" not in text and "[0, 10" not in text  # input syntax, not Python
+
+
+FUZZ_FLAGS = ["--dataset", "--R", "--loss", "--n-proto", "--anchors", "--alpha", "--tau", "--dim", "--epochs",
+              "--batch-size", "--seeds", "--spread", "--model", "--checkpoint-every", "--threads", "--bogus"]
+FUZZ_VALUES = ["fixture", "digits", "cifar10", "combined", "0", "1", "-1", "5", "0.5", "100", "1e-5", "nan", "x", "",
+               "0,10", "10,10", "data,all", "all", "none", "small_cnn", "99999999999999999999"]
+
+
+@settings(max_examples=80, deadline=None)
+@given(pairs=st.lists(st.tuples(st.sampled_from(FUZZ_FLAGS), st.sampled_from(FUZZ_VALUES)), max_size=6))
+def test_fuzzed_command_lines_exit_0_or_2_and_write_nothing(tmp_path_factory, pairs):
+    out = tmp_path_factory.mktemp("fuzz") / "never"
+    try:
+        cifar.parse([token for pair in pairs for token in pair] + ["--out", str(out)])  # validation only
+    except SystemExit as exit_info:
+        assert exit_info.code == 2
+    assert not out.exists() and not list(out.parent.iterdir())
 
 
 def test_download_without_network_exits_2_before_data_loading(tmp_path, capsys, monkeypatch, no_data_loading):
@@ -172,10 +234,7 @@ def test_download_without_network_exits_2_before_data_loading(tmp_path, capsys, 
      (["--device", "tpu"], "--device"), (["--threads", "-1"], "--threads")],
 )
 def test_bad_arguments_exit_2_with_one_line(argv, named, capsys):
-    try:
-        code = cifar.main(argv + ["--dataset", "digits"] if "--dataset" not in argv else argv)
-    except SystemExit as exit:  # argparse's own errors
-        code = exit.code
+    code = _exit_code(argv + ["--dataset", "digits"] if "--dataset" not in argv else argv)
     assert code == 2
     line = one_line(capsys.readouterr().err)
     assert named in line and "Traceback" not in line
@@ -183,7 +242,7 @@ def test_bad_arguments_exit_2_with_one_line(argv, named, capsys):
 
 def test_sigterm_writes_a_checkpoint_and_resume_finishes(tmp_path, capsys, monkeypatch):
     out = tmp_path / "out"
-    argv = TINY + ["--epochs", "2", "--R", "2", "--n-proto", "0", "10", "--anchors", "data", "--out", str(out)]
+    argv = TINY + ["--epochs", "2", "--R", "2", "--n-proto", "0,10", "--anchors", "data", "--out", str(out)]
     original = files.write_jsonl
     sent = []
 
@@ -195,8 +254,13 @@ def test_sigterm_writes_a_checkpoint_and_resume_finishes(tmp_path, capsys, monke
 
     handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     monkeypatch.setattr(files, "write_jsonl", write_then_signal)
+    out.mkdir()
+    for stale in ("summary.json", "summary.csv", "accuracy.png"):  # an earlier sweep's set in the same folder
+        (out / stale).write_text("another configuration")
     code = cifar.main(argv)
     assert code == 128 + signal.SIGTERM
+    # The earlier set is gone: no summary names a mix of two sweeps; without summary.json the sweep is unfinished.
+    assert not any((out / stale).exists() for stale in ("summary.json", "summary.csv", "accuracy.png"))
     assert "--resume" in one_line(capsys.readouterr().err.replace("no CUDA device found: training on the CPU", ""))
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
     saved = load_checkpoint(out / "checkpoints" / "prototype_nw0_seed0.pt")
@@ -216,6 +280,14 @@ def test_sigterm_writes_a_checkpoint_and_resume_finishes(tmp_path, capsys, monke
     before = (out / "checkpoints" / "prototype_nw10_data_seed0.pt").stat().st_mtime_ns
     assert cifar.main(argv + ["--resume"]) == 0
     assert (out / "checkpoints" / "prototype_nw10_data_seed0.pt").stat().st_mtime_ns == before
+
+
+@pytest.mark.parametrize("row, finite", [({"final_loss": 1.5, "delta_g": 0.2}, True),
+                                         ({"final_loss": float("nan"), "delta_g": 0.2}, False),
+                                         ({"final_loss": 1.5, "delta_g": "nan"}, False),  # read back from JSON
+                                         ({"final_loss": 1.5}, False)])
+def test_the_sweep_criterion_needs_finite_final_metrics(row, finite):
+    assert cifar._finite_final_metrics(row) is finite
 
 
 def test_corrupt_checkpoint_on_resume_exits_2(tmp_path, capsys):

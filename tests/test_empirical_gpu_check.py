@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from empirical import gpu_check
 
@@ -31,10 +33,11 @@ def test_gpu_check_runs_on_a_cpu_without_cvxpy(tmp_path):
     completed = run_check(tmp_path / "check")
     assert completed.returncode == 0, completed.stdout + completed.stderr[-3000:]
     (line,) = completed.stdout.strip().splitlines()
-    assert "5/5 sections passed" in line and "0 host syncs per step" in line
+    assert "5/5 sections passed" in line and "0 host syncs per step" in line and "exit 0" in line
     report = json.loads((tmp_path / "check" / "gpu_check.json").read_text())
     sections = report["sections"]
-    assert report["passed"] and list(sections) == ["environment", "fixture", "digits", "fixed_batch", "torchrun"]
+    assert report["passed"] and report["complete"] and report["tolerances"] == gpu_check.TOLERANCES
+    assert list(sections) == ["environment", "fixture", "digits", "fixed_batch", "torchrun"]
     assert sections["environment"]["cvxpy_imported"] is False
     for name in ("fixture", "digits"):
         run = sections[name]
@@ -56,7 +59,7 @@ def test_a_failing_section_is_reported_and_the_others_still_run(tmp_path):
     # Without scikit-learn and without its digits file, the digits section fails with the reason.
     completed = run_check(tmp_path / "check", "--no-torchrun", block=("cvxpy", "sklearn", "sklearn.datasets"))
     assert completed.returncode == 1
-    assert "3/4 sections passed (failed: digits)" in completed.stdout
+    assert "3/4 sections passed (failed: digits)" in completed.stdout and "exit 1" in completed.stdout
     sections = json.loads((tmp_path / "check" / "gpu_check.json").read_text())["sections"]
     assert "scikit-learn" in sections["digits"]["error"] and not sections["digits"]["passed"]
     assert sections["fixture"]["passed"] and sections["fixed_batch"]["passed"]
@@ -109,9 +112,45 @@ def test_a_failure_on_one_rank_ends_every_rank_with_its_reason_and_rank_0_resume
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["prototype_nw10_data_seed0.pt"]
 
 
-@pytest.mark.parametrize("argv", [["--device", "tpu"], ["--bogus"]])
-def test_bad_arguments_exit_2_with_one_line(argv, capsys):
+@pytest.mark.parametrize("argv, named", [(["--device", "tpu"], "--device 'tpu'"), (["--bogus"], "--bogus"),
+                                         (["--compile", "yes"], "yes")])
+def test_bad_arguments_exit_2_with_one_line(argv, named, tmp_path, capsys):
     with pytest.raises(SystemExit) as caught:
-        gpu_check.main(argv + ["--out", "unused"])
+        gpu_check.main(argv + ["--out", str(tmp_path / "never")])
     assert caught.value.code == 2
-    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert named in line and not (tmp_path / "never").exists()
+
+
+@pytest.mark.parametrize("case", ["file", "under a file", "empty", "proc"])
+def test_an_unwritable_out_exits_2_before_any_work(case, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    out = {"file": str(blocker), "under a file": str(blocker / "sub"), "empty": "", "proc": "/proc/x"}[case]
+    with pytest.raises(SystemExit) as caught:
+        gpu_check.main(["--out", out, "--device", "cpu"])
+    assert caught.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "--out" in line and [p.name for p in tmp_path.iterdir()] == ["file"] and blocker.read_text() == "x"
+
+
+def test_help_shows_every_default_in_input_syntax(capsys):
+    with pytest.raises(SystemExit) as caught:
+        gpu_check.parse(["--help"])
+    assert caught.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for shown in ("(default: results/gpu_check)", "(default: auto)", "(default: none)", "--no-torchrun"):
+        assert shown in text
+    assert text.count("(default:") == len(gpu_check.Config.__dataclass_fields__)
+
+
+@settings(max_examples=60, deadline=None)
+@given(tokens=st.lists(st.sampled_from(["--device", "--data-dir", "--compile", "--no-torchrun", "--worker",
+                                        "--bogus", "cpu", "", "none", "x", "-1"]), max_size=6))
+def test_fuzzed_command_lines_exit_0_or_2_and_write_nothing(tmp_path_factory, tokens):
+    out = tmp_path_factory.mktemp("fuzz") / "never"
+    try:
+        gpu_check.parse([*tokens, "--out", str(out)])  # validation only: nothing runs
+    except SystemExit as caught:
+        assert caught.code == 2
+    assert not out.exists() and not list(out.parent.iterdir())
