@@ -439,3 +439,44 @@ def test_one_class_is_enough_for_means_and_variances():
         class_mean_gram("z", torch.zeros(4, dtype=torch.long), 1)
     with pytest.raises(ValueError, match=r"^n_classes must be an integer >= 1, got 0"):
         class_mean_gram(z, torch.zeros(4, dtype=torch.long), 0)
+
+
+def test_variances_from_the_class_mean_gram_equal_the_variances_of_the_embeddings():
+    from simulate.metrics import variances_from_class_mean_gram
+
+    labels = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 2])
+    z = unit((2, 3, 9, 4), seed=50)  # two leading dims
+    counts = torch.bincount(labels, minlength=3)
+    gram = class_mean_gram(z, labels, 3)
+    from_gram = variances_from_class_mean_gram(gram, counts)
+    direct = variances(z, labels, 3)
+    for got, expected in zip(from_gram, direct):
+        assert got.shape == (2, 3)
+        close(got, expected)
+    # a fourth class with count 0 has weight 0, whatever its Gram row
+    bordered = torch.eye(4, dtype=torch.float64).repeat(2, 3, 1, 1) * 0.5
+    bordered[..., :3, :3] = gram
+    for got, expected in zip(variances_from_class_mean_gram(bordered, counts.tolist() + [0]), direct):
+        close(got, expected)
+    gram32 = class_mean_gram(z[0, 0].float(), labels, 3)
+    assert variances_from_class_mean_gram(gram32, counts.tolist()).total.dtype == torch.float32
+    as_numpy = variances_from_class_mean_gram(gram[0, 0].numpy(), counts.numpy())
+    close(as_numpy.within, direct.within[0, 0])
+
+
+@pytest.mark.parametrize(
+    "gram, counts, message",
+    [
+        (np.eye(3)[:, :2], (1, 1, 1), r"^G must be a \(\.\.\., m, m\) matrix, got shape \(3, 2\)"),
+        (np.ones(3), (1, 1, 1), r"^G must be a \(\.\.\., m, m\) matrix, got shape \(3,\)"),
+        (np.eye(3), (1, 1), r"^class_counts must be 3 counts >= 0 with a positive sum, got \(1, 1\)"),
+        (np.eye(3), (1, -1, 1), r"^class_counts must be 3 counts >= 0"),
+        (np.eye(3), (0, 0, 0), r"^class_counts must be 3 counts >= 0 with a positive sum"),
+        (torch.ones(3, 3, dtype=torch.int64), (1, 1, 1), r"^G must be a floating tensor"),
+    ],
+)
+def test_variances_from_class_mean_gram_errors(gram, counts, message):
+    from simulate.metrics import variances_from_class_mean_gram
+
+    with pytest.raises(ValueError, match=message):
+        variances_from_class_mean_gram(gram, counts)
