@@ -31,6 +31,9 @@ ALLOWED_PRIVATE_USES = {
     # splitting now; make them public there (or test through the public sweep) and delete these.
     ("test_prototypes_sweep", "simulate.prototypes._full_batch_loss_and_grad_norm"),
     ("test_prototypes_sweep", "simulate.prototypes._draw_batch"),
+    # The sweep's exit criterion of empirical/cifar.py, tested directly; that file is being converted
+    # to the command-line pattern by another change: make it public there and delete this.
+    ("test_empirical_cifar", "empirical.cifar._finite_final_metrics"),
 }
 
 
