@@ -47,11 +47,20 @@ import numpy as np
 import scipy.sparse as sparse
 from scipy.special import logsumexp
 
+from simulate.gram_program import (
+    Program,
+    combined_program,
+    prototype_program,
+    supcon_program,
+)
 from theory.arguments import (
+    ANCHOR_MODES,
     require_alpha,
     require_balanced_sizes,
     require_choice,
+    require_class_sizes,
     require_int,
+    require_scalar,
     require_tau_in_range,
     require_variant,
 )
@@ -82,7 +91,6 @@ ATTEMPTS = (("CLARABEL", 1e-9), ("CLARABEL", 1e-8), ("SCS", 1e-9), ("CLARABEL", 
 #: Seconds SCS may spend in one attempt.
 SCS_TIME_LIMIT = 10.0
 
-ANCHOR_MODES = ("data", "all")
 
 
 class CertificateError(RuntimeError):
@@ -250,157 +258,6 @@ def embeddings_from_gram(G, dim: int | None = None, seed: int | None = None, ran
 
 
 # ---------------------------------------------------------------------------
-# Programs: anchors, denominators, positives
-
-
-@dataclass(frozen=True)
-class _Anchor:
-    """One anchor row: its denominator D(a) as (columns, shifts), and its weight."""
-
-    row: int
-    columns: np.ndarray  # (L,) columns c of G in the denominator
-    shifts: np.ndarray  # (L,) constants added to G_ac / tau: log of the copies c stands for
-    weight: float  # multiplicity of the anchor in the mean
-
-
-@dataclass(frozen=True)
-class _Program:
-    """loss(G) = [sum_a w_a LSE_{c in D(a)}(G_ac/tau + shift_ac) - <C, G>/tau] / sum_a w_a.
-
-    `positives` is C with each anchor's row already multiplied by its weight w_a.
-    """
-
-    anchors: tuple[_Anchor, ...]
-    positives: np.ndarray  # (K, K)
-    labels: np.ndarray  # (K,)
-    n_data: int
-    fixed: np.ndarray | None  # (m, m) Gram fixed on rows/columns [n_data, K), or None
-
-    @property
-    def size(self) -> int:
-        return len(self.labels)
-
-    @property
-    def total_weight(self) -> float:
-        return float(sum(anchor.weight for anchor in self.anchors))
-
-    def groups(self):
-        """(rows (R,), columns (R, L), shifts (R, L), weights (R,)) per distinct length L."""
-        lengths = np.array([len(anchor.columns) for anchor in self.anchors])
-        for length in np.unique(lengths):
-            chosen = [self.anchors[i] for i in np.flatnonzero(lengths == length)]
-            yield (
-                np.array([anchor.row for anchor in chosen]),
-                np.stack([anchor.columns for anchor in chosen]),
-                np.stack([anchor.shifts for anchor in chosen]),
-                np.array([anchor.weight for anchor in chosen]),
-            )
-
-
-def _others(k: int, a: int) -> np.ndarray:
-    """0..k-1 without a: the denominator of an anchor excluded from its own sum."""
-    return np.delete(np.arange(k), a)
-
-
-def _plain_anchor(row: int, columns: np.ndarray) -> _Anchor:
-    return _Anchor(row, columns, np.zeros(len(columns)), 1.0)
-
-
-def _combined_program(alpha: float, m: int, n: int, p: int, variant: str) -> _Program:
-    """The combined loss (docs/losses.md#combined-loss-instance-variant) on N = m*n*p views; every anchor has weight 1.
-
-    "instance": D(a) = all N views, a included; self positives: the p views of a's
-    instance, a included (weight alpha/p); sup positives: the (n-1)p views of a's
-    class in other instances (weight (1-alpha)/((n-1)p)).
-    "supcon": a removed from D(a) and from its self positives (weight alpha/(p-1)).
-    """
-    size = m * n * p
-    index = np.arange(size)
-    label, instance = index // (n * p), index // p
-    same_instance = instance[:, None] == instance[None, :]
-    same_class_other = (label[:, None] == label[None, :]) & ~same_instance
-    if variant == "instance":
-        anchors = tuple(_plain_anchor(a, index) for a in index)
-        own = np.where(same_instance, alpha / p, 0.0)
-    else:
-        anchors = tuple(_plain_anchor(a, _others(size, a)) for a in index)
-        own = np.where(same_instance & ~np.eye(size, dtype=bool), alpha / (p - 1), 0.0)
-    positives = own + np.where(same_class_other, (1 - alpha) / ((n - 1) * p), 0.0)
-    return _Program(anchors, positives, label, size, None)
-
-
-def _supcon_program(class_sizes: tuple[int, ...]) -> _Program:
-    """Per-anchor SCL (docs/losses.md#per-anchor-scl): D(a) = all samples but a; P(a) = a's class but a, weight 1/|P(a)|.
-
-    Samples of singleton classes (empty P(a)) are not anchors but stay in the
-    other anchors' denominators.
-    """
-    label = np.repeat(np.arange(len(class_sizes)), class_sizes)
-    size = len(label)
-    same = (label[:, None] == label[None, :]) & ~np.eye(size, dtype=bool)
-    count = same.sum(axis=1)
-    anchors = tuple(_plain_anchor(a, _others(size, a)) for a in np.flatnonzero(count > 0))
-    positives = np.where(same, 1.0 / np.maximum(count, 1)[:, None], 0.0)
-    return _Program(anchors, positives, label, size, None)
-
-
-def _data_anchor(a: int, data_label: np.ndarray, n_proto: int, m: int, positives: np.ndarray) -> _Anchor | None:
-    """Data anchor a of class y (docs/losses.md#prototype-scl); writes its row of C into `positives`.
-
-    D(a) = the other data (shift 0) and the m prototypes (shift log n_proto);
-    P(a) = the other class-y data and n_proto copies of w_y, |P(a)| = N_y - 1 + n_proto.
-    """
-    n_data, y = len(data_label), data_label[a]
-    same = np.flatnonzero((data_label == y) & (np.arange(n_data) != a))
-    count = len(same) + n_proto
-    if count == 0:
-        return None
-    positives[a, same] = 1.0 / count
-    if n_proto == 0:
-        return _plain_anchor(a, _others(n_data, a))
-    positives[a, n_data + y] = n_proto / count
-    columns = np.concatenate([_others(n_data, a), n_data + np.arange(m)])
-    shifts = np.concatenate([np.zeros(n_data - 1), np.full(m, math.log(n_proto))])
-    return _Anchor(a, columns, shifts, 1.0)
-
-
-def _prototype_anchor(c: int, data_label: np.ndarray, n_proto: int, m: int, positives: np.ndarray) -> _Anchor | None:
-    """The n_proto copies of w_c as anchors (anchors="all", n_proto >= 1), weight n_proto.
-
-    D = all data (shift 0), the other prototypes (shift log n_proto) and, if
-    n_proto >= 2, the other n_proto - 1 copies of w_c (the diagonal entry, shift
-    log(n_proto - 1)); P = class-c data and those copies, |P| = N_c + n_proto - 1.
-    """
-    n_data = len(data_label)
-    row = n_data + c
-    class_data = np.flatnonzero(data_label == c)
-    count = len(class_data) + n_proto - 1
-    if count == 0:
-        return None
-    positives[row, class_data] = n_proto / count
-    columns = [np.arange(n_data), n_data + _others(m, c)]
-    shifts = [np.zeros(n_data), np.full(m - 1, math.log(n_proto))]
-    if n_proto >= 2:
-        positives[row, row] = n_proto * (n_proto - 1) / count
-        columns.append(np.array([row]))
-        shifts.append(np.array([math.log(n_proto - 1)]))
-    return _Anchor(row, np.concatenate(columns), np.concatenate(shifts), float(n_proto))
-
-
-def _prototype_program(class_sizes, prototype_gram, n_proto: int, anchors: str) -> _Program:
-    """Prototype SCL (docs/losses.md#prototype-scl) on N data rows and one row per prototype (its n_proto copies)."""
-    m = len(class_sizes)
-    data_label = np.repeat(np.arange(m), class_sizes)
-    n_data = len(data_label)
-    positives = np.zeros((n_data + m, n_data + m))
-    rows = [_data_anchor(a, data_label, n_proto, m, positives) for a in range(n_data)]
-    if anchors == "all" and n_proto > 0:
-        rows += [_prototype_anchor(c, data_label, n_proto, m, positives) for c in range(m)]
-    label = np.concatenate([data_label, np.arange(m)])
-    return _Program(tuple(r for r in rows if r is not None), positives, label, n_data, prototype_gram)
-
-
-# ---------------------------------------------------------------------------
 # Building, solving, evaluating
 
 
@@ -410,7 +267,7 @@ def _entries(rows: np.ndarray, columns: np.ndarray, size: int) -> sparse.csr_mat
     return sparse.csr_matrix((np.ones(count), (np.arange(count), columns * size + rows)), shape=(count, size * size))
 
 
-def _build(program: _Program, tau: float) -> tuple[cp.Problem, cp.Variable]:
+def _build(program: Program, tau: float) -> tuple[cp.Problem, cp.Variable]:
     """The cvxpy problem: minimise the program's loss over psd G with its equality constraints.
 
     Each group of anchors with equal denominator length L becomes one (R, L) affine
@@ -462,7 +319,7 @@ def solve_problem(problem: cp.Problem, solver: str, tolerance: float) -> tuple[s
     return problem.status, float(problem.value), float(problem.value - primal + dual)
 
 
-def _evaluate(program: _Program, G: np.ndarray, tau: float) -> float:
+def _evaluate(program: Program, G: np.ndarray, tau: float) -> float:
     """The program's loss at a Gram matrix G (K, K), float64 numpy."""
     total = -np.sum(program.positives * G) / tau
     for rows, columns, shifts, weights in program.groups():
@@ -470,7 +327,7 @@ def _evaluate(program: _Program, G: np.ndarray, tau: float) -> float:
     return float(total / program.total_weight)
 
 
-def _solve(program: _Program, tau: float, loss: str, solver: str | None, strict: bool) -> Certificate:
+def _solve(program: Program, tau: float, loss: str, solver: str | None, strict: bool) -> Certificate:
     """Run `ATTEMPTS` (restricted to `solver` if given) until one is optimal."""
     start = time.perf_counter()
     attempts = ATTEMPTS if solver is None else tuple(a for a in ATTEMPTS if a[0] == solver)
@@ -488,7 +345,7 @@ def _solve(program: _Program, tau: float, loss: str, solver: str | None, strict:
     return certificate.require_ok() if strict else certificate
 
 
-def _certificate(program: _Program, tau: float, loss: str, raw, solved: dict, seconds: float) -> Certificate:
+def _certificate(program: Program, tau: float, loss: str, raw, solved: dict, seconds: float) -> Certificate:
     """Violations of the solver's G, and the loss at its projection `nearest_gram`."""
     n, size = program.n_data, program.size
     if raw is None or not np.isfinite(raw).all():
@@ -516,22 +373,6 @@ def _require_size(size: int) -> None:
             f"number of vectors K must be <= {MAX_VECTORS} (beyond, a certificate takes over about a minute), "
             f"got K = {size}"
         )
-
-
-def _require_class_sizes(class_sizes, minimum: int) -> tuple[int, ...]:
-    """A non-empty sequence of integers >= minimum."""
-    if isinstance(class_sizes, (str, bytes)) or not hasattr(class_sizes, "__len__"):
-        raise ValueError(f"class_sizes must be a sequence of integers, got {class_sizes!r}")
-    if len(class_sizes) < 1:
-        raise ValueError("class_sizes must name at least one class, got an empty sequence")
-    return tuple(require_int(f"class_sizes[{c}]", size, minimum) for c, size in enumerate(class_sizes))
-
-
-def _require_scalar(name: str, value: np.ndarray) -> float:
-    """A validated alpha or tau as a float: one program per (alpha, tau)."""
-    if value.ndim != 0:
-        raise ValueError(f"{name} must be a scalar (one program per value), got an array of shape {value.shape}")
-    return float(value)
 
 
 def _require_solver(solver) -> None:
@@ -575,11 +416,11 @@ def certify_combined(
     """
     m, n, p = require_balanced_sizes(n_classes, n_per_class, n_views)
     require_variant(variant, p)
-    alpha = _require_scalar("alpha", require_alpha(alpha))
-    tau = _require_scalar("tau", require_tau_in_range(tau))
+    alpha = require_scalar("alpha", require_alpha(alpha))
+    tau = require_scalar("tau", require_tau_in_range(tau))
     _require_solver(solver)
     _require_size(m * n * p)
-    return _solve(_combined_program(alpha, m, n, p, variant), tau, f"combined-{variant}", solver, strict)
+    return _solve(combined_program(alpha, m, n, p, variant), tau, f"combined-{variant}", solver, strict)
 
 
 def certify_supcon(class_sizes, tau, *, solver: str | None = None, strict: bool = True) -> Certificate:
@@ -596,13 +437,13 @@ def certify_supcon(class_sizes, tau, *, solver: str | None = None, strict: bool 
     Returns:
         A `Certificate` with K = sum(class_sizes) rows.
     """
-    sizes = _require_class_sizes(class_sizes, 1)
+    sizes = require_class_sizes(class_sizes, 1)
     if max(sizes) < 2:
         raise ValueError(f"class_sizes must contain a class of size >= 2 (else no anchor has a positive), got {sizes}")
-    tau = _require_scalar("tau", require_tau_in_range(tau))
+    tau = require_scalar("tau", require_tau_in_range(tau))
     _require_solver(solver)
     _require_size(sum(sizes))
-    return _solve(_supcon_program(sizes), tau, "supcon", solver, strict)
+    return _solve(supcon_program(sizes), tau, "supcon", solver, strict)
 
 
 def certify_prototype(
@@ -639,7 +480,7 @@ def certify_prototype(
         A `Certificate` with K = N + m rows, n_data = N; see
         `Certificate.embeddings_with_prototypes` to evaluate it against vectors W.
     """
-    sizes = _require_class_sizes(class_sizes, 0)
+    sizes = require_class_sizes(class_sizes, 0)
     if sum(sizes) < 1:
         raise ValueError(f"class_sizes must contain at least one sample, got {sizes}")
     try:
@@ -650,11 +491,11 @@ def certify_prototype(
         m = len(sizes)
         raise ValueError(f"prototype_gram must have shape ({m}, {m}), one row per class, got {gram.shape}")
     n_proto = require_int("n_proto", n_proto, 0)
-    tau = _require_scalar("tau", require_tau_in_range(tau))
+    tau = require_scalar("tau", require_tau_in_range(tau))
     require_choice("anchors", anchors, ANCHOR_MODES)
     _require_solver(solver)
     _require_size(sum(sizes) + len(sizes))
-    program = _prototype_program(sizes, gram, n_proto, anchors)
+    program = prototype_program(sizes, gram, n_proto, anchors)
     if not program.anchors:
         raise ValueError(f"class_sizes {sizes} with n_proto = {n_proto} give no anchor a positive (loss undefined)")
     return _solve(program, tau, f"prototype-{anchors}", solver, strict)

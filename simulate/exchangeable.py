@@ -35,14 +35,17 @@ import numpy as np
 import torch
 
 from simulate import metrics
-from simulate.certify import ANCHOR_MODES, CertificateError, solve_problem
+from simulate.certify import CertificateError, solve_problem
 from simulate.polish import FEASIBILITY, polish
 from simulate.reduction import SYMMETRIES, Reduced, Structure, build, class_orbits
 from theory.arguments import (
+    ANCHOR_MODES,
     require_alpha,
     require_balanced_sizes,
     require_choice,
+    require_class_sizes,
     require_int,
+    require_scalar,
     require_tau_in_range,
     require_variant,
 )
@@ -306,18 +309,6 @@ def _class_vectors(certificate: ExchangeableCertificate, i: int, mean: np.ndarra
 # Certificates
 
 
-def _scalar(name: str, value) -> float:
-    if value.ndim != 0:
-        raise ValueError(f"{name} must be a scalar (one program per value), got an array of shape {value.shape}")
-    return float(value)
-
-
-def _sizes(class_sizes, minimum: int) -> tuple[int, ...]:
-    if isinstance(class_sizes, (str, bytes)) or not hasattr(class_sizes, "__len__") or len(class_sizes) < 1:
-        raise ValueError(f"class_sizes must be a non-empty sequence of integers, got {class_sizes!r}")
-    return tuple(require_int(f"class_sizes[{c}]", size, minimum) for c, size in enumerate(class_sizes))
-
-
 def certify_combined(alpha, tau, n_classes: int, n_per_class: int, n_views: int = 2, variant: str = "instance", *,
                      symmetry: str = "classes", solver: str | None = None, strict: bool = True) -> ExchangeableCertificate:
     """Certified minimum of Paper B's combined loss at any balanced size (m, n, p).
@@ -328,8 +319,8 @@ def certify_combined(alpha, tau, n_classes: int, n_per_class: int, n_views: int 
     """
     m, n, p = require_balanced_sizes(n_classes, n_per_class, n_views)
     require_variant(variant, p)
-    alpha = _scalar("alpha", require_alpha(alpha))
-    tau = _scalar("tau", require_tau_in_range(tau))
+    alpha = require_scalar("alpha", require_alpha(alpha))
+    tau = require_scalar("tau", require_tau_in_range(tau))
     require_choice("symmetry", symmetry, SYMMETRIES)
     sizes = (n,) * m
     structure = Structure(class_orbits(sizes, None, symmetry), sizes, p, None, 0)
@@ -339,10 +330,10 @@ def certify_combined(alpha, tau, n_classes: int, n_per_class: int, n_views: int 
 def certify_supcon(class_sizes, tau, *, symmetry: str = "classes", solver: str | None = None,
                    strict: bool = True) -> ExchangeableCertificate:
     """Certified minimum of per-anchor SCL (docs/losses.md) for any class sizes (each >= 1, one >= 2)."""
-    sizes = _sizes(class_sizes, 1)
+    sizes = require_class_sizes(class_sizes, 1)
     if max(sizes) < 2:
         raise ValueError(f"class_sizes must contain a class of size >= 2 (else no anchor has a positive), got {sizes}")
-    tau = _scalar("tau", require_tau_in_range(tau))
+    tau = require_scalar("tau", require_tau_in_range(tau))
     require_choice("symmetry", symmetry, SYMMETRIES)
     structure = Structure(class_orbits(sizes, None, symmetry), sizes, 1, None, 0)
     return certify_reduced(build(structure, "supcon", tau), solver=solver, strict=strict)
@@ -359,7 +350,7 @@ def certify_prototype(class_sizes, prototype_gram, n_proto: int, tau, anchors: s
         n_proto: copies of each prototype n_w >= 0 (0 is plain SCL on the data).
         tau: > 0. anchors: "data" | "all". symmetry: "classes" | "none".
     """
-    sizes = _sizes(class_sizes, 0)
+    sizes = require_class_sizes(class_sizes, 0)
     if sum(sizes) < 1:
         raise ValueError(f"class_sizes must contain at least one sample, got {sizes}")
     try:
@@ -369,7 +360,7 @@ def certify_prototype(class_sizes, prototype_gram, n_proto: int, tau, anchors: s
     if gram.shape != (len(sizes), len(sizes)):
         raise ValueError(f"prototype_gram must have shape ({len(sizes)}, {len(sizes)}), got {gram.shape}")
     n_proto = require_int("n_proto", n_proto, 0)
-    tau = _scalar("tau", require_tau_in_range(tau))
+    tau = require_scalar("tau", require_tau_in_range(tau))
     require_choice("anchors", anchors, ANCHOR_MODES)
     require_choice("symmetry", symmetry, SYMMETRIES)
     if n_proto == 0 and max(sizes) < 2:

@@ -39,6 +39,7 @@ import torch
 from torch import Tensor
 
 from theory.arguments import (
+    ANCHOR_MODES,
     VARIANTS,
     require_alpha,
     require_choice,
@@ -46,9 +47,6 @@ from theory.arguments import (
     require_tau,
     require_variant,
 )
-
-ANCHOR_MODES = ("data", "all")
-
 
 # ---------------------------------------------------------------------------
 # Inputs: layout, validation, precision

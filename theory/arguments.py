@@ -16,6 +16,9 @@ from numpy.typing import ArrayLike
 
 VARIANTS = ("instance", "supcon")
 
+#: Anchor modes of prototype SCL: the batch samples only, or the prototype copies too (docs/losses.md#prototype-scl).
+ANCHOR_MODES = ("data", "all")
+
 
 def require_int(name: str, value: object, minimum: int) -> int:
     """An integer ``>= minimum`` (bools are refused: ``True`` is not a count)."""
@@ -102,3 +105,19 @@ def require_balanced_sizes(n_classes: int, n_per_class: int, n_views: int = 1) -
         require_int("n_per_class", n_per_class, 2),
         require_int("n_views", n_views, 1),
     )
+
+
+def require_class_sizes(class_sizes, minimum: int) -> tuple[int, ...]:
+    """A non-empty sequence of integers >= minimum (samples per class), as a tuple."""
+    if isinstance(class_sizes, (str, bytes)) or not hasattr(class_sizes, "__len__"):
+        raise ValueError(f"class_sizes must be a sequence of integers, got {class_sizes!r}")
+    if len(class_sizes) < 1:
+        raise ValueError("class_sizes must name at least one class, got an empty sequence")
+    return tuple(require_int(f"class_sizes[{c}]", size, minimum) for c, size in enumerate(class_sizes))
+
+
+def require_scalar(name: str, value: np.ndarray) -> float:
+    """A validated alpha or tau array that must be one number (one program per value), as a float."""
+    if value.ndim != 0:
+        raise ValueError(f"{name} must be a scalar (one program per value), got an array of shape {value.shape}")
+    return float(value)

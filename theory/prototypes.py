@@ -66,9 +66,7 @@ from numpy.typing import ArrayLike
 from scipy.optimize import minimize
 from scipy.special import logsumexp
 
-from theory.arguments import require_choice, require_int, require_tau
-
-ANCHOR_MODES = ("data", "all")
+from theory.arguments import ANCHOR_MODES, require_choice, require_int, require_tau
 
 # ---------------------------------------------------------------------------
 # Numerics: validation
