@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Mutation testing (issue 12; not part of CI): mutmut over theory/ssem.py, theory/prototypes.py and
+# simulate/metrics.py at a committed revision, each mutant run against the fast tests that cover it.
+#
+#   benchmarks/mutation.sh [REVISION] [WORKDIR]     (defaults: HEAD, /tmp/scl-mutation)
+#
+# RESUME=1 keeps WORKDIR/mutants from an earlier run: mutmut re-runs only what changed.
+#
+# The revision is exported into WORKDIR (git archive), so the working tree is never touched. One
+# worker (--max-children 1): the machines are shared. Results: `mutmut results` in WORKDIR lists
+# the survivors; `mutmut show NAME` prints one. Equivalent mutants are listed in
+# docs/mutation.md with a one-line reason each.
+set -euo pipefail
+revision="${1:-HEAD}"
+workdir="${2:-/tmp/scl-mutation}"
+root="$(git -C "$(dirname "$0")" rev-parse --show-toplevel)"
+if [ "${RESUME:-0}" != 1 ]; then rm -rf "$workdir"; fi
+mkdir -p "$workdir"
+git -C "$root" archive "$revision" | tar -x -C "$workdir"
+cd "$workdir"
+cat >> pyproject.toml <<'TOML'
+
+[tool.mutmut]
+source_paths = ["theory/", "simulate/"]
+only_mutate = ["theory/ssem.py", "theory/prototypes.py", "simulate/metrics.py"]
+also_copy = ["proofs_checks/", "empirical/", "conftest.py"]
+# torch is not fork-safe: workers come from a fork server that imported nothing of the suite.
+process_isolation = "forkserver"
+pytest_add_cli_args = ["-p", "no:cacheprovider", "-x", "-q"]
+pytest_add_cli_args_test_selection = [
+    "tests/test_ssem.py", "tests/test_simplex.py", "tests/test_prototypes_theory.py", "tests/test_metrics.py",
+    "proofs_checks/test_b1_closed_forms.py", "proofs_checks/test_b2_alpha_star_limits.py",
+    "proofs_checks/test_b3_tau_star.py", "proofs_checks/test_b4_beta_independent_of_views.py",
+    "proofs_checks/test_b5_within_variance.py", "proofs_checks/test_b6_ssem_construction.py",
+    "proofs_checks/test_b7_guideline.py", "proofs_checks/test_a1_limit.py",
+]
+TOML
+export HYPOTHESIS_PROFILE=ci
+"$root/.venv/bin/mutmut" run --max-children 1
+"$root/.venv/bin/mutmut" results
