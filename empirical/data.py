@@ -1,4 +1,4 @@
-"""Image data for the empirical route (DESIGN §0, §7): CIFAR, digits, a CIFAR-format fixture.
+"""Image data for the empirical route (docs/commands.md#empirical-cifar): CIFAR, digits, a CIFAR-format fixture.
 
 Every dataset becomes a `LabelledImages`: uint8 images (N, C, H, W) and int64 labels (N,),
 kept as tensors so that a training loop can hold the whole set on its device. Class

@@ -2,8 +2,8 @@
 
 `run(config)` trains one network and returns its epoch log and final metrics; the module reads
 top to bottom as setup -> data -> network -> training step -> the run, which is `build`, then
-`restore` (on resume), then `train_epoch` per epoch. Losses come from `simulate.losses` (DESIGN
-§2.1-§2.4, through its training fast path) and metrics from `simulate.metrics` (DESIGN §3),
+`restore` (on resume), then `train_epoch` per epoch. Losses come from `simulate.losses` (docs/losses.md,
+through its training fast path) and metrics from `simulate.metrics` (docs/metrics.md),
 measured by `empirical.evaluation`; nothing here defines either.
 
 Each step draws a batch of B images, makes two augmented views of each (parameters
