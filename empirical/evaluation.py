@@ -6,11 +6,16 @@ then all-gathered) and measures, on the projector output z and on the backbone f
 total/within/between variance, NC1 and nearest-class-centre accuracy (`geometry_metrics`,
 from `simulate.metrics`; nothing here defines a metric). ``precise`` measures in float32
 with TF32 off (`full_float32`); otherwise at the training precision (bf16 on CUDA).
+
+`training_settled` is the convergence rule of an empirical claim (docs/verdicts.md#converged-training):
+it reads a run's epoch log and decides whether the run has settled.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -114,3 +119,61 @@ def evaluate(network: ContrastiveNet, data: PreparedData, target_gram: Tensor, p
                                         n_classes, minority)
         measured[head] = ({**record, "eval_precision": precision}, gram)
     return measured
+
+
+#: The convergence rule (docs/verdicts.md#converged-training): over the last `SETTLING_TAIL` of the
+#: epochs, each quantity the claim reads changes by at most its tolerance. DeltaG* lies in [0, 2] and W in
+#: [0, 1]: 0.02 is 1-2 % of their range.
+SETTLING_TOLERANCES = {"loss": 0.05, "delta_g": 0.02, "within_var": 0.02}
+SETTLING_TAIL = 0.2
+#: Quantities averaged over the epoch's augmented batches: they move from epoch to epoch even when the network
+#: has settled, so their change is the drift of the window's second-half mean from its first-half mean.
+BATCH_AVERAGED = ("loss",)
+
+
+@dataclass(frozen=True)
+class Settling:
+    """What `training_settled` decided: settled, each quantity's change over the window, and why not."""
+
+    settled: bool
+    changes: dict
+    first_epoch: int
+    last_epoch: int
+    reason: str | None = None
+
+
+def window_change(values: list[float], batch_averaged: bool) -> float:
+    """Change of a quantity over the window from its values in epoch order: the range (max - min), or for a
+    batch-averaged quantity |mean of the last half - mean of the first half| (the middle value of an odd count
+    left out)."""
+    if not batch_averaged:
+        return max(values) - min(values) if all(v == v for v in values) else math.nan
+    half = len(values) // 2
+    return abs(sum(values[-half:]) / half - sum(values[:half]) / half)
+
+
+def training_settled(log: list[dict], tolerances: dict = SETTLING_TOLERANCES, tail: float = SETTLING_TAIL) -> Settling:
+    """Whether a training run has converged, by the rule of docs/verdicts.md#converged-training.
+
+    The window runs from epoch E - ceil(tail * E) to the last epoch E. For each quantity of
+    ``tolerances`` the window's values are the logged ones at epochs inside it, plus the last value
+    logged before it (so an evaluation every k epochs still covers the window's start). The run has
+    settled when every quantity has at least two such values and their `window_change` is within
+    its tolerance.
+    """
+    if not log or not 0 < tail <= 1:
+        raise ValueError(f"need a non-empty log and tail in (0, 1], got {len(log)} records and tail {tail}")
+    last = int(log[-1]["epoch"])
+    first = last - math.ceil(tail * last)
+    changes, problems = {}, []
+    for name, tolerance in tolerances.items():
+        logged = [(int(r["epoch"]), float(r[name])) for r in log if r.get(name) is not None]
+        before = [value for epoch, value in logged if epoch <= first]
+        values = before[-1:] + [value for epoch, value in logged if epoch > first]
+        if not before or len(values) < 2:
+            problems.append(f"{name} not logged at or before epoch {first} and after it")
+            continue
+        changes[name] = window_change(values, name in BATCH_AVERAGED)
+        if not changes[name] <= tolerance:  # NaN: not settled
+            problems.append(f"{name} moved by {changes[name]:.4g} > {tolerance:g} over epochs {first}-{last}")
+    return Settling(not problems, changes, first, last, "; ".join(problems) or None)

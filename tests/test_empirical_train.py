@@ -142,6 +142,13 @@ def test_same_config_gives_identical_runs(fixture_root, deterministic):
     assert without_timing(c["log"]) != without_timing(a["log"])
 
 
+def test_every_n_proto_takes_effect(fixture_root, deterministic):
+    # A training that capped n_w (say at 10) would give identical runs at n_w = 10 and 100.
+    ten, hundred = (train.run(tiny_config(fixture_root, epochs=1, n_proto=n)) for n in (10, 100))
+    assert ten["log"][0]["loss"] != hundred["log"][0]["loss"]
+    assert ten["final"]["delta_g"] != hundred["final"]["delta_g"]
+
+
 def test_interrupt_and_resume_matches_an_uninterrupted_run(fixture_root, tmp_path, deterministic):
     config = tiny_config(fixture_root)
     reference = train.run(config)
