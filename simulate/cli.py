@@ -440,3 +440,41 @@ def current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def parse_bytes(text: str, *, name: str) -> int:
+    """A memory size such as `512M`, `8G`, `1.5T` or a plain number of bytes; ValueError naming the option."""
+    units = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+    value = str(text).strip().upper().removesuffix("B").removesuffix("I")
+    suffix = value[-1:] if value[-1:] in units else ""
+    try:
+        number = float(value[: len(value) - len(suffix)])
+    except ValueError:
+        raise ValueError(f"{name} must be a size like 512M, 8G or a number of bytes, got {text!r}") from None
+    if not math.isfinite(number) or number <= 0:
+        raise ValueError(f"{name} must be a positive size, got {text!r}")
+    return int(number * units[suffix])
+
+
+def available_memory(device: str = "cpu") -> int | None:
+    """Bytes this machine can spare now: free memory of the current CUDA device, or MemAvailable of
+    /proc/meminfo for the CPU; None where it cannot be read."""
+    if device == "cuda":
+        import torch
+
+        return int(torch.cuda.mem_get_info()[0])
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def format_bytes(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"

@@ -624,3 +624,55 @@ def minimize_with_restarts(
         route=pick(result.route),
         newton_iterations=pick(result.newton_iterations),
     )
+
+
+def estimate_memory(n_configs: int, n_vectors: int, dim: int, *, dtype=torch.float64, method: str = "newton",
+                    hessian: str = "auto", history: int = 10) -> int:
+    """Approximate peak memory in bytes of `minimize_on_sphere` on n_configs configurations of N unit vectors
+    in R^d (restarts count as configurations), for a loss built on the N x N similarities (every loss of
+    `simulate.losses`).
+
+    Model: the L-BFGS ring (2 x history x B x D) and about 12 work tensors of shape (B, D), D = N d; one loss
+    evaluation with its backward holds about 12 tensors of shape (B, N, N); the Newton finish keeps the
+    double-backward graph (about 40 of them) and 8 more (B, D) vectors for CG, plus the exact Hessians
+    (B, D, D) and one chunk of their construction when they are built.
+    """
+    n_configs, n_vectors, dim = (require_int(name, value, 1) for name, value in
+                                 (("n_configs", n_configs), ("n_vectors", n_vectors), ("dim", dim)))
+    require_choice("method", method, METHODS)
+    require_choice("hessian", hessian, HESSIANS)
+    element = torch.empty((), dtype=dtype).element_size()
+    n_variables = n_vectors * dim
+    total = (2 * history + 12) * n_configs * n_variables * element
+    total += (40 if method == "newton" else 12) * n_configs * n_vectors * max(n_vectors, dim) * element
+    if method == "newton":
+        total += 8 * n_configs * n_variables * element
+        if hessian == "matrix" or (hessian == "auto" and n_variables <= EXACT_HESSIAN_MAX_VARIABLES):
+            total += n_configs * n_variables ** 2 * element + _HESSIAN_CHUNK_BYTES
+    return int(total)
+
+
+def typical_evaluations(max_iter: int, method: str = "newton") -> int:
+    """Loss-and-gradient evaluations (or Hessian-vector products, which cost about as much) a configuration
+    typically needs: L-BFGS up to its budget with ~1.2 evaluations per iteration, then ~30 Newton steps of
+    ~25 products each (measured on the default phase diagram; a rough guide, not a bound)."""
+    require_int("max_iter", max_iter, 1)
+    if require_choice("method", method, METHODS) == "lbfgs":
+        return int(1.2 * max_iter)
+    return int(1.2 * min(LBFGS_BUDGET, max_iter) + 30 * 25)
+
+
+def seconds_per_evaluation(loss_fn, x0: torch.Tensor, *, indexed: bool = False, repeats: int = 2) -> float:
+    """Wall time of one loss-and-gradient evaluation at x0 (*batch, N, d), best of `repeats` (a probe for
+    sizing a run before it starts)."""
+    problem = _Problem(loss_fn, x0.shape, indexed)
+    z = normalise(x0.detach()).reshape(problem.n_configs, -1)
+    rows = torch.ones(problem.n_configs, dtype=torch.bool, device=z.device)
+    best = math.inf
+    for _ in range(require_int("repeats", repeats, 1)):
+        started = time.perf_counter()
+        problem.evaluate(z, rows)
+        if z.device.type == "cuda":
+            torch.cuda.synchronize(z.device)
+        best = min(best, time.perf_counter() - started)
+    return best

@@ -36,7 +36,15 @@ class Config:
     max_iter: int = 1000
     threads: int = 1
     simulate: bool = True
+    device: str = "cpu"
+    dtype: str = "float64"
+    max_memory: str | None = None  # default: what the machine can spare now
     out: str = "results/phase_diagram"
+
+
+DTYPES = {"float64": "float64", "float32": "float32"}
+#: Runs estimated longer than this print their estimate before starting.
+LONG_RUN_SECONDS = 60.0
 
 
 def parse(argv=None) -> Config:
@@ -51,10 +59,17 @@ def parse(argv=None) -> Config:
     parser.add_argument("--taus", default=defaults.taus, help="START:STOP:COUNT, log-spaced, START > 0")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--restarts", type=int, default=defaults.restarts, help="random starts per point, best kept")
-    parser.add_argument("--max-iter", type=int, default=defaults.max_iter, help="L-BFGS iteration cap")
+    parser.add_argument("--max-iter", type=int, default=defaults.max_iter,
+                        help="iteration cap per point (L-BFGS and Newton iterations together)")
     parser.add_argument("--threads", type=int, default=defaults.threads,
                         help="torch CPU threads (default 1: the tensors are small, extra threads mostly wait)")
     parser.add_argument("--no-simulate", dest="simulate", action="store_false", help="closed form only (fine grids)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default=defaults.device,
+                        help="where the minimisation runs (cuda only where a GPU is present)")
+    parser.add_argument("--dtype", choices=tuple(DTYPES), default=defaults.dtype,
+                        help="float64 (default) or float32 (coarser tolerances: simulate.phase.CRITERIA)")
+    parser.add_argument("--max-memory", default=None,
+                        help="refuse runs estimated above this (e.g. 4G; default: the memory free now)")
     parser.add_argument("--out", default=defaults.out, help="output folder")
     config = Config(**vars(parser.parse_args(cli.attach_range_values(sys.argv[1:] if argv is None else argv,
                                                                      ("--alphas", "--taus")))))
@@ -96,6 +111,57 @@ def validate(config: Config) -> None:
     if config.dim is not None and config.dim < config.m * config.n - 1:
         raise ValueError(f"--dim must be >= m*n - 1 = {config.m * config.n - 1} (SSEM needs it), got {config.dim}")
     alpha_grid(config), tau_grid(config)
+    if config.max_memory is not None:
+        cli.parse_bytes(config.max_memory, name="--max-memory")
+    if config.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError("--device cuda: no CUDA GPU is available here (torch.cuda.is_available() is False); "
+                             "use --device cpu")
+
+
+def torch_dtype(config: Config):
+    import torch
+
+    return getattr(torch, DTYPES[config.dtype])
+
+
+def sizing(config: Config) -> dict:
+    """Memory and time estimate of the simulation, before it starts (`simulate.optimize.estimate_memory`,
+    and one probed loss evaluation times the typical number of evaluations)."""
+    import torch
+
+    from simulate import losses, optimize
+
+    n_points = len(alpha_grid(config)) * len(tau_grid(config))
+    n_vectors, dim = config.m * config.n * config.p, config.dim or config.m * config.n
+    configurations = n_points * config.restarts
+    memory = optimize.estimate_memory(configurations, n_vectors, dim, dtype=torch_dtype(config))
+    labels, instances = losses.balanced_layout(config.m, config.n, config.p, device=config.device)
+    probe = optimize.random_start((min(configurations, 64),), n_vectors, dim, seed=config.seed,
+                                  dtype=torch_dtype(config), device=config.device)
+    per_evaluation = optimize.seconds_per_evaluation(
+        lambda z: losses.combined_loss(z, labels, instances, 0.5, 1.0, config.variant), probe)
+    seconds = per_evaluation * max(1.0, configurations / len(probe)) * optimize.typical_evaluations(config.max_iter)
+    return {"bytes": memory, "seconds": seconds, "configurations": configurations, "n_vectors": n_vectors, "dim": dim}
+
+
+def check_memory(config: Config, size: dict, available: int | None) -> None:
+    """Refuse (ValueError, one line) a run whose estimated memory exceeds --max-memory or, by default,
+    what the machine can spare."""
+    limit = cli.parse_bytes(config.max_memory, name="--max-memory") if config.max_memory else available
+    if limit is not None and size["bytes"] > limit:
+        source = "--max-memory" if config.max_memory else "the memory free now"
+        raise ValueError(
+            f"needs about {cli.format_bytes(size['bytes'])} ({size['configurations']} configurations of "
+            f"N = {size['n_vectors']} vectors in d = {size['dim']}, Newton finish), more than {source} "
+            f"({cli.format_bytes(limit)}); use a smaller grid, fewer restarts or a larger --max-memory")
+
+
+def estimate_line(size: dict) -> str:
+    return (f"estimate: about {cli.format_bytes(size['bytes'])} and roughly {size['seconds'] / 60:.0f} min on this "
+            f"machine ({size['configurations']} configurations of N = {size['n_vectors']} vectors in d = {size['dim']})")
 
 
 def run(config: Config, progress=None) -> dict:
@@ -108,11 +174,12 @@ def run(config: Config, progress=None) -> dict:
     threshold = ssem.alpha_star(taus, *sizes, config.variant)
     simulated = summary = violations = None
     if config.simulate:
+        dtype = torch_dtype(config)
         simulated = phase.simulated_grid(
             alphas, taus, *sizes, dim, config.variant, seed=config.seed, restarts=config.restarts,
-            max_iter=config.max_iter, progress=progress,
+            max_iter=config.max_iter, progress=progress, dtype=dtype, device=config.device,
         )
-        summary, violations = phase.compare(alphas, taus, theory, simulated, threshold)
+        summary, violations = phase.compare(alphas, taus, theory, simulated, threshold, phase.CRITERIA[dtype])
     summary = {**(summary or {}), "seconds": time.perf_counter() - started}
     return {
         "config": {**asdict(config), "dim": dim, "alpha_values": alphas.tolist(), "tau_values": taus.tolist()},
@@ -135,14 +202,19 @@ def _points(alphas, taus, theory, simulated) -> list[dict]:
                 "theory": {key: _plain(theory[key][i, j]) for key in ("beta", "within", "loss", "collapsed")},
             }
             if simulated is not None:
-                keys = ("within", "between", "total", "loss", "collapsed", "converged", "grad_norm", "ssem_residual")
+                keys = ("within", "between", "total", "loss", "collapsed", "converged", "grad_norm", "ssem_residual",
+                        "iterations", "newton_iterations", "seconds", "route")
                 point["simulated"] = {key: _plain(simulated[key][i, j]) for key in keys}
             points.append(point)
     return points
 
 
 def _plain(value):
-    return bool(value) if isinstance(value, (bool, np.bool_)) else float(value)
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    return value if isinstance(value, str) else float(value)
 
 
 def csv_rows(points: list[dict]) -> list[dict]:
@@ -213,7 +285,7 @@ def summary_line(result: dict, out: Path) -> str:
     return (
         f"{n_points} points in {s['seconds']:.1f} s: max |W_sim - W*| = {s['max_abs_within_error']:.2e} (tau >= 0.05), "
         f"max rel loss gap = {s['max_rel_loss_gap']:.2e}, collapse agreement = {s['agreement']:.3f}, "
-        f"converged {s['converged_fraction']:.0%}; {verdict} -> {out}"
+        f"converged {s['converged_fraction']:.0%} (max gradient {s['max_grad_norm']:.1e}); {verdict} -> {out}"
     )
 
 
@@ -223,8 +295,16 @@ def main(argv=None) -> int:
     from tqdm import tqdm
 
     torch.set_num_threads(config.threads)
+    if config.simulate:
+        try:
+            size = sizing(config)
+            check_memory(config, size, cli.available_memory(config.device))
+        except ValueError as error:
+            cli.fail(PROG, str(error))
+        if size["seconds"] > LONG_RUN_SECONDS:
+            print(estimate_line(size), flush=True)
 
-    with tqdm(total=config.max_iter, desc="L-BFGS iterations", disable=not config.simulate, leave=False) as bar:
+    with tqdm(total=config.max_iter, desc="iterations", disable=not config.simulate, leave=False) as bar:
         def progress(iteration, converged):
             bar.update(iteration - bar.n)
             bar.set_postfix(converged=converged)
