@@ -412,7 +412,7 @@ def _run_all(sweep: SweepConfig, processes, stop: StopFlag) -> int:
         rows.append(summary_row(run_id, result))
         if rank == 0:
             cli.write_csv(out / "summary.csv", rows)
-    failures = [row["run"] for row in rows if not _finite_final_metrics(row)]
+    failures = [row["run"] for row in rows if not finite_final_metrics(row)]
     if rank == 0:
         figures = write_figures(out, finished, sweep.sweep_key, sweep.anchors)
         files += ["summary.csv", *(path.name for path in figures)]
@@ -425,7 +425,7 @@ def _run_all(sweep: SweepConfig, processes, stop: StopFlag) -> int:
     return 1 if failures else 0
 
 
-def _finite_final_metrics(row: dict) -> bool:
+def finite_final_metrics(row: dict) -> bool:
     """`CRITERIA`: the row's final metrics are finite numbers (a result read back from JSON has "nan" strings)."""
     return all(isinstance(row.get(key), (int, float)) and math.isfinite(row[key])
                for key in CRITERIA["finite_final_metrics"])

@@ -185,7 +185,7 @@ def minimise_full_batch(labels, prototypes, n_protos, tau, anchors, *, start="un
                                 converged=result.converged[best], iterations=result.iterations)
 
 
-def _draw_batch(generator, labels: torch.Tensor, batch_size: int, need_pair: bool) -> torch.Tensor:
+def draw_batch(generator, labels: torch.Tensor, batch_size: int, need_pair: bool) -> torch.Tensor:
     """Indices of a uniform batch without replacement; redrawn until some class appears twice if need_pair.
 
     (With n_w = 0 and no repeated class no anchor has a positive and the loss is undefined.)
@@ -218,7 +218,7 @@ def minimise_stochastic(labels, prototypes, n_protos, tau, anchors, *, batch_siz
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=steps)
     generator = torch.Generator().manual_seed(seed)
     for step in range(steps):
-        index = _draw_batch(generator, labels, batch_size, need_pair=0 in n_protos)
+        index = draw_batch(generator, labels, batch_size, need_pair=0 in n_protos)
         loss_fn = cell_losses(labels[index], prototypes, n_protos, tau, anchors)
         optimiser.zero_grad(set_to_none=True)
         loss_fn(optimize.normalise(x[:, index])).sum().backward()
@@ -227,12 +227,12 @@ def minimise_stochastic(labels, prototypes, n_protos, tau, anchors, *, batch_siz
         if progress is not None:
             progress(step + 1, 0)
     z = optimize.normalise(x.detach())
-    loss, grad_norm = _full_batch_loss_and_grad_norm(cell_losses(labels, prototypes, n_protos, tau, anchors), z)
+    loss, grad_norm = full_batch_loss_and_grad_norm(cell_losses(labels, prototypes, n_protos, tau, anchors), z)
     return optimize.OptimResult(z=z, loss=loss, grad_norm=grad_norm, converged=torch.zeros_like(loss, dtype=torch.bool),
                                 iterations=steps)
 
 
-def _full_batch_loss_and_grad_norm(loss_fn, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def full_batch_loss_and_grad_norm(loss_fn, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Loss (B,) and Riemannian gradient norm (B,) at unit z (B, N, d)."""
     z = z.detach().requires_grad_(True)
     loss = loss_fn(z)

@@ -286,8 +286,8 @@ def test_sigterm_writes_a_checkpoint_and_resume_finishes(tmp_path, capsys, monke
                                          ({"final_loss": float("nan"), "delta_g": 0.2}, False),
                                          ({"final_loss": 1.5, "delta_g": "nan"}, False),  # read back from JSON
                                          ({"final_loss": 1.5}, False)])
-def test_the_sweep_criterion_needs_finite_final_metrics(row, finite):
-    assert cifar._finite_final_metrics(row) is finite
+def test_the_sweep_criterion_needsfinite_final_metrics(row, finite):
+    assert cifar.finite_final_metrics(row) is finite
 
 
 def test_corrupt_checkpoint_on_resume_exits_2(tmp_path, capsys):

@@ -26,15 +26,7 @@ FORBIDDEN = {
     "proofs_checks": {"benchmarks"},
 }
 #: Private names a module still uses across modules, as (user, "module.name"), each with its reason.
-ALLOWED_PRIVATE_USES = {
-    # The sweep's test reaches into two helpers of simulate/prototypes.py, which another change is
-    # splitting now; make them public there (or test through the public sweep) and delete these.
-    ("test_prototypes_sweep", "simulate.prototypes._full_batch_loss_and_grad_norm"),
-    ("test_prototypes_sweep", "simulate.prototypes._draw_batch"),
-    # The sweep's exit criterion of empirical/cifar.py, tested directly; that file is being converted
-    # to the command-line pattern by another change: make it public there and delete this.
-    ("test_empirical_cifar", "empirical.cifar._finite_final_metrics"),
-}
+ALLOWED_PRIVATE_USES: set[tuple[str, str]] = set()
 
 
 def module_name(path: Path) -> str:

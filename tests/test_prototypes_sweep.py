@@ -142,7 +142,7 @@ def test_large_n_proto_minimiser_approaches_the_theory_limit():
 def test_stochastic_loop_lowers_the_full_batch_loss():
     sizes, W = (6, 6, 2), simplex.etf(3, 4)
     labels = sweep.sample_labels(sizes)
-    start, _ = sweep._full_batch_loss_and_grad_norm(
+    start, _ = sweep.full_batch_loss_and_grad_norm(
         sweep.cell_losses(labels, torch.tensor(W), (0, 10), 0.5, "data"),
         torch.nn.functional.normalize(sweep.starting_points(labels, (2,), 4, seed=0), dim=-1),
     )
@@ -155,7 +155,7 @@ def test_stochastic_batches_always_give_an_anchor_a_positive():
     labels = sweep.sample_labels((1, 1, 1, 2))
     generator = torch.Generator().manual_seed(0)
     for _ in range(50):
-        index = sweep._draw_batch(generator, labels, 3, need_pair=True)
+        index = sweep.draw_batch(generator, labels, 3, need_pair=True)
         assert len(torch.unique(labels[index])) < 3
 
 
