@@ -238,7 +238,7 @@ def full_batch_loss_and_grad_norm(loss_fn, z: torch.Tensor) -> tuple[torch.Tenso
     loss = loss_fn(z)
     (grad,) = torch.autograd.grad(loss.sum(), z)
     riemannian = grad - (grad * z).sum(-1, keepdim=True) * z
-    return loss.detach(), riemannian.flatten(1).norm(dim=-1)
+    return loss.detach(), riemannian.flatten(1).norm(dim=-1).detach()
 
 
 # ---------------------------------------------------------------------------

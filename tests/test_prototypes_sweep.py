@@ -149,6 +149,7 @@ def test_stochastic_loop_lowers_the_full_batch_loss():
     result, _, _ = sweep.minimise_cells(sizes, W, (0, 10), 0.5, batch_size=6, steps=150, lr=0.05, seed=0)
     assert torch.all(result.loss < start - 0.1)
     assert not bool(result.converged.any())  # no convergence is claimed for the stochastic loop
+    assert not result.loss.requires_grad and not result.grad_norm.requires_grad  # plain numbers for the record
 
 
 def test_stochastic_batches_always_give_an_anchor_a_positive():
