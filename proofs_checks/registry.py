@@ -26,7 +26,7 @@ VERDICTS = ("holds", "fails", "inconclusive", "not run")
 ROUTES = ("exact", "free optimisation", "certificate", "empirical")
 #: Claims whose modules are being reworked elsewhere and do not pin figures yet: their
 #: tests still pass on the verdict alone. Remove an id as soon as its check returns agreements.
-ONE_SIDED_PENDING = frozenset({"A7", "B11"})
+ONE_SIDED_PENDING = frozenset()
 
 
 @dataclass(frozen=True)

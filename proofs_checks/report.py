@@ -951,6 +951,14 @@ FIGURES = (
                'CIFAR-10 and CIFAR-100 sizes, variant "supcon": view similarity a0 of the certified minimiser over '
                "(alpha, tau); crosses where the views separate.",
                lambda inputs: _claim_figure("test_b12_paper_scale_ssem", inputs)),
+    FigureSpec("digits_prototypes_curves", ("A7",),
+               "Digits, step R = 10: per-epoch training loss, DeltaG* to the ETF, within-class variance W and test "
+               "nearest-class-centre accuracy of every run of A7, coloured by n_w.",
+               lambda inputs: _claim_figure("test_a7_digits_prototypes", inputs)),
+    FigureSpec("digits_alpha_curves", ("B11",),
+               "Balanced digits, combined loss: per-epoch training loss, DeltaG*, within-class variance W and test "
+               "nearest-class-centre accuracy of every run of B11, coloured by alpha.",
+               lambda inputs: _claim_figure("test_b11_digits_alpha", inputs)),
 )
 
 
