@@ -8,7 +8,7 @@ of runs; `write_curves` saves one run's CSV and figure (the only function here t
 
 How a command line with an output folder calls it, after a run finishes::
 
-    write_curves(result, out_dir / "runs" / run_name)   # -> curves.csv, curves.png
+    write_curves(result, out_dir / "runs", f"{run_id}.curves")   # -> runs/<run_id>.curves.csv and .png
 """
 
 from __future__ import annotations
@@ -61,14 +61,14 @@ def curves_figure(results: list[dict], key: str, title: str) -> Figure:
     return figure
 
 
-def write_curves(result: dict, folder) -> tuple[Path, Path]:
-    """Write one run's curves as ``folder``/curves.csv and ``folder``/curves.png (atomically); returns both paths."""
+def write_curves(result: dict, folder, stem: str = "curves") -> tuple[Path, Path]:
+    """Write one run's curves as ``folder``/``stem``.csv and .png (atomically); returns both paths."""
     from simulate import cli
 
     folder = Path(folder)
-    csv_path = cli.write_csv(folder / "curves.csv", curve_rows(result["log"]))
+    csv_path = cli.write_csv(folder / f"{stem}.csv", curve_rows(result["log"]))
     config = result["config"]
     swept = "n_proto" if config.get("loss") == "prototype" else "alpha"
     figure = curves_figure([result], swept, f"{config.get('dataset')}: seed {config.get('seed')}, "
                                             f"{config.get('epochs')} epochs")
-    return csv_path, cli.save_figure(figure, folder / "curves.png")
+    return csv_path, cli.save_figure(figure, folder / f"{stem}.png")
