@@ -47,7 +47,7 @@ tangent v is P_z(d^2L v) - <g_z, z> v per vector.
 
 Convergence, per configuration: `converged` when ||g_R|| (Frobenius over its N vectors)
 <= grad_tol AND the last step taken changed the loss by at most
-`STEP_TOL[dtype] * max(1, |loss|)` (a configuration still moving the loss by more than
+`STEP_TOL[dtype] * max(1, |loss|)` (scaled with grad_tol / GRAD_TOL[dtype]; a configuration still moving the loss by more than
 that has not settled, whatever its gradient). Near a minimum loss changes fall to
 rounding level, where they cannot judge a step: a Newton step whose decrease is below
 the rounding regulariser is taken only if it lowers the gradient norm. Converged configurations are frozen while
@@ -69,7 +69,8 @@ from theory.arguments import require_choice, require_int, require_positive_real
 
 #: Default stopping tolerance on the Riemannian gradient norm, per dtype.
 GRAD_TOL = {torch.float64: 1e-9, torch.float32: 1e-4}
-#: Largest decrease of the loss (relative to max(1, |loss|)) the final step may make in a converged configuration.
+#: Largest change of the loss (relative to max(1, |loss|)) the final step may make in a converged configuration,
+#: at the default gradient tolerance (proportionally more at a looser one).
 STEP_TOL = {torch.float64: 1e-12, torch.float32: 1e-6}
 #: Gradient norm at which a configuration leaves L-BFGS for the Newton finish, per dtype.
 NEWTON_SWITCH_TOL = {torch.float64: 1e-4, torch.float32: 1e-3}
@@ -550,8 +551,11 @@ def minimize_on_sphere(
         hessian = "matrix" if n_vectors * dim <= EXACT_HESSIAN_MAX_VARIABLES else "hvp"
     problem = _Problem(loss_fn, x0.shape, indexed)
     z = x0.detach().reshape(problem.n_configs, -1)
-    book = _Book(problem, z, grad_tol=grad_tol, step_tol=STEP_TOL.get(x0.dtype, STEP_TOL[torch.float32]),
-                 max_iter=max_iter, progress=progress)
+    # The loss change allowed to the last step scales with the gradient tolerance (near a minimum both go as
+    # the distance to it): STEP_TOL at the default tolerance.
+    default_tol = GRAD_TOL.get(x0.dtype, GRAD_TOL[torch.float32])
+    step_tol = STEP_TOL.get(x0.dtype, STEP_TOL[torch.float32]) * grad_tol / default_tol
+    book = _Book(problem, z, grad_tol=grad_tol, step_tol=step_tol, max_iter=max_iter, progress=progress)
     z = book.retract(z.clone())
     everyone = torch.ones(problem.n_configs, dtype=torch.bool, device=z.device)
     loss, gradient, grad_norm = problem.evaluate(z, everyone)

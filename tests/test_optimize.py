@@ -122,6 +122,153 @@ def test_cli_writes_json_csv_png(tmp_path):
     point = result["points"][0]
     assert set(point["theory"]) == {"beta", "within", "loss", "collapsed"}
     assert {"within", "between", "total", "loss", "collapsed", "converged"} <= set(point["simulated"])
+    simulated = [point["simulated"] for point in result["points"]]
+    assert all(s["converged"] == (s["route"] in ("lbfgs", "newton")) for s in simulated)
+    assert all(0 <= s["newton_iterations"] <= s["iterations"] <= 1000 and s["seconds"] > 0 for s in simulated)
     assert len((out / "phase_diagram.csv").read_text().splitlines()) == 7
     assert (out / "phase_diagram.png").stat().st_size > 10_000
     assert "points in" in done.stdout
+
+
+# --- Newton finish, honest flags, sizing (issue 11) ---------------------------------------------------------
+
+
+def _riemannian_gradient_norm(loss_fn, z):
+    z = z.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(loss_fn(z).sum(), z)
+    return (grad - (grad * z).sum(-1, keepdim=True) * z).flatten(1).norm(dim=-1)
+
+
+def test_newton_finish_reaches_a_tight_gradient_at_small_tau():
+    m, n, p = 2, 3, 2
+    alphas = torch.tensor([0.2, 0.5, 0.9, 0.9], dtype=torch.float64)
+    taus = torch.tensor([0.05, 0.05, 0.05, 0.1], dtype=torch.float64)
+    labels, instances = losses.balanced_layout(m, n, p)
+
+    def loss_fn(z):
+        return losses.combined_loss(z, labels, instances, alphas, taus)
+
+    result = optimize.minimize_on_sphere(loss_fn, optimize.random_start((4,), m * n * p, m * n, seed=0), max_iter=1000)
+    assert result.converged.all()
+    assert (_riemannian_gradient_norm(loss_fn, result.z) <= 1e-9).all()  # recomputed, not the optimiser's figure
+    assert (result.newton_iterations > 0).any() and set(result.route_names()) <= {"lbfgs", "newton"}
+    assert (result.config_iterations <= 1000).all() and result.iterations == int(result.config_iterations.max())
+    beta = ssem.optimal_beta(alphas.numpy(), taus.numpy(), m, n)
+    closed_form = ssem.restricted_loss(beta, alphas.numpy(), taus.numpy(), m, n, p)
+    np.testing.assert_allclose(result.loss.numpy(), closed_form, rtol=1e-10)
+
+
+@pytest.mark.parametrize("method", ["newton", "lbfgs"])
+def test_converged_flag_and_route_agree_with_the_gradient(method):
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    taus = torch.tensor([0.1, 0.3, 1.0], dtype=torch.float64)
+
+    def loss_fn(z):
+        return losses.supcon_loss(z, labels, taus)
+
+    result = optimize.minimize_on_sphere(loss_fn, optimize.random_start((3,), 6, 4, seed=1), method=method,
+                                         max_iter=2000)
+    routes = result.route_names()
+    assert result.converged.tolist() == [route in ("lbfgs", "newton") for route in routes]
+    assert (result.grad_norm[result.converged] <= 1e-9).all()
+    assert torch.allclose(result.grad_norm, _riemannian_gradient_norm(loss_fn, result.z), rtol=1e-6, atol=1e-15)
+    assert (result.seconds > 0).all() and (result.seconds <= result.seconds.max()).all()
+    if method == "lbfgs":
+        assert (result.newton_iterations == 0).all()
+
+
+def test_riemannian_hessian_matches_second_differences_and_the_exact_matrix():
+    labels, instances = losses.balanced_layout(2, 2, 2)
+    alpha, tau = torch.tensor([0.3, 0.8], dtype=torch.float64), torch.tensor([0.2, 0.7], dtype=torch.float64)
+
+    def loss_fn(z):
+        return losses.combined_loss(z, labels, instances, alpha, tau)
+
+    problem = optimize._Problem(loss_fn, (2, 8, 3), indexed=False)
+    z = optimize.normalise(optimize.random_start((2,), 8, 3, seed=4)).reshape(2, -1)
+    rows = torch.ones(2, dtype=torch.bool)
+    v = optimize._tangent(z.reshape(2, 8, 3), torch.randn(2, 8, 3, dtype=torch.float64,
+                          generator=torch.Generator().manual_seed(5))).reshape(2, -1)
+    *_, hess_hvp = problem.second_order(z, rows, "hvp")
+    *_, hess_matrix = problem.second_order(z, rows, "matrix")
+    torch.testing.assert_close(hess_matrix(v), hess_hvp(v), rtol=1e-10, atol=1e-12)
+    # The normalising retraction is second order: d^2/dt^2 f(R(z + t v)) at 0 is <v, Hess v>.
+    t = 1e-4
+
+    def along(step):
+        return problem.value(optimize.normalise((z + step * v).reshape(2, 8, 3)).reshape(2, -1), rows)
+
+    second_difference = (along(t) - 2 * along(0.0) + along(-t)) / t**2
+    torch.testing.assert_close((v * hess_hvp(v)).sum(-1), second_difference, rtol=1e-5, atol=1e-6)
+
+
+def test_bad_method_or_hessian_is_refused():
+    x0 = optimize.random_start((1,), 4, 3, seed=0)
+    with pytest.raises(ValueError, match="method"):
+        optimize.minimize_on_sphere(lambda z: z.sum((-1, -2)), x0, method="adam")
+    with pytest.raises(ValueError, match="hessian"):
+        optimize.minimize_on_sphere(lambda z: z.sum((-1, -2)), x0, hessian="exact")
+
+
+def test_memory_estimate_grows_with_the_problem_and_counts_the_exact_hessian():
+    small = optimize.estimate_memory(10, 32, 16)
+    assert optimize.estimate_memory(20, 32, 16) > small and optimize.estimate_memory(10, 64, 16) > small
+    assert optimize.estimate_memory(10, 32, 16, method="lbfgs") < small
+    assert optimize.estimate_memory(10, 32, 16, dtype=torch.float32) < small
+    # the exact Hessians alone are B D^2 elements
+    assert optimize.estimate_memory(10, 32, 16, hessian="matrix") - small >= 10 * (32 * 16) ** 2 * 8
+    with pytest.raises(ValueError, match="n_vectors"):
+        optimize.estimate_memory(10, 0, 16)
+
+
+def test_loss_gap_has_an_absolute_floor_for_minima_near_zero():
+    alphas, taus = np.array([1.0]), np.array([0.05])
+    theory = {"loss": np.array([[8.2e-9]]), "within": np.array([[0.0]]), "collapsed": np.array([[True]])}
+    simulated = {"loss": theory["loss"] + 5.6e-12, "within": np.array([[0.0]]), "collapsed": np.array([[True]]),
+                 "converged": np.array([[True]]), "grad_norm": np.array([[1e-10]]), "ssem_residual": np.array([[0.0]])}
+    summary, violations = phase.compare(alphas, taus, theory, simulated, np.array([0.5]))
+    assert summary["max_rel_loss_gap"] > 1e-4 and violations == []  # 6.8e-4 relative, 5.6e-12 absolute: no alarm
+    simulated["loss"] = theory["loss"] + 1e-9  # a real gap still counts
+    assert [v["problem"] for v in phase.compare(alphas, taus, theory, simulated, np.array([0.5]))[1]] == [
+        "loss gap above tolerance"]
+
+
+def test_single_view_grid_has_no_false_alarm():
+    alphas, taus = np.array([0.5, 0.9, 1.0]), np.array([0.05, 0.3])
+    theory = phase.theory_grid(alphas, taus, 2, 3, 1)
+    simulated = phase.simulated_grid(alphas, taus, 2, 3, 1, max_iter=1000)
+    summary, violations = phase.compare(alphas, taus, theory, simulated, ssem.alpha_star(taus, 2, 3, 1))
+    assert violations == [] and simulated["converged"].all()
+
+
+def test_float32_grid_meets_its_own_criteria():
+    alphas, taus = np.array([0.0, 0.6, 1.0]), np.array([0.2, 1.0])
+    theory = phase.theory_grid(alphas, taus, 2, 3, 2)
+    simulated = phase.simulated_grid(alphas, taus, 2, 3, 2, dtype=torch.float32)
+    summary, violations = phase.compare(alphas, taus, theory, simulated, ssem.alpha_star(taus, 2, 3),
+                                        phase.CRITERIA[torch.float32])
+    assert violations == [] and simulated["converged"].all()
+    assert (simulated["grad_norm"] <= optimize.GRAD_TOL[torch.float32]).all()
+
+
+def test_cli_refuses_a_run_above_max_memory(tmp_path, capsys):
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_info:
+        phase_diagram.main(["--max-memory", "1M", "--out", str(out)])
+    stderr = capsys.readouterr().err
+    assert exit_info.value.code == 2 and len(stderr.strip().splitlines()) == 1
+    assert "more than --max-memory (1.0 MiB)" in stderr and not out.exists()
+
+
+def test_cli_refuses_cuda_without_a_gpu(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as exit_info:
+        phase_diagram.main(["--device", "cuda", "--out", str(tmp_path / "out")])
+    stderr = capsys.readouterr().err
+    assert exit_info.value.code == 2 and len(stderr.strip().splitlines()) == 1 and "no CUDA GPU" in stderr
+
+
+@pytest.mark.parametrize("size", ["0", "-1G", "lots", "nanG"])
+def test_bad_max_memory_is_refused(size):
+    with pytest.raises(ValueError, match="--max-memory"):
+        phase_diagram.validate(phase_diagram.Config(max_memory=size))
