@@ -370,4 +370,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(cli.run_command(PROG, main))
+    sys.exit(cli.run_command(PROG, main, what_is_left="gpu_check.json keeps the sections that finished (\"complete\": false)"))

@@ -319,6 +319,13 @@ def _attach_values(argv, parser: ArgumentParser) -> list[str]:
     return joined
 
 
+def _typed_flag(field_, argv) -> str:
+    """The spelling of an option the user typed (an alias such as --R), else its main flag."""
+    names = [flag_name(field_), *field_.metadata.get("aliases", ())]
+    typed = [token.split("=", 1)[0] for token in argv if token.split("=", 1)[0] in names]
+    return typed[-1] if typed else names[0]
+
+
 def parse_config(config_class, argv, prog: str, description: str):
     """Parse and validate a command line into `config_class`; any bad input exits 2 with one line."""
     parser = build_parser(config_class, prog, description)
@@ -330,7 +337,7 @@ def parse_config(config_class, argv, prog: str, description: str):
         if text is None or isinstance(text, bool):
             values[field_.name] = field_.default if text is None else text
             continue
-        flag = flag_name(field_)
+        flag = _typed_flag(field_, argv)
         try:
             value = convert(field_, text)
             choices = field_.metadata.get("choices")
@@ -377,20 +384,22 @@ class Interrupted(SystemExit):
     """Raised by the signal handlers: exit 128 + signal number after one line."""
 
 
-def _on_signal(prog: str):
+def _on_signal(prog: str, what_is_left: str):
     def handler(number, _frame):
         name = signal.Signals(number).name
-        sys.stderr.write(f"{prog}: interrupted by {name}; no partial result was published\n")
+        sys.stderr.write(f"{prog}: interrupted by {name}; {what_is_left}\n")
         raise Interrupted(128 + number)
     return handler
 
 
-def run_command(prog: str, main) -> int:
+def run_command(prog: str, main, what_is_left: str = "no partial result was published") -> int:
     """Run main() with one-line endings: SIGINT -> 130, SIGTERM -> 143, any unexpected error -> 1.
 
-    SCL_DEBUG=1 re-raises unexpected errors with their traceback.
+    what_is_left: what the interrupt line says about the results (a command that keeps partial
+    results, like the GPU check, says so). SCL_DEBUG=1 re-raises unexpected errors with their traceback.
     """
-    previous = {number: signal.signal(number, _on_signal(prog)) for number in (signal.SIGINT, signal.SIGTERM)}
+    handler = _on_signal(prog, what_is_left)
+    previous = {number: signal.signal(number, handler) for number in (signal.SIGINT, signal.SIGTERM)}
     try:
         return main()
     except SystemExit:

@@ -49,6 +49,7 @@ two orbits, about a dozen variables.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -126,7 +127,12 @@ class Structure:
         return len(self.orbits[o])
 
     def orbit_of(self, i: int) -> int:
-        return next(o for o, members in enumerate(self.orbits) if i in members)
+        """The orbit of class i (a table built once: class-level results ask m^2 times)."""
+        return self._orbit_table[i]
+
+    @functools.cached_property
+    def _orbit_table(self) -> dict[int, int]:
+        return {i: o for o, members in enumerate(self.orbits) for i in members}
 
     def prototype_between(self, o: int, q: int) -> float:
         """P between a class of orbit o and another class of orbit q (distinct classes)."""
