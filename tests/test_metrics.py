@@ -480,3 +480,20 @@ def test_variances_from_class_mean_gram_errors(gram, counts, message):
 
     with pytest.raises(ValueError, match=message):
         variances_from_class_mean_gram(gram, counts)
+
+
+def test_four_dimensional_grams_and_mixed_precision_training_set():
+    from simulate.metrics import variances_from_class_mean_gram
+
+    G = M3.expand(1, 2, 3, 3)
+    close(delta_g(G, G.clone())[0, 1], 0.0)  # batch sizes (1, 2) differ from m = 3 in every position
+    close(delta_g(G, simplex.etf_gram(3))[0, 1], delta_g(M3, simplex.etf_gram(3)))
+    with pytest.raises(ValueError, match=r"^class_counts must be 3 counts >= 0 with a positive sum"):
+        variances_from_class_mean_gram(G, (1, 1))
+    one = variances_from_class_mean_gram(np.eye(3, dtype=np.float32), (1, 0, 0))  # a single sample in all
+    assert one.total.dtype == torch.float64 and float(one.total) == 0.0
+    z_train, y_train = unit((6, 3), seed=51).float(), torch.tensor([0, 0, 1, 1, 2, 2])
+    z_test = unit((3, 3), seed=52)
+    result = ncc_accuracy(z_train, y_train, z_test, torch.tensor([0, 1, 2]), 3)
+    expected = ncc_accuracy(z_train.double(), y_train, z_test, torch.tensor([0, 1, 2]), 3)
+    torch.testing.assert_close(result["per_class"], expected["per_class"], rtol=0, atol=0)

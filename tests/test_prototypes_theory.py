@@ -426,3 +426,11 @@ def test_limit_minimisers_random_starts_follow_the_seed(monkeypatch):
 def test_more_error_messages_name_the_argument(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_jensen_tightness_is_judged_within_each_row():
+    """Apex e3 over a 3-fold symmetric base at height -0.6: the apex row is tight (its other logits are equal by
+    symmetry) although the base rows see larger logits; the base rows are not tight."""
+    h, r = 0.6, 0.8
+    w = np.array([[0.0, 0.0, 1.0]] + [[r * np.cos(a), r * np.sin(a), -h] for a in (0, 2 * np.pi / 3, 4 * np.pi / 3)])
+    assert prototypes.jensen_is_tight(w).tolist() == [True, False, False, False]
