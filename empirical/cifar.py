@@ -380,7 +380,8 @@ def _run_all(sweep: SweepConfig, processes, stop: StopFlag) -> int:
         record_path = out / "runs" / f"{run_id}.json"
         checkpoint = out / "checkpoints" / f"{run_id}.pt"
         done, resume = _plan(sweep, run_id, config, processes)
-        files += [f"runs/{run_id}.jsonl", f"runs/{run_id}.json", f"checkpoints/{run_id}.pt"]
+        files += [f"runs/{run_id}.jsonl", f"runs/{run_id}.json", f"checkpoints/{run_id}.pt",
+                  f"runs/{run_id}.curves.csv", f"runs/{run_id}.curves.png"]
         if done is not None:  # --resume skips runs that already finished with this config
             if rank == 0:
                 finished.append(done)
@@ -401,6 +402,10 @@ def _run_all(sweep: SweepConfig, processes, stop: StopFlag) -> int:
         if rank == 0:
             cli.write_jsonl(out / "runs" / f"{run_id}.jsonl", result["log"])
             cli.write_json(record_path, {"run": run_id, "seed": config.seed, **provenance, **result})
+            if result["log"]:  # per-epoch loss, DeltaG*, W, accuracy: CSV and figure beside the run
+                from empirical import curves  # matplotlib only when a run has finished
+
+                curves.write_curves(result, out / "runs", f"{run_id}.curves")
         if result["status"] == "interrupted":
             if rank == 0:
                 name = signal.Signals(stop.signal).name if stop.signal else "a stop request"

@@ -68,6 +68,9 @@ def test_fixture_pipeline_end_to_end(tmp_path, capsys):
         # The evaluation curve: every 2 epochs and after the last.
         assert [r["epoch"] for r in log] == [1, 2, 3] and ["delta_g" in r for r in log] == [False, True, True]
         assert all(0 <= r["delta_g"] <= 2 for r in log[1:])
+        # Per-epoch curves beside the run: one CSV row per logged epoch, and its figure.
+        curve_rows = (out / "runs" / f"{run}.curves.csv").read_text().strip().splitlines()
+        assert len(curve_rows) == 1 + len(log) and (out / "runs" / f"{run}.curves.png").stat().st_size > 0
         stored = json.loads((out / "runs" / f"{run}.json").read_text())
         assert stored["status"] == "finished" and stored["seed"] == stored["config"]["seed"]
         assert stored["config"]["n_proto"] == int(run.split("_nw")[1].split("_")[0])
