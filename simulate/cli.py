@@ -247,9 +247,12 @@ def _kind(annotation: str) -> tuple[str, bool, bool]:
 def _convert_scalar(base: str, text: str):
     if base == "int":
         try:
-            return int(text)
+            value = int(text)
         except ValueError:
             raise ValueError("must be an integer") from None
+        if abs(value) > 2**53:  # beyond, numpy and float arithmetic overflow or round: no option means it
+            raise ValueError("must be an integer of magnitude at most 2^53")
+        return value
     if base == "float":
         try:
             value = float(text)
