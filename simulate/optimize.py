@@ -150,7 +150,7 @@ def random_start(batch_shape, n_vectors: int, dim: int, *, seed: int, dtype=torc
     return torch.randn(shape, generator=generator, dtype=dtype).to(device)
 
 
-def _tangent(z: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+def tangent_projection(z: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Project v onto the tangent space of the product of spheres at z: v - <v, z> z per vector."""
     return v - (v * z).sum(-1, keepdim=True) * z
 
@@ -160,7 +160,7 @@ def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a * b).sum(-1)
 
 
-class _Problem:
+class SphereProblem:
     """The loss of every configuration as flat tensors (B, D), D = N d: values, gradients, Hessians.
 
     `rows` (B,) bool selects the configurations to evaluate; the others get zeros. In indexed mode
@@ -203,7 +203,7 @@ class _Problem:
         zk = zk.detach().requires_grad_(True)
         loss = self._loss(zk, index)
         (grad,) = torch.autograd.grad(loss.sum(), zk)
-        gradient = _tangent(zk.detach(), grad).reshape(len(index), -1)
+        gradient = tangent_projection(zk.detach(), grad).reshape(len(index), -1)
         loss_full = self._scatter(z[:, 0], index, loss.detach())
         gradient_full = self._scatter(z, index, gradient)
         return loss_full, gradient_full, gradient_full.norm(dim=-1)
@@ -235,7 +235,7 @@ class _Problem:
 
         def hess(v):
             vk = v[index].reshape(shape)
-            hv = _tangent(point, euclidean(vk)) - radial * vk
+            hv = tangent_projection(point, euclidean(vk)) - radial * vk
             return self._scatter(v, index, hv.reshape(k, -1))
 
         loss_full = self._scatter(z[:, 0], index, loss.detach())
@@ -477,7 +477,7 @@ class _Book:
 
     def tangent(self, z, v):
         shape = (z.shape[0], self.problem.n_vectors, self.problem.dim)
-        return _tangent(z.reshape(shape), v.reshape(shape)).reshape(z.shape[0], -1)
+        return tangent_projection(z.reshape(shape), v.reshape(shape)).reshape(z.shape[0], -1)
 
     def slack(self, loss):
         """Rounding slack: near the optimum, changes below a few ulps of the loss are noise."""
@@ -549,7 +549,7 @@ def minimize_on_sphere(
     batch_shape, (n_vectors, dim) = x0.shape[:-2], x0.shape[-2:]
     if hessian == "auto":
         hessian = "matrix" if n_vectors * dim <= EXACT_HESSIAN_MAX_VARIABLES else "hvp"
-    problem = _Problem(loss_fn, x0.shape, indexed)
+    problem = SphereProblem(loss_fn, x0.shape, indexed)
     z = x0.detach().reshape(problem.n_configs, -1)
     # The loss change allowed to the last step scales with the gradient tolerance (near a minimum both go as
     # the distance to it): STEP_TOL at the default tolerance.
@@ -669,7 +669,7 @@ def typical_evaluations(max_iter: int, method: str = "newton") -> int:
 def seconds_per_evaluation(loss_fn, x0: torch.Tensor, *, indexed: bool = False, repeats: int = 2) -> float:
     """Wall time of one loss-and-gradient evaluation at x0 (*batch, N, d), best of `repeats` (a probe for
     sizing a run before it starts)."""
-    problem = _Problem(loss_fn, x0.shape, indexed)
+    problem = SphereProblem(loss_fn, x0.shape, indexed)
     z = normalise(x0.detach()).reshape(problem.n_configs, -1)
     rows = torch.ones(problem.n_configs, dtype=torch.bool, device=z.device)
     best = math.inf

@@ -184,10 +184,10 @@ def test_riemannian_hessian_matches_second_differences_and_the_exact_matrix():
     def loss_fn(z):
         return losses.combined_loss(z, labels, instances, alpha, tau)
 
-    problem = optimize._Problem(loss_fn, (2, 8, 3), indexed=False)
+    problem = optimize.SphereProblem(loss_fn, (2, 8, 3), indexed=False)
     z = optimize.normalise(optimize.random_start((2,), 8, 3, seed=4)).reshape(2, -1)
     rows = torch.ones(2, dtype=torch.bool)
-    v = optimize._tangent(z.reshape(2, 8, 3), torch.randn(2, 8, 3, dtype=torch.float64,
+    v = optimize.tangent_projection(z.reshape(2, 8, 3), torch.randn(2, 8, 3, dtype=torch.float64,
                           generator=torch.Generator().manual_seed(5))).reshape(2, -1)
     *_, hess_hvp = problem.second_order(z, rows, "hvp")
     *_, hess_matrix = problem.second_order(z, rows, "matrix")
