@@ -57,20 +57,30 @@ def matched(sizes_k=(24, 32, 48), repeats: int = 3) -> list[dict]:
     for k in sizes_k:
         supcon_sizes = (k // 3, k // 3, k // 6, k - 2 * (k // 3) - k // 6)
         cases = {
-            f"supcon {supcon_sizes}": (lambda s=supcon_sizes: certify.certify_supcon(s, 0.2),
-                                       lambda s=supcon_sizes: exchangeable.certify_supcon(s, 0.2)),
-            f"combined m=4 n={k // 8} p=2": (lambda n=k // 8: certify.certify_combined(0.3, 0.2, 4, n, 2),
-                                             lambda n=k // 8: exchangeable.certify_combined(0.3, 0.2, 4, n, 2)),
+            f"supcon {supcon_sizes}": (
+                lambda s=supcon_sizes: certify.certify_supcon(s, 0.2),
+                lambda s=supcon_sizes: exchangeable.certify_supcon(s, 0.2),
+            ),
+            f"combined m=4 n={k // 8} p=2": (
+                lambda n=k // 8: certify.certify_combined(0.3, 0.2, 4, n, 2),
+                lambda n=k // 8: exchangeable.certify_combined(0.3, 0.2, 4, n, 2),
+            ),
         }
         for name, (full_call, reduced_call) in cases.items():
             full_seconds, full = _seconds(full_call, repeats)
             reduced_seconds, reduced = _seconds(reduced_call, repeats)
-            rows.append({
-                "K": k, "case": name, "full_s": full_seconds, "exchangeable_s": reduced_seconds,
-                "ratio": full_seconds / reduced_seconds, "full_minimum": full.minimum,
-                "minimum_difference": reduced.minimum - full.minimum,
-                "relative_minimum_difference": abs(reduced.minimum - full.minimum) / abs(full.minimum),
-            })
+            rows.append(
+                {
+                    "K": k,
+                    "case": name,
+                    "full_s": full_seconds,
+                    "exchangeable_s": reduced_seconds,
+                    "ratio": full_seconds / reduced_seconds,
+                    "full_minimum": full.minimum,
+                    "minimum_difference": reduced.minimum - full.minimum,
+                    "relative_minimum_difference": abs(reduced.minimum - full.minimum) / abs(full.minimum),
+                }
+            )
     return rows
 
 
@@ -80,7 +90,7 @@ def largest_full(budget: float, start: int = 40, step: int = 8) -> list[dict]:
         sizes = (k // 2, k - k // 2)
         original, certify.MAX_VECTORS = certify.MAX_VECTORS, 10**6  # lift the cap to time past it
         try:
-            seconds, _ = _seconds(lambda: certify.certify_supcon(sizes, 0.2, strict=False), 1)
+            seconds, _ = _seconds(lambda sizes=sizes: certify.certify_supcon(sizes, 0.2, strict=False), 1)
         finally:
             certify.MAX_VECTORS = original
         rows.append({"K": k, "seconds": seconds})
@@ -93,7 +103,7 @@ def largest_exchangeable(budget: float, classes=(10, 20, 40, 60, 100, 150, 200))
     rows = []
     for m in classes:
         sizes = (5000,) * (m // 2) + (50,) * (m - m // 2)
-        seconds, certificate = _seconds(lambda: exchangeable.certify_supcon(sizes, 0.2, symmetry="none"), 1)
+        seconds, certificate = _seconds(lambda sizes=sizes: exchangeable.certify_supcon(sizes, 0.2, symmetry="none"), 1)
         rows.append({"m": m, "vectors": sum(sizes), "variables": len(certificate.variables), "seconds": seconds})
         if seconds > budget:
             break
@@ -103,8 +113,11 @@ def largest_exchangeable(budget: float, classes=(10, 20, 40, 60, 100, 150, 200))
 def judge(rows: list[dict]) -> dict:
     """`CRITERIA` applied to part 1: thresholds, failures, passed."""
     limit = CRITERIA["max_relative_minimum_difference"]
-    failures = [f"K={row['K']} {row['case']}: minima differ by {row['relative_minimum_difference']:.1e} (relative)"
-                for row in rows if not row["relative_minimum_difference"] <= limit]
+    failures = [
+        f"K={row['K']} {row['case']}: minima differ by {row['relative_minimum_difference']:.1e} (relative)"
+        for row in rows
+        if not row["relative_minimum_difference"] <= limit
+    ]
     return {"thresholds": CRITERIA, "failures": failures, "passed": not failures}
 
 
@@ -117,21 +130,33 @@ def main(argv=None) -> int:
     rows = matched(repeats=config.repeats)
     print(f"{'K':>3} {'case':<34} {'full s':>8} {'exch. s':>8} {'ratio':>7} {'min diff':>9}")
     for row in rows:
-        print(f"{row['K']:>3} {row['case']:<34} {row['full_s']:>8.2f} {row['exchangeable_s']:>8.3f} "
-              f"{row['ratio']:>7.0f} {row['minimum_difference']:>9.1e}")
+        print(
+            f"{row['K']:>3} {row['case']:<34} {row['full_s']:>8.2f} {row['exchangeable_s']:>8.3f} "
+            f"{row['ratio']:>7.0f} {row['minimum_difference']:>9.1e}"
+        )
     full_rows = largest_full(config.budget)
     print("full program: " + ", ".join(f"K={r['K']}: {r['seconds']:.1f} s" for r in full_rows))
     reduced_rows = largest_exchangeable(config.budget)
-    print("exchangeable, no class symmetry, 5000/50 per class: "
-          + ", ".join(f"m={r['m']} ({r['vectors']} vectors): {r['seconds']:.1f} s" for r in reduced_rows))
+    print(
+        "exchangeable, no class symmetry, 5000/50 per class: "
+        + ", ".join(f"m={r['m']} ({r['vectors']} vectors): {r['seconds']:.1f} s" for r in reduced_rows)
+    )
     verdict = judge(rows)
-    record = {"config": asdict(config), "metadata": cli.run_metadata(), "criteria": verdict, "matched": rows,
-              "largest_full": full_rows, "largest_exchangeable": reduced_rows}
+    record = {
+        "config": asdict(config),
+        "metadata": cli.run_metadata(),
+        "criteria": verdict,
+        "matched": rows,
+        "largest_full": full_rows,
+        "largest_exchangeable": reduced_rows,
+    }
     out = cli.publish(config.out, lambda folder: cli.write_json(folder / "certificate_scale.json", record))
     outcome = "criteria hold, exit 0" if verdict["passed"] else f"criteria FAIL ({verdict['failures'][0]}), exit 1"
-    print(f"matched sizes: largest relative difference of the minima "
-          f"{max(row['relative_minimum_difference'] for row in rows):.1e}; {outcome}; wrote "
-          f"{out / 'certificate_scale.json'}")
+    print(
+        f"matched sizes: largest relative difference of the minima "
+        f"{max(row['relative_minimum_difference'] for row in rows):.1e}; {outcome}; wrote "
+        f"{out / 'certificate_scale.json'}"
+    )
     return 0 if verdict["passed"] else 1
 
 

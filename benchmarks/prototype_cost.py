@@ -49,8 +49,12 @@ class Config:
     n_classes: int = option(10, "classes m", check=cli.between(2, 1000))
     dim: int = option(128, "embedding dimension d (>= m - 1 for the ETF prototypes)", check=cli.between(1, 4096))
     tau: float = option(0.1, "temperature, in [0.001, 1000]", check=cli.between(*TAU_RANGE))
-    n_protos: tuple[int, ...] = option((0, 10, 100, 1000, 10000), "prototype copies n_w, first 0 (the baseline)",
-                                       check=cli.each(cli.between(0, MAX_N_PROTO)), sweep=True)
+    n_protos: tuple[int, ...] = option(
+        (0, 10, 100, 1000, 10000),
+        "prototype copies n_w, first 0 (the baseline)",
+        check=cli.each(cli.between(0, MAX_N_PROTO)),
+        sweep=True,
+    )
     repeats: int = option(20, "timed calls per measurement", check=cli.between(1, 10_000))
     # Small kernels; on a shared 2-core machine extra threads add contention noise.
     threads: int = option(1, "torch threads", check=cli.between(1, 1024))
@@ -59,11 +63,13 @@ class Config:
 
     def validate(self) -> None:
         if self.n_protos[0] != 0:
-            raise ValueError(f"--n-protos {','.join(map(str, self.n_protos))}: must start with 0, the baseline of "
-                             f"every ratio")
+            raise ValueError(
+                f"--n-protos {','.join(map(str, self.n_protos))}: must start with 0, the baseline of every ratio"
+            )
         if self.dim < self.n_classes - 1:
-            raise ValueError(f"--dim {self.dim}: ETF prototypes of {self.n_classes} classes need dim >= "
-                             f"{self.n_classes - 1}")
+            raise ValueError(
+                f"--dim {self.dim}: ETF prototypes of {self.n_classes} classes need dim >= {self.n_classes - 1}"
+            )
 
 
 def naive_prototype_supcon(z, labels, prototypes, n_proto: int, tau: float):
@@ -115,8 +121,10 @@ def _time_round_robin(calls: dict, repeats: int, budget_s: float) -> dict:
             begin = time.perf_counter()
             call()
             times[key].append(time.perf_counter() - begin)
-    return {key: {"min_s": min(values), "median_s": sorted(values)[len(values) // 2], "calls": len(values)}
-            for key, values in times.items()}
+    return {
+        key: {"min_s": min(values), "median_s": sorted(values)[len(values) // 2], "calls": len(values)}
+        for key, values in times.items()
+    }
 
 
 def run(config: Config) -> dict:
@@ -154,13 +162,18 @@ def run(config: Config) -> dict:
             row[f"fast_{kind}_ratio_to_fast_n0"] = row["fast"][kind]["min_s"] / base[kind]["min_s"]
             row[f"naive_{kind}_ratio_to_fast_n0"] = row["naive"][kind]["min_s"] / base[kind]["min_s"]
             row[f"naive_over_fast_{kind}"] = row["naive"][kind]["min_s"] / row["fast"][kind]["min_s"]
-    return {"rows": rows, "statistic": "ratios of the minimum time per call over the timed calls",
-            "max_relative_difference": max(r["relative_difference"] for r in rows)}
+    return {
+        "rows": rows,
+        "statistic": "ratios of the minimum time per call over the timed calls",
+        "max_relative_difference": max(r["relative_difference"] for r in rows),
+    }
 
 
 def _table(results: dict) -> str:
-    lines = [f"{'n_proto':>8} {'fast fwd ms':>12} {'fast f+b ms':>12} {'naive fwd ms':>13} {'naive f+b ms':>13}"
-             f" {'fast f+b / n0':>14} {'naive/fast f+b':>15}   (min time per call)"]
+    lines = [
+        f"{'n_proto':>8} {'fast fwd ms':>12} {'fast f+b ms':>12} {'naive fwd ms':>13} {'naive f+b ms':>13}"
+        f" {'fast f+b / n0':>14} {'naive/fast f+b':>15}   (min time per call)"
+    ]
     for row in results["rows"]:
         fast, naive = row["fast"], row["naive"]
         lines.append(
@@ -179,8 +192,10 @@ def judge(results: dict) -> dict:
     if not results["max_relative_difference"] <= CRITERIA["max_relative_difference"]:
         failures.append(f"naive and fast values differ by {results['max_relative_difference']:.1e} (relative)")
     if not last["fast_forward_backward_ratio_to_fast_n0"] <= CRITERIA["max_fast_cost_ratio"]:
-        failures.append(f"fast cost at n_w={last['n_proto']} is {last['fast_forward_backward_ratio_to_fast_n0']:.2f}x "
-                        f"its n_w=0 cost")
+        failures.append(
+            f"fast cost at n_w={last['n_proto']} is {last['fast_forward_backward_ratio_to_fast_n0']:.2f}x "
+            f"its n_w=0 cost"
+        )
     return {"thresholds": CRITERIA, "failures": failures, "passed": not failures}
 
 
@@ -197,12 +212,16 @@ def main(argv=None) -> int:
     out = cli.publish(config.out, lambda folder: cli.write_json(folder / "prototype_cost.json", record))
     print(_table(results))
     last = max(results["rows"], key=lambda row: row["n_proto"])
-    outcome = "criteria hold, exit 0" if verdict["passed"] else f"criteria FAIL ({'; '.join(verdict['failures'])}), exit 1"
-    print(f"n_proto={last['n_proto']}: fast costs {last['fast_forward_backward_ratio_to_fast_n0']:.2f}x "
-          f"its n_proto=0 cost (forward {last['fast_forward_ratio_to_fast_n0']:.2f}x), "
-          f"naive {last['naive_over_fast_forward_backward']:.0f}x the fast loss; "
-          f"max relative difference {results['max_relative_difference']:.1e}; {outcome}; "
-          f"wrote {out / 'prototype_cost.json'}")
+    outcome = (
+        "criteria hold, exit 0" if verdict["passed"] else f"criteria FAIL ({'; '.join(verdict['failures'])}), exit 1"
+    )
+    print(
+        f"n_proto={last['n_proto']}: fast costs {last['fast_forward_backward_ratio_to_fast_n0']:.2f}x "
+        f"its n_proto=0 cost (forward {last['fast_forward_ratio_to_fast_n0']:.2f}x), "
+        f"naive {last['naive_over_fast_forward_backward']:.0f}x the fast loss; "
+        f"max relative difference {results['max_relative_difference']:.1e}; {outcome}; "
+        f"wrote {out / 'prototype_cost.json'}"
+    )
     return 0 if verdict["passed"] else 1
 
 

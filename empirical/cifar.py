@@ -63,14 +63,51 @@ if TYPE_CHECKING:  # the module imports torch lazily so that --help and argument
 #: Per-dataset defaults. CIFAR targets a GPU; digits and the fixture finish on a CPU.
 #: eval_every: the geometry curve's spacing in epochs (evaluation costs about a quarter of a CIFAR epoch).
 PRESETS = {
-    "cifar10": dict(model="resnet18", dim=128, epochs=200, batch_size=512, lr=0.25, weight_decay=1e-4,
-                    warmup_epochs=10, eval_every=10, seeds=(0, 1, 2)),
-    "cifar100": dict(model="resnet18", dim=128, epochs=200, batch_size=512, lr=0.25, weight_decay=1e-4,
-                     warmup_epochs=10, eval_every=10, seeds=(0, 1, 2)),
-    "digits": dict(model="small_cnn", width=16, dim=32, epochs=30, batch_size=64, lr=0.1, weight_decay=5e-4,
-                   warmup_epochs=2, eval_every=1, seeds=(0, 1, 2)),
-    "fixture": dict(model="resnet18", dim=128, epochs=2, batch_size=32, lr=0.05, weight_decay=5e-4,
-                    warmup_epochs=0, eval_every=1, seeds=(0,)),
+    "cifar10": dict(
+        model="resnet18",
+        dim=128,
+        epochs=200,
+        batch_size=512,
+        lr=0.25,
+        weight_decay=1e-4,
+        warmup_epochs=10,
+        eval_every=10,
+        seeds=(0, 1, 2),
+    ),
+    "cifar100": dict(
+        model="resnet18",
+        dim=128,
+        epochs=200,
+        batch_size=512,
+        lr=0.25,
+        weight_decay=1e-4,
+        warmup_epochs=10,
+        eval_every=10,
+        seeds=(0, 1, 2),
+    ),
+    "digits": dict(
+        model="small_cnn",
+        width=16,
+        dim=32,
+        epochs=30,
+        batch_size=64,
+        lr=0.1,
+        weight_decay=5e-4,
+        warmup_epochs=2,
+        eval_every=1,
+        seeds=(0, 1, 2),
+    ),
+    "fixture": dict(
+        model="resnet18",
+        dim=128,
+        epochs=2,
+        batch_size=32,
+        lr=0.05,
+        weight_decay=5e-4,
+        warmup_epochs=0,
+        eval_every=1,
+        seeds=(0,),
+    ),
 }
 #: Images per class of the CIFAR-format fixture written for --dataset fixture.
 FIXTURE_SIZES = dict(n_train_per_class=10, n_test_per_class=5)
@@ -81,8 +118,13 @@ PROG = "python -m empirical.cifar"
 CRITERIA = {"finite_final_metrics": ("final_loss", "delta_g")}
 #: Files of the summary set, removed when a sweep starts (summary.json first: it is the set's manifest).
 SUMMARY_FILES = ("summary.json", "summary.csv")
-FIGURE_PATTERNS = ("delta_g_vs_*.png", "delta_g_epochs*.png", "gram_heatmaps*.png", "accuracy*.png",
-                   "variances_vs_alpha*.png")
+FIGURE_PATTERNS = (
+    "delta_g_vs_*.png",
+    "delta_g_epochs*.png",
+    "gram_heatmaps*.png",
+    "accuracy*.png",
+    "variances_vs_alpha*.png",
+)
 
 
 @dataclass(frozen=True)
@@ -109,7 +151,9 @@ class SweepConfig:
         for seed in self.seeds:
             for value in self.sweep_values:
                 if self.sweep_key == "alpha":
-                    runs.append((f"{self.base.loss}_alpha{value:g}_seed{seed}", self.base.replace(seed=seed, alpha=value)))
+                    runs.append(
+                        (f"{self.base.loss}_alpha{value:g}_seed{seed}", self.base.replace(seed=seed, alpha=value))
+                    )
                     continue
                 for anchors in self.anchors[:1] if value == 0 else self.anchors:
                     suffix = "" if value == 0 else f"_{anchors}"
@@ -120,17 +164,33 @@ class SweepConfig:
 
 def _preset_table() -> str:
     """The per-dataset defaults as one sentence (the help reflows its description)."""
-    keys = ("model", "epochs", "batch_size", "lr", "weight_decay", "warmup_epochs", "dim", "width", "eval_every",
-            "seeds")
-    return "Per-dataset defaults (the options shown 'none'): " + "; ".join(
-        f"{name}: " + ", ".join(f"{k}={cli.input_syntax(preset[k])}" for k in keys if k in preset)
-        for name, preset in PRESETS.items()) + "."
+    keys = (
+        "model",
+        "epochs",
+        "batch_size",
+        "lr",
+        "weight_decay",
+        "warmup_epochs",
+        "dim",
+        "width",
+        "eval_every",
+        "seeds",
+    )
+    return (
+        "Per-dataset defaults (the options shown 'none'): "
+        + "; ".join(
+            f"{name}: " + ", ".join(f"{k}={cli.input_syntax(preset[k])}" for k in keys if k in preset)
+            for name, preset in PRESETS.items()
+        )
+        + "."
+    )
 
 
 def _one_of(*allowed):
     def check(value):
         if value not in allowed:
             raise ValueError(f"must be one of {', '.join(allowed)}")
+
     return check
 
 
@@ -144,47 +204,74 @@ class Config:
     """Paper A's imbalanced-CIFAR experiment (and Paper B's loss) on real networks."""
 
     dataset: str = option("cifar10", "images", choices=tuple(PRESETS))
-    data_dir: str | None = option(None, "folder that contains cifar-10-batches-py/ or cifar-100-python/ (none: data/; "
-                                  "for the fixture <out>/fixture_data, written there if absent)")
+    data_dir: str | None = option(
+        None,
+        "folder that contains cifar-10-batches-py/ or cifar-100-python/ (none: data/; "
+        "for the fixture <out>/fixture_data, written there if absent)",
+    )
     download: bool = option(False, "fetch CIFAR into --data-dir if it is missing")
-    imbalance: float = option(100.0, "imbalance ratio R: minority classes keep max(1, floor(size / R)); 1 = balanced",
-                              check=cli.at_least(1), flag="--R", aliases=("--imbalance",))
+    imbalance: float = option(
+        100.0,
+        "imbalance ratio R: minority classes keep max(1, floor(size / R)); 1 = balanced",
+        check=cli.at_least(1),
+        flag="--R",
+        aliases=("--imbalance",),
+    )
     profile: str = option("step", "imbalance profile", choices=("step", "exp"))
-    loss: str = option("prototype", "prototype SCL (sweeps --n-proto) or the combined loss (sweeps --alpha)",
-                       choices=("prototype", "combined"))
-    n_proto: tuple[int, ...] = option((0, 10, 50, 100), "prototypes per class n_w, one run each",
-                                      check=cli.each(cli.at_least(0)), sweep=True)
-    anchors: tuple[str, ...] = option(("data", "all"), "anchor modes of prototype SCL, one run each per n_w >= 1; "
-                                      "data, all", check=cli.each(_one_of("data", "all")), sweep=True)
-    geometry: str = option("etf", "prototype geometry, also the target of DeltaG*",
-                           choices=("etf", "orthogonal", "minority_spread"))
+    loss: str = option(
+        "prototype",
+        "prototype SCL (sweeps --n-proto) or the combined loss (sweeps --alpha)",
+        choices=("prototype", "combined"),
+    )
+    n_proto: tuple[int, ...] = option(
+        (0, 10, 50, 100), "prototypes per class n_w, one run each", check=cli.each(cli.at_least(0)), sweep=True
+    )
+    anchors: tuple[str, ...] = option(
+        ("data", "all"),
+        "anchor modes of prototype SCL, one run each per n_w >= 1; data, all",
+        check=cli.each(_one_of("data", "all")),
+        sweep=True,
+    )
+    geometry: str = option(
+        "etf", "prototype geometry, also the target of DeltaG*", choices=("etf", "orthogonal", "minority_spread")
+    )
     spread: float = option(0.5, "minority_spread parameter", check=cli.between(0, 1))
-    alpha: tuple[float, ...] = option((0.0, 0.5, 1.0), "combined-loss weights alpha, one run each",
-                                      check=cli.each(cli.between(0, 1)), sweep=True)
+    alpha: tuple[float, ...] = option(
+        (0.0, 0.5, 1.0), "combined-loss weights alpha, one run each", check=cli.each(cli.between(0, 1)), sweep=True
+    )
     variant: str = option("instance", "combined-loss variant", choices=("instance", "supcon"))
     tau: float = option(0.1, "temperature, in [0.001, 1000]", check=cli.between(*TAU_RANGE))
     model: str | None = option(None, f"network {PER_DATASET}", choices=("resnet18", "small_cnn"))
     width: int | None = option(None, f"small_cnn width {PER_DATASET}", check=cli.at_least(1))
     dim: int | None = option(None, f"embedding dimension d {PER_DATASET}", check=cli.at_least(1))
     final_relu: bool = option(False, "ReLU before normalisation (arXiv 2306.07960)")
-    augmentation: str = option("auto", "supcon: RandomResizedCrop(0.2-1) + flip + colour jitter + grayscale (SupCon's "
-                               "CIFAR recipe); crop_flip: pad 4 + random crop + flip (Paper A's predecessor code); "
-                               "auto: digits for the digits datasets, supcon otherwise",
-                               choices=("auto", "supcon", "crop_flip", "digits"))
+    augmentation: str = option(
+        "auto",
+        "supcon: RandomResizedCrop(0.2-1) + flip + colour jitter + grayscale (SupCon's "
+        "CIFAR recipe); crop_flip: pad 4 + random crop + flip (Paper A's predecessor code); "
+        "auto: digits for the digits datasets, supcon otherwise",
+        choices=("auto", "supcon", "crop_flip", "digits"),
+    )
     epochs: int | None = option(None, f"epochs {PER_DATASET}", check=cli.at_least(1))
-    batch_size: int | None = option(None, f"global batch in images, split over processes {PER_DATASET}",
-                                    check=cli.at_least(2))
+    batch_size: int | None = option(
+        None, f"global batch in images, split over processes {PER_DATASET}", check=cli.at_least(2)
+    )
     lr: float | None = option(None, f"peak SGD learning rate {PER_DATASET}", check=cli.positive)
     weight_decay: float | None = option(None, f"weight decay {PER_DATASET}", check=cli.at_least(0))
     warmup_epochs: int | None = option(None, f"linear warm-up before the cosine {PER_DATASET}", check=cli.at_least(0))
-    eval_every: int | None = option(None, f"evaluate the geometry every k epochs and after the last {PER_DATASET}",
-                                    check=cli.at_least(1))
-    checkpoint_every: float = option(600.0, "seconds between checkpoints, written at an epoch end; also on a signal "
-                                     "and after the last epoch; one file per run, replaced each time",
-                                     check=cli.at_least(0))
+    eval_every: int | None = option(
+        None, f"evaluate the geometry every k epochs and after the last {PER_DATASET}", check=cli.at_least(1)
+    )
+    checkpoint_every: float = option(
+        600.0,
+        "seconds between checkpoints, written at an epoch end; also on a signal "
+        "and after the last epoch; one file per run, replaced each time",
+        check=cli.at_least(0),
+    )
     compile: bool = option(False, "train through torch.compile (a GPU option)")
-    seeds: tuple[int, ...] | None = option(None, f"one run per seed and value {PER_DATASET}",
-                                           check=cli.each(cli.between(*SEED_RANGE)), sweep=True)
+    seeds: tuple[int, ...] | None = option(
+        None, f"one run per seed and value {PER_DATASET}", check=cli.each(cli.between(*SEED_RANGE)), sweep=True
+    )
     device: str = option("auto", "auto, cpu, cuda or cuda:<index>")
     threads: int = option(0, "CPU threads for torch (0: torch's default, one per core)", check=cli.at_least(0))
     out: str = option("results/cifar", "output folder")
@@ -210,20 +297,53 @@ def resolve(config: Config, device: str) -> SweepConfig:
 
     preset = {key: value for key, value in PRESETS[config.dataset].items() if key != "seeds"}
     seeds = config.seeds if config.seeds is not None else PRESETS[config.dataset]["seeds"]
-    overrides = {key: getattr(config, key) for key in ("model", "width", "dim", "epochs", "batch_size", "lr",
-                                                        "weight_decay", "warmup_epochs", "eval_every")}
+    overrides = {
+        key: getattr(config, key)
+        for key in (
+            "model",
+            "width",
+            "dim",
+            "epochs",
+            "batch_size",
+            "lr",
+            "weight_decay",
+            "warmup_epochs",
+            "eval_every",
+        )
+    }
     settings = {**preset, **{key: value for key, value in overrides.items() if value is not None}}
     out = Path(config.out)
     data_dir = config.data_dir or (str(out / "fixture_data") if config.dataset == "fixture" else "data")
     sweep_key, values = ("n_proto", config.n_proto) if config.loss == "prototype" else ("alpha", config.alpha)
     base = TrainConfig(
-        dataset=config.dataset, data_dir=data_dir, download=config.download, imbalance=config.imbalance,
-        profile=config.profile, loss=config.loss, anchors=config.anchors[0], geometry=config.geometry,
-        spread=config.spread, variant=config.variant, tau=config.tau, final_relu=config.final_relu,
-        augmentation=config.augmentation, device=device, compile=config.compile, **settings,
+        dataset=config.dataset,
+        data_dir=data_dir,
+        download=config.download,
+        imbalance=config.imbalance,
+        profile=config.profile,
+        loss=config.loss,
+        anchors=config.anchors[0],
+        geometry=config.geometry,
+        spread=config.spread,
+        variant=config.variant,
+        tau=config.tau,
+        final_relu=config.final_relu,
+        augmentation=config.augmentation,
+        device=device,
+        compile=config.compile,
+        **settings,
     )
-    sweep = SweepConfig(base, sweep_key, tuple(values), tuple(seeds), str(out), config.resume, config.progress,
-                        config.anchors, config.checkpoint_every)
+    sweep = SweepConfig(
+        base,
+        sweep_key,
+        tuple(values),
+        tuple(seeds),
+        str(out),
+        config.resume,
+        config.progress,
+        config.anchors,
+        config.checkpoint_every,
+    )
     sweep.run_configs()  # builds (and so validates) every run's config before anything is loaded
     return sweep
 
@@ -270,16 +390,44 @@ def summary_row(run_id: str, result: dict) -> dict:
     config, final = result["config"], result.get("final") or {}
     speeds = [r["images_per_s"] for r in result.get("log", []) if r.get("images_per_s")]
     row = {"run": run_id, "status": result["status"]}
-    row.update({key: config[key] for key in ("dataset", "imbalance", "profile", "loss", "n_proto", "anchors",
-                                             "geometry", "alpha", "variant", "tau", "model", "augmentation",
-                                             "epochs", "seed")})
+    row.update(
+        {
+            key: config[key]
+            for key in (
+                "dataset",
+                "imbalance",
+                "profile",
+                "loss",
+                "n_proto",
+                "anchors",
+                "geometry",
+                "alpha",
+                "variant",
+                "tau",
+                "model",
+                "augmentation",
+                "epochs",
+                "seed",
+            )
+        }
+    )
     row["augmentation"] = result.get("augmentation", config["augmentation"])  # the recipe "auto" resolved to
     row["epochs_done"] = len(result.get("log", []))
     row["final_loss"] = final.get("loss")  # the column "loss" names the loss function
-    row.update({key: value for key, value in final.items() if key not in ("epoch", "loss", "lr", "train_seconds",
-                                                                           "images_per_s")})
-    row.update({f"backbone_{key}": value for key, value in (result.get("final_backbone") or {}).items()
-                if key != "eval_precision"})
+    row.update(
+        {
+            key: value
+            for key, value in final.items()
+            if key not in ("epoch", "loss", "lr", "train_seconds", "images_per_s")
+        }
+    )
+    row.update(
+        {
+            f"backbone_{key}": value
+            for key, value in (result.get("final_backbone") or {}).items()
+            if key != "eval_precision"
+        }
+    )
     row["mean_images_per_s"] = float(np.mean(speeds)) if speeds else None
     return row
 
@@ -290,21 +438,27 @@ def write_figures(out: Path, results: list[dict], key: str, anchors: tuple = ("d
 
     groups = {"": results}
     if key == "n_proto" and len(anchors) > 1:
-        groups = {f"_anchors-{mode}": [r for r in results if r["config"]["n_proto"] == 0
-                                       or r["config"]["anchors"] == mode] for mode in anchors}
+        groups = {
+            f"_anchors-{mode}": [r for r in results if r["config"]["n_proto"] == 0 or r["config"]["anchors"] == mode]
+            for mode in anchors
+        }
     paths = []
     for suffix, subset in groups.items():
         made = {
-            f"delta_g_vs_{key}": figures.metric_by_sweep(subset, key, {"delta_g": r"$\Delta G^*$"},
-                                                         r"$\Delta G^*$ at the last epoch"),
+            f"delta_g_vs_{key}": figures.metric_by_sweep(
+                subset, key, {"delta_g": r"$\Delta G^*$"}, r"$\Delta G^*$ at the last epoch"
+            ),
             "delta_g_epochs": figures.delta_g_over_epochs(subset, key),
             "gram_heatmaps": figures.gram_heatmaps(subset, key),
             "accuracy": figures.accuracy_by_group(subset, key),
         }
         if key == "alpha":
             made["variances_vs_alpha"] = figures.metric_by_sweep(
-                subset, key, {"within_var": "within-class W", "between_var": "between-class B"},
-                "variances at the last epoch")
+                subset,
+                key,
+                {"within_var": "within-class W", "between_var": "between-class B"},
+                "variances at the last epoch",
+            )
         for name, figure in made.items():
             paths.append(cli.save_figure(figure, out / f"{name}{suffix}.png", dpi=120))
     return paths
@@ -329,8 +483,11 @@ def _summary_line(sweep: SweepConfig, results: list[dict], device: str, world: i
     for r in finished:
         config = r["config"]
         value = config[sweep.sweep_key]
-        label = f"{value:g}" if sweep.sweep_key == "alpha" or value == 0 or len(sweep.anchors) == 1 \
+        label = (
+            f"{value:g}"
+            if sweep.sweep_key == "alpha" or value == 0 or len(sweep.anchors) == 1
             else f"{value:g}/{config['anchors']}"
+        )
         groups.setdefault(label, []).append(r["final"]["delta_g"])
     parts = []
     for label, values in groups.items():
@@ -339,10 +496,16 @@ def _summary_line(sweep: SweepConfig, results: list[dict], device: str, world: i
     name = "n_w" if sweep.sweep_key == "n_proto" else "alpha"
     if sweep.sweep_key == "n_proto" and len(sweep.anchors) > 1:
         name += "/anchors"
-    return (f"{len(finished)} runs on {sweep.base.dataset} ({device}, {world} process{'es' * (world > 1)}); "
-            f"final DeltaG* by {name} (mean±std over seeds): {', '.join(parts)}; "
-            + (f"exit 1: non-finite final loss or DeltaG* in {', '.join(failures)}" if failures
-               else "exit 0: every run ended with a finite loss and DeltaG*") + f"; results in {sweep.out}/")
+    return (
+        f"{len(finished)} runs on {sweep.base.dataset} ({device}, {world} process{'es' * (world > 1)}); "
+        f"final DeltaG* by {name} (mean±std over seeds): {', '.join(parts)}; "
+        + (
+            f"exit 1: non-finite final loss or DeltaG* in {', '.join(failures)}"
+            if failures
+            else "exit 0: every run ended with a finite loss and DeltaG*"
+        )
+        + f"; results in {sweep.out}/"
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -380,15 +543,21 @@ def _run_all(sweep: SweepConfig, processes, stop: StopFlag) -> int:
         record_path = out / "runs" / f"{run_id}.json"
         checkpoint = out / "checkpoints" / f"{run_id}.pt"
         done, resume = _plan(sweep, run_id, config, processes)
-        files += [f"runs/{run_id}.jsonl", f"runs/{run_id}.json", f"checkpoints/{run_id}.pt",
-                  f"runs/{run_id}.curves.csv", f"runs/{run_id}.curves.png"]
+        files += [
+            f"runs/{run_id}.jsonl",
+            f"runs/{run_id}.json",
+            f"checkpoints/{run_id}.pt",
+            f"runs/{run_id}.curves.csv",
+            f"runs/{run_id}.curves.png",
+        ]
         if done is not None:  # --resume skips runs that already finished with this config
             if rank == 0:
                 finished.append(done)
                 rows.append(summary_row(run_id, done))
             continue
-        bar = tqdm(total=config.epochs, desc=run_id, disable=not sweep.progress or rank != 0, leave=False,
-                   dynamic_ncols=True)
+        bar = tqdm(
+            total=config.epochs, desc=run_id, disable=not sweep.progress or rank != 0, leave=False, dynamic_ncols=True
+        )
 
         def on_epoch(log, run_id=run_id, bar=bar):
             bar.update(len(log) - bar.n)
@@ -396,8 +565,15 @@ def _run_all(sweep: SweepConfig, processes, stop: StopFlag) -> int:
             if rank == 0:
                 cli.write_jsonl(out / "runs" / f"{run_id}.jsonl", log)
 
-        result = train.run(config, checkpoint=checkpoint, resume=resume, checkpoint_every=sweep.checkpoint_every,
-                           should_stop=stop, on_epoch=on_epoch, processes=processes)
+        result = train.run(
+            config,
+            checkpoint=checkpoint,
+            resume=resume,
+            checkpoint_every=sweep.checkpoint_every,
+            should_stop=stop,
+            on_epoch=on_epoch,
+            processes=processes,
+        )
         bar.close()
         if rank == 0:
             cli.write_jsonl(out / "runs" / f"{run_id}.jsonl", result["log"])
@@ -409,9 +585,11 @@ def _run_all(sweep: SweepConfig, processes, stop: StopFlag) -> int:
         if result["status"] == "interrupted":
             if rank == 0:
                 name = signal.Signals(stop.signal).name if stop.signal else "a stop request"
-                print(f"interrupted by {name} in {run_id} at epoch {result['epoch'] + 1}, step {result['step']}: "
-                      f"checkpoint {checkpoint} written; rerun the same command with --resume to continue",
-                      file=sys.stderr)
+                print(
+                    f"interrupted by {name} in {run_id} at epoch {result['epoch'] + 1}, step {result['step']}: "
+                    f"checkpoint {checkpoint} written; rerun the same command with --resume to continue",
+                    file=sys.stderr,
+                )
             return 128 + (stop.signal or signal.SIGINT)
         finished.append(result)
         rows.append(summary_row(run_id, result))
@@ -421,19 +599,33 @@ def _run_all(sweep: SweepConfig, processes, stop: StopFlag) -> int:
     if rank == 0:
         figures = write_figures(out, finished, sweep.sweep_key, sweep.anchors)
         files += ["summary.csv", *(path.name for path in figures)]
-        cli.write_json(out / "summary.json", {  # written last: the manifest of a complete set
-            "command": "empirical.cifar", "metadata": cli.run_metadata(), "sweep": sweep.sweep_key,
-            "values": list(sweep.sweep_values), "anchors": list(sweep.anchors), "seeds": list(sweep.seeds),
-            "base_config": dataclasses.asdict(sweep.base), **provenance, "criteria": CRITERIA,
-            "failed_runs": failures, "passed": not failures, "files": files, "runs": rows})
+        cli.write_json(
+            out / "summary.json",
+            {  # written last: the manifest of a complete set
+                "command": "empirical.cifar",
+                "metadata": cli.run_metadata(),
+                "sweep": sweep.sweep_key,
+                "values": list(sweep.sweep_values),
+                "anchors": list(sweep.anchors),
+                "seeds": list(sweep.seeds),
+                "base_config": dataclasses.asdict(sweep.base),
+                **provenance,
+                "criteria": CRITERIA,
+                "failed_runs": failures,
+                "passed": not failures,
+                "files": files,
+                "runs": rows,
+            },
+        )
         print(_summary_line(sweep, finished, sweep.base.device, processes.world, failures))
     return 1 if failures else 0
 
 
 def finite_final_metrics(row: dict) -> bool:
     """`CRITERIA`: the row's final metrics are finite numbers (a result read back from JSON has "nan" strings)."""
-    return all(isinstance(row.get(key), (int, float)) and math.isfinite(row[key])
-               for key in CRITERIA["finite_final_metrics"])
+    return all(
+        isinstance(row.get(key), (int, float)) and math.isfinite(row[key]) for key in CRITERIA["finite_final_metrics"]
+    )
 
 
 def _retire_summary(out: Path) -> None:
@@ -528,7 +720,7 @@ def _provide_data(config) -> None:
 
 
 def _option_named_in(message: str) -> str:
-    """"--option: " for the config field a validation message starts with (messages name their field)."""
+    """ "--option: " for the config field a validation message starts with (messages name their field)."""
     from empirical.train import TrainConfig
 
     field = message.split(" ", 1)[0]

@@ -19,11 +19,14 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 #: Columns of the curve table: the epoch, then the quantities, None where an epoch was not evaluated.
-CURVE_COLUMNS = ("epoch", "lr", "loss", "delta_g", "within_var", "between_var", "train_acc_overall",
-                 "test_acc_overall")
+CURVE_COLUMNS = ("epoch", "lr", "loss", "delta_g", "within_var", "between_var", "train_acc_overall", "test_acc_overall")
 #: The panels of `curves_figure`: log key -> axis label.
-PANELS = {"loss": "training loss (epoch mean)", "delta_g": r"$\Delta G^*$ to the target Gram",
-          "within_var": "within-class variance W", "test_acc_overall": "test nearest-class-centre accuracy"}
+PANELS = {
+    "loss": "training loss (epoch mean)",
+    "delta_g": r"$\Delta G^*$ to the target Gram",
+    "within_var": "within-class variance W",
+    "test_acc_overall": "test nearest-class-centre accuracy",
+}
 
 
 def curve_rows(log: list[dict]) -> list[dict]:
@@ -52,8 +55,13 @@ def curves_figure(results: list[dict], key: str, title: str) -> Figure:
     for ax, (metric, label) in zip(axes, PANELS.items()):
         for index, (value, logs) in enumerate(sorted(groups.items())):
             for seed, log in enumerate(logs):
-                ax.plot(*_points(log, metric), color=f"C{index}", lw=0.9, alpha=0.7,
-                        label=f"{key} = {value:g} ({len(logs)} runs)" if seed == 0 else None)
+                ax.plot(
+                    *_points(log, metric),
+                    color=f"C{index}",
+                    lw=0.9,
+                    alpha=0.7,
+                    label=f"{key} = {value:g} ({len(logs)} runs)" if seed == 0 else None,
+                )
         ax.set(xlabel="epoch", ylabel=label)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
@@ -69,6 +77,7 @@ def write_curves(result: dict, folder, stem: str = "curves") -> tuple[Path, Path
     csv_path = cli.write_csv(folder / f"{stem}.csv", curve_rows(result["log"]))
     config = result["config"]
     swept = "n_proto" if config.get("loss") == "prototype" else "alpha"
-    figure = curves_figure([result], swept, f"{config.get('dataset')}: seed {config.get('seed')}, "
-                                            f"{config.get('epochs')} epochs")
+    figure = curves_figure(
+        [result], swept, f"{config.get('dataset')}: seed {config.get('seed')}, {config.get('epochs')} epochs"
+    )
     return csv_path, cli.save_figure(figure, folder / f"{stem}.png")

@@ -58,8 +58,9 @@ class LabelledImages:
 
     def __post_init__(self):
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
-            raise ValueError(f"images must be a uint8 tensor (N, C, H, W), "
-                             f"got {self.images.dtype} {tuple(self.images.shape)}")
+            raise ValueError(
+                f"images must be a uint8 tensor (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}"
+            )
         if self.labels.shape != (self.images.shape[0],):
             raise ValueError(f"labels must have shape ({self.images.shape[0]},), got {tuple(self.labels.shape)}")
 
@@ -102,8 +103,10 @@ _READERS = {"cifar10": CIFAR10, "cifar100": CIFAR100, "fixture": _CIFAR10Fixture
 
 def _missing_message(name: str, root: Path) -> str:
     folder = _READERS[name].base_folder
-    return (f"{name} files not found (or corrupted) in {root / folder}/: "
-            f"set --data-dir to the folder that contains {folder}/, or add --download to fetch it there")
+    return (
+        f"{name} files not found (or corrupted) in {root / folder}/: "
+        f"set --data-dir to the folder that contains {folder}/, or add --download to fetch it there"
+    )
 
 
 def ensure_available(name: str, data_dir, download: bool = False) -> None:
@@ -223,8 +226,10 @@ def _digits_arrays(data_dir=None) -> tuple[np.ndarray, np.ndarray]:
     try:
         from sklearn.datasets import load_digits  # deferred: scikit-learn is slow to import
     except ImportError:
-        raise DatasetNotFoundError(f"digits need scikit-learn, or its file {DIGITS_FILE} (in sklearn/datasets/data/) "
-                                   f"copied into the data folder {data_dir}") from None
+        raise DatasetNotFoundError(
+            f"digits need scikit-learn, or its file {DIGITS_FILE} (in sklearn/datasets/data/) "
+            f"copied into the data folder {data_dir}"
+        ) from None
     digits = load_digits()
     return digits.images, digits.target.astype(np.int64)
 
@@ -492,8 +497,9 @@ class PreparedData:
     augmentation: Augmentation
 
 
-def two_view_batch(data: PreparedData, index: Tensor, generator: torch.Generator,
-                   processes: Processes) -> tuple[Tensor, Tensor, Tensor]:
+def two_view_batch(
+    data: PreparedData, index: Tensor, generator: torch.Generator, processes: Processes
+) -> tuple[Tensor, Tensor, Tensor]:
     """This process's two augmented views of its slice of the global batch, and the gathered labels.
 
     Augmentation parameters are drawn for the whole global batch (2, B, 9) and sliced,
@@ -512,7 +518,12 @@ def two_view_batch(data: PreparedData, index: Tensor, generator: torch.Generator
     params = sample_augmentation(2 * batch, data.augmentation, generator, size).view(2, batch, -1)
     mine = slice(processes.rank * local, (processes.rank + 1) * local)
     images = data.train.images[index[mine]]
-    views = augment(torch.cat([images, images]), params[:, mine].reshape(2 * local, -1), data.mean, data.std,
-                    padding_mode=data.augmentation.padding_mode)
+    views = augment(
+        torch.cat([images, images]),
+        params[:, mine].reshape(2 * local, -1),
+        data.mean,
+        data.std,
+        padding_mode=data.augmentation.padding_mode,
+    )
     positions = torch.arange(batch, device=index.device).view(world, 1, local).expand(-1, 2, -1).reshape(-1)
     return views, data.train.labels[index][positions], positions

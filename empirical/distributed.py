@@ -145,8 +145,9 @@ def distribute(model: nn.Module, device: torch.device, processes: Processes) -> 
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     else:
         model = cross_process_batchnorm(model)
-    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
-                                   broadcast_buffers=False)
+    return DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
+    )
 
 
 def gather_rows(z: Tensor, processes: Processes) -> Tensor:

@@ -47,8 +47,15 @@ def to_model_layout(x: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def embed(network: ContrastiveNet, images: Tensor, mean: Tensor, std: Tensor, processes: Processes,
-          precise: bool = False, chunk: int = 512) -> dict[str, Tensor]:
+def embed(
+    network: ContrastiveNet,
+    images: Tensor,
+    mean: Tensor,
+    std: Tensor,
+    processes: Processes,
+    precise: bool = False,
+    chunk: int = 512,
+) -> dict[str, Tensor]:
     """Un-augmented embeddings of uint8 images in evaluation mode, on every process.
 
     Returns {"projector": z (N, d), "backbone": h / |h| (N, F)} in float32. ``precise``:
@@ -60,8 +67,11 @@ def embed(network: ContrastiveNet, images: Tensor, mean: Tensor, std: Tensor, pr
     was_training = network.training
     network.eval()
     device = images.device
-    precision = full_float32(device) if precise else torch.autocast(device.type, dtype=torch.bfloat16,
-                                                                     enabled=device.type == "cuda")
+    precision = (
+        full_float32(device)
+        if precise
+        else torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    )
     parts = {"projector": [], "backbone": []}
     with precision:
         for part in mine.split(chunk):
@@ -77,8 +87,9 @@ def embed(network: ContrastiveNet, images: Tensor, mean: Tensor, std: Tensor, pr
     return result
 
 
-def geometry_metrics(z_train: Tensor, y_train: Tensor, z_test: Tensor, y_test: Tensor, target_gram: Tensor,
-                     n_classes: int, minority) -> tuple[dict, Tensor]:
+def geometry_metrics(
+    z_train: Tensor, y_train: Tensor, z_test: Tensor, y_test: Tensor, target_gram: Tensor, n_classes: int, minority
+) -> tuple[dict, Tensor]:
     """DESIGN §3 metrics of embeddings (from `simulate.metrics`), in float64.
 
     Returns the record {delta_g, total_var, within_var, between_var, nc1,
@@ -100,8 +111,9 @@ def geometry_metrics(z_train: Tensor, y_train: Tensor, z_test: Tensor, y_test: T
     return record, gram
 
 
-def evaluate(network: ContrastiveNet, data: PreparedData, target_gram: Tensor, processes: Processes,
-             precise: bool) -> dict[str, tuple[dict, Tensor]]:
+def evaluate(
+    network: ContrastiveNet, data: PreparedData, target_gram: Tensor, processes: Processes, precise: bool
+) -> dict[str, tuple[dict, Tensor]]:
     """Geometry of the projector output and the backbone features: {head: (record, Gram)}.
 
     With several processes the BatchNorm running statistics (equal up to the order of
@@ -115,8 +127,9 @@ def evaluate(network: ContrastiveNet, data: PreparedData, target_gram: Tensor, p
     precision = "float32" if precise or data.train.images.device.type != "cuda" else "bfloat16"
     measured = {}
     for head in ("projector", "backbone"):
-        record, gram = geometry_metrics(train[head], data.train.labels, test[head], data.test.labels, target_gram,
-                                        n_classes, minority)
+        record, gram = geometry_metrics(
+            train[head], data.train.labels, test[head], data.test.labels, target_gram, n_classes, minority
+        )
         measured[head] = ({**record, "eval_precision": precision}, gram)
     return measured
 

@@ -42,7 +42,9 @@ def metric_by_sweep(results: list[dict], key: str, metrics: dict[str, str], titl
         means, stds = zip(*stats) if stats else ((), ())
         axes.errorbar(positions + shift, means, yerr=stds, marker="o", capsize=4, label=label)
         for position, runs in zip(positions, groups.values()):
-            axes.scatter([position + shift] * len(runs), [r["final"][metric] for r in runs], s=10, color="grey", zorder=3)
+            axes.scatter(
+                [position + shift] * len(runs), [r["final"][metric] for r in runs], s=10, color="grey", zorder=3
+            )
     axes.set_xticks(positions, [f"{value:g}" for value in groups])
     axes.set_xlabel(LABELS.get(key, key))
     seeds = sorted({len(runs) for runs in groups.values()})
@@ -81,7 +83,9 @@ def gram_heatmaps(results: list[dict], key: str) -> Figure:
     panels = [("target $G^*$", target)]
     for value, run in firsts:
         gram = np.asarray(run["gram"])
-        panels.append((f"{key} = {value:g}, seed {run['config']['seed']}", gram * np.linalg.norm(target) / np.linalg.norm(gram)))
+        panels.append(
+            (f"{key} = {value:g}, seed {run['config']['seed']}", gram * np.linalg.norm(target) / np.linalg.norm(gram))
+        )
     figure = Figure(figsize=(2.6 * len(panels) + 0.8, 2.8), layout="constrained")
     axes = figure.subplots(1, len(panels), squeeze=False)[0]
     for ax, (title, matrix) in zip(axes, panels):
@@ -97,7 +101,8 @@ def gram_heatmaps(results: list[dict], key: str) -> Figure:
 def accuracy_by_group(results: list[dict], key: str) -> Figure:
     """Test nearest-class-centre accuracy of the majority and minority classes against the swept value."""
     return metric_by_sweep(
-        results, key,
+        results,
+        key,
         {"test_acc_majority": "majority classes", "test_acc_minority": "minority classes", "test_acc_overall": "all"},
         "test nearest-class-centre accuracy",
     )

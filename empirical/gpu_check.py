@@ -59,10 +59,30 @@ TOLERANCES = {"kernel": 1e-6, "float32": 1e-5, "bfloat16": 1e-2, "torchrun_float
 #: Sizes per device type: a GPU run that fits in minutes, a CPU run that fits in a test.
 SIZES = {
     # 5000 fixture images in batches of 512 (the CIFAR preset's): 9 steps an epoch, enough for images/s.
-    "cuda": dict(model="resnet18", dim=128, width=16, fixture_per_class=500, fixture_epochs=3, batch_size=512,
-                 digits_epochs=10, digits_batch=256, fixed_images=32, torchrun_batch=512),
-    "cpu": dict(model="small_cnn", dim=16, width=4, fixture_per_class=8, fixture_epochs=2, batch_size=16,
-                digits_epochs=1, digits_batch=64, fixed_images=4, torchrun_batch=16),
+    "cuda": dict(
+        model="resnet18",
+        dim=128,
+        width=16,
+        fixture_per_class=500,
+        fixture_epochs=3,
+        batch_size=512,
+        digits_epochs=10,
+        digits_batch=256,
+        fixed_images=32,
+        torchrun_batch=512,
+    ),
+    "cpu": dict(
+        model="small_cnn",
+        dim=16,
+        width=4,
+        fixture_per_class=8,
+        fixture_epochs=2,
+        batch_size=16,
+        digits_epochs=1,
+        digits_batch=64,
+        fixed_images=4,
+        torchrun_batch=16,
+    ),
 }
 TAU = 0.1
 
@@ -73,8 +93,9 @@ class Config:
 
     out: str = option("results/gpu_check", "output folder")
     device: str = option("auto", "auto, cpu, cuda or cuda:<index>")
-    data_dir: str | None = option(None, "where the fixture is written and digits.csv.gz is looked for "
-                                  "(none: <out>/data)")
+    data_dir: str | None = option(
+        None, "where the fixture is written and digits.csv.gz is looked for (none: <out>/data)"
+    )
     compile: bool = option(False, "train through torch.compile")
     torchrun: bool = option(True, "the 2-process section (--no-torchrun leaves it out)")
     worker: bool = option(False, "internal: one process of the 2-process section, started by the check itself")
@@ -94,17 +115,28 @@ def environment(device) -> dict:
     import torch
     import torchvision
 
-    record = {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
-              "device": str(device), "cuda_available": torch.cuda.is_available(),
-              "gpu_count": torch.cuda.device_count(),
-              "cvxpy_imported": any(isinstance(sys.modules.get(name), types.ModuleType)
-                                    for name in ("cvxpy", "simulate.certify"))}
+    record = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "device": str(device),
+        "cuda_available": torch.cuda.is_available(),
+        "gpu_count": torch.cuda.device_count(),
+        "cvxpy_imported": any(
+            isinstance(sys.modules.get(name), types.ModuleType) for name in ("cvxpy", "simulate.certify")
+        ),
+    }
     if device.type == "cuda":
         properties = torch.cuda.get_device_properties(device)
-        record.update(gpu=properties.name, memory_gib=round(properties.total_memory / 2**30, 1),
-                      capability=f"{properties.major}.{properties.minor}", cuda=torch.version.cuda,
-                      cudnn=torch.backends.cudnn.version(), bf16=torch.cuda.is_bf16_supported(),
-                      nccl=torch.distributed.is_nccl_available())
+        record.update(
+            gpu=properties.name,
+            memory_gib=round(properties.total_memory / 2**30, 1),
+            capability=f"{properties.major}.{properties.minor}",
+            cuda=torch.version.cuda,
+            cudnn=torch.backends.cudnn.version(),
+            bf16=torch.cuda.is_bf16_supported(),
+            nccl=torch.distributed.is_nccl_available(),
+        )
     record["passed"] = not record["cvxpy_imported"]
     return record
 
@@ -156,22 +188,32 @@ def training_run(config, out: Path, name: str) -> dict:
     log = result["log"]
     losses = [r["loss"] for r in log]
     record = {
-        "config": {k: v for k, v in result["config"].items() if k in ("dataset", "model", "dim", "epochs", "batch_size",
-                                                                       "n_proto", "imbalance", "compile", "device")},
-        "seconds": round(seconds, 2), "steps_per_epoch": result["steps_per_epoch"],
-        "host_syncs_in_step": sum(syncs.counts.values()), "host_sync_kinds": syncs.counts,
+        "config": {
+            k: v
+            for k, v in result["config"].items()
+            if k in ("dataset", "model", "dim", "epochs", "batch_size", "n_proto", "imbalance", "compile", "device")
+        },
+        "seconds": round(seconds, 2),
+        "steps_per_epoch": result["steps_per_epoch"],
+        "host_syncs_in_step": sum(syncs.counts.values()),
+        "host_sync_kinds": syncs.counts,
         "steps_counted": syncs.count_steps,
-        "images_per_s_last_epoch": log[-1]["images_per_s"], "images_per_s_by_epoch": [r["images_per_s"] for r in log],
-        "loss_by_epoch": losses, "final_delta_g": result["final"]["delta_g"],
+        "images_per_s_last_epoch": log[-1]["images_per_s"],
+        "images_per_s_by_epoch": [r["images_per_s"] for r in log],
+        "loss_by_epoch": losses,
+        "final_delta_g": result["final"]["delta_g"],
         "final_backbone_delta_g": result["final_backbone"]["delta_g"],
         "final_eval_precision": result["final"]["eval_precision"],
         "checkpoint_mb": round(checkpoint.stat().st_size / 2**20, 2),
         "checkpoint_files": sorted(p.name for p in checkpoint.parent.iterdir()),
     }
     record["passed"] = bool(
-        result["status"] == "finished" and all(math.isfinite(x) for x in losses)
-        and record["host_syncs_in_step"] == 0 and saved["epoch"] == config.epochs
-        and record["final_eval_precision"] == "float32" and record["checkpoint_files"].count(checkpoint.name) == 1
+        result["status"] == "finished"
+        and all(math.isfinite(x) for x in losses)
+        and record["host_syncs_in_step"] == 0
+        and saved["epoch"] == config.epochs
+        and record["final_eval_precision"] == "float32"
+        and record["checkpoint_files"].count(checkpoint.name) == 1
     )
     return record
 
@@ -186,10 +228,24 @@ def _steps_per_epoch(config) -> int:
 def fixture_config(device, sizes: dict, data_dir: Path, compiled: bool, epochs: int | None = None, batch=None):
     from empirical import train
 
-    return train.TrainConfig(dataset="fixture", data_dir=str(data_dir), imbalance=1.0, loss="prototype", n_proto=10,
-                             tau=TAU, model=sizes["model"], width=sizes["width"], dim=sizes["dim"],
-                             epochs=epochs or sizes["fixture_epochs"], batch_size=batch or sizes["batch_size"],
-                             lr=0.05, warmup_epochs=0, eval_every=1, device=str(device), compile=compiled)
+    return train.TrainConfig(
+        dataset="fixture",
+        data_dir=str(data_dir),
+        imbalance=1.0,
+        loss="prototype",
+        n_proto=10,
+        tau=TAU,
+        model=sizes["model"],
+        width=sizes["width"],
+        dim=sizes["dim"],
+        epochs=epochs or sizes["fixture_epochs"],
+        batch_size=batch or sizes["batch_size"],
+        lr=0.05,
+        warmup_epochs=0,
+        eval_every=1,
+        device=str(device),
+        compile=compiled,
+    )
 
 
 def fixture_section(device, sizes: dict, out: Path, data_dir: Path, compiled: bool) -> dict:
@@ -199,11 +255,24 @@ def fixture_section(device, sizes: dict, out: Path, data_dir: Path, compiled: bo
 def digits_section(device, sizes: dict, out: Path, data_dir: Path, compiled: bool) -> dict:
     from empirical import train
 
-    config = train.TrainConfig(dataset="digits32", data_dir=str(data_dir), imbalance=10.0, loss="prototype",
-                               n_proto=10, tau=TAU, model=sizes["model"], width=sizes["width"], dim=sizes["dim"],
-                               epochs=sizes["digits_epochs"], batch_size=sizes["digits_batch"], lr=0.1,
-                               warmup_epochs=min(2, sizes["digits_epochs"] - 1), eval_every=sizes["digits_epochs"],
-                               device=str(device), compile=compiled)
+    config = train.TrainConfig(
+        dataset="digits32",
+        data_dir=str(data_dir),
+        imbalance=10.0,
+        loss="prototype",
+        n_proto=10,
+        tau=TAU,
+        model=sizes["model"],
+        width=sizes["width"],
+        dim=sizes["dim"],
+        epochs=sizes["digits_epochs"],
+        batch_size=sizes["digits_batch"],
+        lr=0.1,
+        warmup_epochs=min(2, sizes["digits_epochs"] - 1),
+        eval_every=sizes["digits_epochs"],
+        device=str(device),
+        compile=compiled,
+    )
     record = training_run(config, out, "digits32")
     if config.epochs > 1:  # real images: training must lower the loss
         record["loss_decreased"] = record["loss_by_epoch"][-1] < record["loss_by_epoch"][0]
@@ -250,8 +319,15 @@ def fixed_batch_section(device, sizes: dict, data_dir: Path) -> dict:
         with torch.autocast(device.type, dtype=torch.bfloat16):
             z16 = copy.deepcopy(network).to(device)(x)
         measured["bfloat16"] = float(step_loss(z16, y))
-    record = {"images": batch, "views": 2 * batch, "model": "resnet18", "tau": TAU, "n_proto": config.n_proto,
-              "float64_cpu_loss": reference, "device": str(device)}
+    record = {
+        "images": batch,
+        "views": 2 * batch,
+        "model": "resnet18",
+        "tau": TAU,
+        "n_proto": config.n_proto,
+        "float64_cpu_loss": reference,
+        "device": str(device),
+    }
     passed = True
     for path, value in measured.items():
         error = abs(value - reference) / abs(reference)
@@ -266,13 +342,28 @@ def torchrun_section(device, sizes: dict, out: Path, data_dir: Path) -> dict:
     from empirical import train
 
     folder = out / "torchrun"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "empirical.gpu_check", "--worker", "--out", str(folder), "--device", device.type,
-               "--data-dir", str(data_dir)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "empirical.gpu_check",
+        "--worker",
+        "--out",
+        str(folder),
+        "--device",
+        device.type,
+        "--data-dir",
+        str(data_dir),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     start = time.perf_counter()
-    completed = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300,
-                               cwd=Path(__file__).resolve().parent.parent)
+    completed = subprocess.run(
+        command, capture_output=True, text=True, env=env, timeout=300, cwd=Path(__file__).resolve().parent.parent
+    )
     seconds = time.perf_counter() - start
     record = {"command": " ".join(command[1:]), "returncode": completed.returncode, "seconds": round(seconds, 1)}
     if completed.returncode != 0:
@@ -301,10 +392,17 @@ def worker(args: Config) -> int:
         train.configure_backends(device)
         result = train.run(config, processes=processes)
         if processes.rank == 0:
-            cli.write_json(Path(args.out) / "result.json", {
-                "world_size": result["world_size"], "backend": processes.backend, "device": str(device),
-                "loss": result["log"][0]["loss"], "images_per_s": result["log"][0]["images_per_s"],
-                "final_delta_g": result["final"]["delta_g"]})
+            cli.write_json(
+                Path(args.out) / "result.json",
+                {
+                    "world_size": result["world_size"],
+                    "backend": processes.backend,
+                    "device": str(device),
+                    "loss": result["log"][0]["loss"],
+                    "images_per_s": result["log"][0]["images_per_s"],
+                    "final_delta_g": result["final"]["delta_g"],
+                },
+            )
     return 0
 
 
@@ -334,8 +432,14 @@ def main(argv=None) -> int:
     if device.type == "cpu":  # the CPU run is the small version for tests: one thread, no spinning
         torch.set_num_threads(1)
     data.write_cifar_fixture(data_dir, n_train_per_class=sizes["fixture_per_class"], n_test_per_class=10)
-    report = {**cli.run_metadata(), "complete": False, "tolerances": TOLERANCES, "sizes": sizes,
-              "compile": args.compile, "sections": {}}
+    report = {
+        **cli.run_metadata(),
+        "complete": False,
+        "tolerances": TOLERANCES,
+        "sizes": sizes,
+        "compile": args.compile,
+        "sections": {},
+    }
     sections = {
         "environment": lambda: environment(device),
         "fixture": lambda: fixture_section(device, sizes, out, data_dir, args.compile),
@@ -350,8 +454,11 @@ def main(argv=None) -> int:
         try:
             record = section()
         except Exception as error:  # a failed section is a result: record it and go on to the next
-            record = {"passed": False, "error": f"{type(error).__name__}: {error}",
-                      "traceback": traceback.format_exc()[-3000:]}
+            record = {
+                "passed": False,
+                "error": f"{type(error).__name__}: {error}",
+                "traceback": traceback.format_exc()[-3000:],
+            }
         record["section_seconds"] = round(time.perf_counter() - began, 2)
         report["sections"][name] = record
         report["seconds"] = round(time.perf_counter() - start, 1)
@@ -360,14 +467,20 @@ def main(argv=None) -> int:
     report.update(passed=not failed, complete=True)
     cli.write_json(out / "gpu_check.json", report)
     fixture, fixed = report["sections"]["fixture"], report["sections"]["fixed_batch"]
-    print(f"gpu check on {device} ({report['sections']['environment'].get('gpu', platform.processor() or 'cpu')}): "
-          f"{len(sections) - len(failed)}/{len(sections)} sections passed{' (failed: ' + ', '.join(failed) + ')' if failed else ''}; "
-          f"fixture {fixture.get('images_per_s_last_epoch') or 0:.0f} images/s, "
-          f"{fixture.get('host_syncs_in_step', '?')} host syncs per step; "
-          f"bf16 loss error {fixed.get('bfloat16', {}).get('relative_error', float('nan')):.1e}; "
-          f"{report['seconds']:.0f} s; exit {1 if failed else 0}; {out / 'gpu_check.json'}")
+    print(
+        f"gpu check on {device} ({report['sections']['environment'].get('gpu', platform.processor() or 'cpu')}): "
+        f"{len(sections) - len(failed)}/{len(sections)} sections passed"
+        + (f" (failed: {', '.join(failed)})" if failed else "")
+        + "; "
+        f"fixture {fixture.get('images_per_s_last_epoch') or 0:.0f} images/s, "
+        f"{fixture.get('host_syncs_in_step', '?')} host syncs per step; "
+        f"bf16 loss error {fixed.get('bfloat16', {}).get('relative_error', float('nan')):.1e}; "
+        f"{report['seconds']:.0f} s; exit {1 if failed else 0}; {out / 'gpu_check.json'}"
+    )
     return 0 if not failed else 1
 
 
 if __name__ == "__main__":
-    sys.exit(cli.run_command(PROG, main, what_is_left="gpu_check.json keeps the sections that finished (\"complete\": false)"))
+    sys.exit(
+        cli.run_command(PROG, main, what_is_left='gpu_check.json keeps the sections that finished ("complete": false)')
+    )

@@ -32,7 +32,9 @@ def resnet18_backbone(in_channels: int = 3) -> nn.Module:
     to 8x8 before the first block; the CIFAR stem keeps 32x32.
     """
     net = resnet18(weights=None)
-    net.conv1 = nn.Conv2d(require_int("in_channels", in_channels, 1), 64, kernel_size=3, stride=1, padding=1, bias=False)
+    net.conv1 = nn.Conv2d(
+        require_int("in_channels", in_channels, 1), 64, kernel_size=3, stride=1, padding=1, bias=False
+    )
     net.maxpool = nn.Identity()
     net.fc = nn.Identity()
     return net
@@ -95,7 +97,9 @@ class ContrastiveNet(nn.Module):
         return h, F.normalize(p.float(), dim=-1)
 
 
-def build_model(name: str, in_channels: int, dim: int = 128, final_relu: bool = False, width: int = 32) -> ContrastiveNet:
+def build_model(
+    name: str, in_channels: int, dim: int = 128, final_relu: bool = False, width: int = 32
+) -> ContrastiveNet:
     """`ContrastiveNet` with the named backbone.
 
     resnet18: 512 -> 512 -> BN -> ReLU -> dim projector (Paper A's). small_cnn (width w):
@@ -117,7 +121,6 @@ def feature_dim(model: ContrastiveNet) -> int:
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
 
 
 class _SumOverProcesses(torch.autograd.Function):
@@ -166,7 +169,7 @@ class CrossProcessBatchNorm(nn.modules.batchnorm._BatchNorm):
         stats = _SumOverProcesses.apply(torch.cat([xf.sum(dims), xf.square().sum(dims), count]))  # (2 C + 1,)
         total = stats[-1]
         mean = stats[:channels] / total
-        var = stats[channels:2 * channels] / total - mean.square()  # biased, as BatchNorm normalises
+        var = stats[channels : 2 * channels] / total - mean.square()  # biased, as BatchNorm normalises
         shape = [1, channels] + [1] * (x.dim() - 2)
         y = (xf - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
         if self.affine:
@@ -184,8 +187,9 @@ def cross_process_batchnorm(module: nn.Module) -> nn.Module:
     if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, CrossProcessBatchNorm):
         if module.momentum is None:
             raise ValueError("BatchNorm momentum must be a number (the cumulative average is not supported), got None")
-        replacement = CrossProcessBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
-                                            module.track_running_stats)
+        replacement = CrossProcessBatchNorm(
+            module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats
+        )
         replacement.load_state_dict(module.state_dict())
         replacement.train(module.training)
         return replacement

@@ -153,8 +153,17 @@ class TrainConfig:
         spread = require_positive_real("spread", self.spread, allow_zero=True)
         if spread > 1:
             raise ValueError(f"spread must lie in [0, 1], got {self.spread}")
-        for name, minimum in [("subset_seed", 0), ("n_proto", 0), ("width", 1), ("dim", 1), ("epochs", 1),
-                              ("batch_size", 2), ("warmup_epochs", 0), ("seed", 0), ("eval_every", 1)]:
+        for name, minimum in [
+            ("subset_seed", 0),
+            ("n_proto", 0),
+            ("width", 1),
+            ("dim", 1),
+            ("epochs", 1),
+            ("batch_size", 2),
+            ("warmup_epochs", 0),
+            ("seed", 0),
+            ("eval_every", 1),
+        ]:
             require_int(name, getattr(self, name), minimum)
         require_positive_real("lr", self.lr)
         require_positive_real("weight_decay", self.weight_decay, allow_zero=True)
@@ -172,8 +181,10 @@ class TrainConfig:
         if self.loss == "prototype" and self.n_proto > 0:
             prototypes(self, m)  # the prototypes must fit in dim: ValueError naming dim otherwise
         if self.loss == "combined" and self.batch_size <= m:
-            raise ValueError(f"batch_size must exceed the number of classes ({m}) for the combined loss, so that "
-                             f"every batch holds two images of one class (L_sup needs a pair), got {self.batch_size}")
+            raise ValueError(
+                f"batch_size must exceed the number of classes ({m}) for the combined loss, so that "
+                f"every batch holds two images of one class (L_sup needs a pair), got {self.batch_size}"
+            )
 
     def replace(self, **changes) -> TrainConfig:
         return dataclasses.replace(self, **changes)
@@ -187,7 +198,7 @@ class TrainConfig:
 
 
 def resolve_device(name: str) -> torch.device:
-    """"auto" -> the first CUDA device if there is one, else the CPU; other names as given."""
+    """ "auto" -> the first CUDA device if there is one, else the CPU; other names as given."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
@@ -292,8 +303,16 @@ def step_loss(config: TrainConfig, protos: Tensor | None) -> Callable[[Tensor, T
     return losses.combined_training_loss(config.alpha, config.tau, config.variant)
 
 
-def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Callable, data: PreparedData,
-               index: Tensor, generator: torch.Generator, processes: Processes, autocast) -> Tensor:
+def train_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: Callable,
+    data: PreparedData,
+    index: Tensor,
+    generator: torch.Generator,
+    processes: Processes,
+    autocast,
+) -> Tensor:
     """One SGD step on the global batch ``index``; returns the loss as a detached device scalar.
 
     Nothing here reads a tensor on the host, so on a GPU the host queues the whole step
@@ -350,17 +369,37 @@ def build(config: TrainConfig, processes: Processes) -> Training:
         protos = torch.as_tensor(prototypes(config, n_classes), dtype=torch.float32, device=device)  # (m, dim)
     batch = global_batch_size(config.batch_size, n_train, processes.world)
     if config.loss == "combined" and batch <= n_classes:
-        raise ValueError(f"batch_size must exceed the number of classes ({n_classes}) for the combined loss, "
-                         f"got a batch of {batch} (the training set has {n_train} images)")
+        raise ValueError(
+            f"batch_size must exceed the number of classes ({n_classes}) for the combined loss, "
+            f"got a batch of {batch} (the training set has {n_train} images)"
+        )
     network = make_network(config, data.train.images.shape[1], device)
     model = distribute(network, device, processes)
     network = model.module if processes.world > 1 else model  # the same parameters, maybe with new BatchNorms
     trained = torch.compile(model) if config.compile else model
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                                weight_decay=config.weight_decay, fused=device.type == "cuda")
+    optimizer = torch.optim.SGD(
+        model.parameters(),
+        lr=config.lr,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+        fused=device.type == "cuda",
+    )
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-    return Training(config, processes, device, data, target_gram, batch, n_train // batch, network, model, trained,
-                    optimizer, step_loss(config, protos), autocast)
+    return Training(
+        config,
+        processes,
+        device,
+        data,
+        target_gram,
+        batch,
+        n_train // batch,
+        network,
+        model,
+        trained,
+        optimizer,
+        step_loss(config, protos),
+        autocast,
+    )
 
 
 @dataclass(frozen=True)
@@ -409,10 +448,18 @@ def restore(training: Training, checkpoint) -> Progress:
 def save(training: Training, checkpoint, progress: Progress) -> None:
     """Write ``checkpoint`` (rank 0 only; each write replaces the last, atomically); nothing if it is None."""
     if checkpoint is not None and training.processes.rank == 0:
-        save_checkpoint(checkpoint, {"config": asdict(training.config), "epoch": progress.epoch,
-                                     "step": progress.step, "loss_sum": progress.loss_sum,
-                                     "model": training.network.state_dict(),
-                                     "optimizer": training.optimizer.state_dict(), "log": progress.log})
+        save_checkpoint(
+            checkpoint,
+            {
+                "config": asdict(training.config),
+                "epoch": progress.epoch,
+                "step": progress.step,
+                "loss_sum": progress.loss_sum,
+                "model": training.network.state_dict(),
+                "optimizer": training.optimizer.state_dict(),
+                "log": progress.log,
+            },
+        )
 
 
 class _EpochTimer:
@@ -450,14 +497,16 @@ class EpochSteps:
     stopped_at: int | None
 
 
-def _stop_requested(should_stop: Callable[[], bool] | None, global_step: int, check_every: int,
-                    processes: Processes) -> bool:
+def _stop_requested(
+    should_stop: Callable[[], bool] | None, global_step: int, check_every: int, processes: Processes
+) -> bool:
     """``should_stop()`` polled every ``check_every`` steps; true on every process as soon as it is true on one."""
     return should_stop is not None and global_step % check_every == 0 and processes.any(bool(should_stop()))
 
 
-def train_epoch(training: Training, epoch: int, progress: Progress, should_stop: Callable[[], bool] | None,
-                check_every: int) -> EpochSteps:
+def train_epoch(
+    training: Training, epoch: int, progress: Progress, should_stop: Callable[[], bool] | None, check_every: int
+) -> EpochSteps:
     """The steps of ``epoch`` from where ``progress`` stands (mid-epoch after a stop) to its end, or to a stop.
 
     Batch order and augmentation come from (seed, epoch, step), so a resumed run repeats them.
@@ -478,10 +527,18 @@ def train_epoch(training: Training, epoch: int, progress: Progress, should_stop:
             lr = learning_rate(config, global_step, per_epoch)
             for group in training.optimizer.param_groups:
                 group["lr"] = lr
-            index = order[step * training.batch:(step + 1) * training.batch]  # (B,) the global batch
+            index = order[step * training.batch : (step + 1) * training.batch]  # (B,) the global batch
             generator = torch.Generator(device=device).manual_seed(_seed(config.seed, 2, epoch, step))
-            loss_sum += train_step(training.trained, training.optimizer, training.loss_fn, training.data, index,
-                                   generator, training.processes, training.autocast)
+            loss_sum += train_step(
+                training.trained,
+                training.optimizer,
+                training.loss_fn,
+                training.data,
+                index,
+                generator,
+                training.processes,
+                training.autocast,
+            )
     return EpochSteps(loss_sum, lr, timer.seconds, stopped_at)
 
 
@@ -501,10 +558,14 @@ def describe(training: Training) -> dict:
     """What a result records about its run besides the log: config, class sizes, job and batch sizes, target."""
     data = training.data
     return {
-        "config": asdict(training.config), "class_sizes": data.train.class_sizes(),
-        "test_class_sizes": data.test.class_sizes(), "n_parameters": count_parameters(training.network),
-        "world_size": training.processes.world, "batch_size": training.batch,
-        "steps_per_epoch": training.steps_per_epoch, "target_gram": training.target_gram.tolist(),
+        "config": asdict(training.config),
+        "class_sizes": data.train.class_sizes(),
+        "test_class_sizes": data.test.class_sizes(),
+        "n_parameters": count_parameters(training.network),
+        "world_size": training.processes.world,
+        "batch_size": training.batch,
+        "steps_per_epoch": training.steps_per_epoch,
+        "target_gram": training.target_gram.tolist(),
         "augmentation": training.config.augmentation_name,
     }
 
@@ -514,14 +575,30 @@ def finish(training: Training, log: list, measured: dict | None) -> dict:
     if measured is None or measured["projector"][0]["eval_precision"] != "float32":  # resumed a finished run
         measured = evaluate(training.network, training.data, training.target_gram, training.processes, precise=True)
     (final, gram), (backbone, backbone_gram) = measured["projector"], measured["backbone"]
-    return {**describe(training), "status": "finished", "epoch": training.config.epochs, "step": 0, "log": log,
-            "final": {**log[-1], **final}, "final_backbone": backbone, "gram": gram.tolist(),
-            "gram_backbone": backbone_gram.tolist()}
+    return {
+        **describe(training),
+        "status": "finished",
+        "epoch": training.config.epochs,
+        "step": 0,
+        "log": log,
+        "final": {**log[-1], **final},
+        "final_backbone": backbone,
+        "gram": gram.tolist(),
+        "gram_backbone": backbone_gram.tolist(),
+    }
 
 
-def run(config: TrainConfig, *, checkpoint=None, resume: bool = False, checkpoint_every: float = 0.0,
-        should_stop: Callable[[], bool] | None = None, stop_check_every: int = 10,
-        on_epoch: Callable[[list], None] | None = None, processes: Processes | None = None) -> dict:
+def run(
+    config: TrainConfig,
+    *,
+    checkpoint=None,
+    resume: bool = False,
+    checkpoint_every: float = 0.0,
+    should_stop: Callable[[], bool] | None = None,
+    stop_check_every: int = 10,
+    on_epoch: Callable[[list], None] | None = None,
+    processes: Processes | None = None,
+) -> dict:
     """Train one network and return its epoch log and final metrics.
 
     Args:
@@ -543,9 +620,16 @@ def run(config: TrainConfig, *, checkpoint=None, resume: bool = False, checkpoin
     """
     if processes is None:
         with current_processes() as processes:
-            return run(config, checkpoint=checkpoint, resume=resume, checkpoint_every=checkpoint_every,
-                       should_stop=should_stop, stop_check_every=stop_check_every, on_epoch=on_epoch,
-                       processes=processes)
+            return run(
+                config,
+                checkpoint=checkpoint,
+                resume=resume,
+                checkpoint_every=checkpoint_every,
+                should_stop=should_stop,
+                stop_check_every=stop_check_every,
+                on_epoch=on_epoch,
+                processes=processes,
+            )
     require_int("stop_check_every", stop_check_every, 1)
     training = build(config, processes)
     progress = restore(training, checkpoint) if resume else Progress()
@@ -556,8 +640,7 @@ def run(config: TrainConfig, *, checkpoint=None, resume: bool = False, checkpoin
         steps = train_epoch(training, epoch, progress, should_stop, check_every)
         if steps.stopped_at is not None:
             save(training, checkpoint, Progress(epoch, steps.stopped_at, float(steps.loss_sum), log))
-            return {**describe(training), "status": "interrupted", "epoch": epoch, "step": steps.stopped_at,
-                    "log": log}
+            return {**describe(training), "status": "interrupted", "epoch": epoch, "step": steps.stopped_at, "log": log}
         record = epoch_record(training, epoch, progress.step if epoch == progress.epoch else 0, steps)
         last = epoch + 1 == config.epochs
         if (epoch + 1) % config.eval_every == 0 or last:

@@ -35,11 +35,13 @@ class Config:
     """The verification report: every claim with its verdict, figures and numbers."""
 
     out: str = option("report", "output folder (replaced as one set)")
-    claims: tuple[str, ...] | None = option(None, "comma-separated claim ids, e.g. A1,B2 (none: every claim)",
-                                            check=_claim_ids)
+    claims: tuple[str, ...] | None = option(
+        None, "comma-separated claim ids, e.g. A1,B2 (none: every claim)", check=_claim_ids
+    )
     figures: bool = option(True, "figures (--no-figures: numbers and verdicts only)")
-    empirical_results: str | None = option(None, "output folder of python -m empirical.cifar (DIR/summary.json or "
-                                           "DIR/*/summary.json)")
+    empirical_results: str | None = option(
+        None, "output folder of python -m empirical.cifar (DIR/summary.json or DIR/*/summary.json)"
+    )
     update_readme: bool = option(False, "also rewrite the verdict table between the markers of --readme")
     readme: str = option(str(PROJECT_README), "README whose verdict block --update-readme rewrites")
 
@@ -89,16 +91,22 @@ def main(argv=None) -> int:
             bar.set_postfix_str(claim.id)
             outcomes.append(report.run_claim(claim))
     outcomes.sort(key=lambda outcome: report.claim_order(outcome.id))
-    empirical = [report.empirical_summary(path) for path in
-                 (report.find_empirical_summaries(config.empirical_results) if config.empirical_results else [])]
+    empirical = [
+        report.empirical_summary(path)
+        for path in (report.find_empirical_summaries(config.empirical_results) if config.empirical_results else [])
+    ]
     code = report.exit_code(outcomes)
     drawn = []
 
     def write(folder: Path) -> None:
         # The figures are drawn into the staging folder too: an interrupted report leaves no figure behind.
         drawn.extend(draw_figures(config, selected, empirical, folder) if config.figures else [])
-        metadata = {**cli.run_metadata(), "seconds": time.perf_counter() - started, "exit_code": code,
-                    "exit_rule": EXIT_RULE}
+        metadata = {
+            **cli.run_metadata(),
+            "seconds": time.perf_counter() - started,
+            "exit_code": code,
+            "exit_rule": EXIT_RULE,
+        }
         report.write_report(folder, outcomes, drawn, empirical, metadata, asdict(config))
 
     out = cli.publish(config.out, write)

@@ -58,8 +58,10 @@ def remeasure(config: TrainConfig, checkpoint) -> dict:
     means = np.stack([z[labels == c].mean(axis=0) for c in range(m)])  # (m, d), not re-normalised
     gram, target = means @ means.T, prototype_gram(config, m)  # (m, m)
     weights = np.bincount(labels, minlength=m) / len(labels)  # N_c / N
-    return {"delta_g": float(np.linalg.norm(gram / np.linalg.norm(gram) - target / np.linalg.norm(target))),
-            "within_var": float(np.sum(weights * (1 - np.sum(means ** 2, axis=1))))}
+    return {
+        "delta_g": float(np.linalg.norm(gram / np.linalg.norm(gram) - target / np.linalg.norm(target))),
+        "within_var": float(np.sum(weights * (1 - np.sum(means**2, axis=1)))),
+    }
 
 
 def train_runs(configs) -> list[dict]:
@@ -126,6 +128,13 @@ def remeasure_pins(results: list[dict], key: str, metric: str) -> list:
     for result in results:
         value = result["config"][key]
         gaps.setdefault(value, []).append(abs(result["remeasured"][metric] - result["final"][metric]))
-    return [Agreement(f"{key}={value:g}: final {metric}, re-measured from the saved network (numpy) vs training's, "
-                      f"largest |diff| over seeds", float(np.max(gap)), 0.0, REMEASURE_TOLERANCE)  # NaN: broken
-            for value, gap in sorted(gaps.items())]
+    return [
+        Agreement(
+            f"{key}={value:g}: final {metric}, re-measured from the saved network (numpy) vs training's, "
+            f"largest |diff| over seeds",
+            float(np.max(gap)),
+            0.0,
+            REMEASURE_TOLERANCE,
+        )  # NaN: broken
+        for value, gap in sorted(gaps.items())
+    ]

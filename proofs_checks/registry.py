@@ -44,8 +44,10 @@ class Agreement:
 
     def values(self) -> str:
         gap = abs(float(self.measured) - float(self.reference))
-        return (f"{float(self.measured):.10g} vs {float(self.reference):.10g} "
-                f"(|diff| {gap:.3g} {'<=' if self.holds else '>'} {self.tolerance:.3g})")
+        return (
+            f"{float(self.measured):.10g} vs {float(self.reference):.10g} "
+            f"(|diff| {gap:.3g} {'<=' if self.holds else '>'} {self.tolerance:.3g})"
+        )
 
     def describe(self) -> str:
         return f"{self.name}: {self.values()}"
@@ -147,7 +149,8 @@ def assert_claim(check: Callable[[], Result]) -> Result:
     MEASURED[entry.id] = result
     print(f"[{entry.id}] {entry.statement}\n  -> {describe(result)}")
     assert result.agreements or entry.id in ONE_SIDED_PENDING, (
-        f"[{entry.id}] pins no measured figure to an independent route: a claim test must not pass on a verdict alone")
+        f"[{entry.id}] pins no measured figure to an independent route: a claim test must not pass on a verdict alone"
+    )
     assert not result.broken, f"[{entry.id}] routes disagree: " + "; ".join(a.describe() for a in result.broken)
     assert result.verdict == entry.expect, f"[{entry.id}] expected '{entry.expect}', measured {describe(result)}"
     return result

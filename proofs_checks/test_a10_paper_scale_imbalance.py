@@ -78,24 +78,39 @@ def _relative(a: float, b: float) -> float:
 
 
 def _agreements(cells: dict) -> list[Agreement]:
-    agreements = [Agreement(f"DeltaG* at R = 1 (balanced: the ETF), tau = {tau:g}", cells[(1, tau)][0], 0.0,
-                            ETF_TOLERANCE) for tau in TAUS]
+    agreements = [
+        Agreement(f"DeltaG* at R = 1 (balanced: the ETF), tau = {tau:g}", cells[(1, tau)][0], 0.0, ETF_TOLERANCE)
+        for tau in TAUS
+    ]
     for ratio, tau in UNREDUCED_CELLS:
         delta_g, cert = cells[(ratio, tau)]
-        unreduced = exchangeable.certify_supcon(cifar10_composition(ratio, "full"), tau, symmetry="none",
-                                                strict=False)
+        unreduced = exchangeable.certify_supcon(cifar10_composition(ratio, "full"), tau, symmetry="none", strict=False)
         agreements += [
-            Agreement(f"minimum, alike classes reduced vs one orbit per class, relative, R = {ratio}, tau = {tau:g}",
-                      _relative(cert.minimum, unreduced.minimum), 0.0, MINIMUM_RELATIVE),
-            Agreement(f"DeltaG*, reduced vs one orbit per class, R = {ratio}, tau = {tau:g}", delta_g,
-                      unreduced.delta_g(_etf()), UNREDUCED_DELTA_G),
+            Agreement(
+                f"minimum, alike classes reduced vs one orbit per class, relative, R = {ratio}, tau = {tau:g}",
+                _relative(cert.minimum, unreduced.minimum),
+                0.0,
+                MINIMUM_RELATIVE,
+            ),
+            Agreement(
+                f"DeltaG*, reduced vs one orbit per class, R = {ratio}, tau = {tau:g}",
+                delta_g,
+                unreduced.delta_g(_etf()),
+                UNREDUCED_DELTA_G,
+            ),
         ]
     ratio, tau = PROTOTYPE_CELL
-    through_prototypes = exchangeable.certify_prototype(cifar10_composition(ratio, "full"), _etf(), 0, tau,
-                                                        strict=False)
-    agreements.append(Agreement(f"minimum, supcon vs prototype family at n_w = 0, relative, R = {ratio}, tau = {tau:g}",
-                                _relative(cells[(ratio, tau)][1].minimum, through_prototypes.minimum), 0.0,
-                                MINIMUM_RELATIVE))
+    through_prototypes = exchangeable.certify_prototype(
+        cifar10_composition(ratio, "full"), _etf(), 0, tau, strict=False
+    )
+    agreements.append(
+        Agreement(
+            f"minimum, supcon vs prototype family at n_w = 0, relative, R = {ratio}, tau = {tau:g}",
+            _relative(cells[(ratio, tau)][1].minimum, through_prototypes.minimum),
+            0.0,
+            MINIMUM_RELATIVE,
+        )
+    )
     return agreements
 
 
@@ -112,8 +127,11 @@ def check() -> Result:
     cells = measure()
     figures = {f"DeltaG* tau={tau:g}, R={RATIOS}": [round(cells[(r, tau)][0], 4) for r in RATIOS] for tau in TAUS}
     figures["slowest certificate (s)"] = round(max(cert.seconds for _, cert in cells.values()), 2)
-    unsettled = [reason for (ratio, tau), (_, cert) in cells.items()
-                 if tau >= JUDGED_MIN_TAU and (reason := _unsettled(ratio, tau, cert))]
+    unsettled = [
+        reason
+        for (ratio, tau), (_, cert) in cells.items()
+        if tau >= JUDGED_MIN_TAU and (reason := _unsettled(ratio, tau, cert))
+    ]
     agreements = _agreements(cells)
     failures = []
     figures["judged"] = f"tau >= {JUDGED_MIN_TAU:g} (smaller tau: reported, not judged)"
@@ -121,9 +139,11 @@ def check() -> Result:
         for low, high in zip(RATIOS, RATIOS[1:]):
             step = cells[(high, tau)][0] - cells[(low, tau)][0]
             if step <= DELTA_G_RESOLUTION:
-                failures.append(f"tau = {tau:g}: DeltaG* {cells[(low, tau)][0]:.4f} at R = {low} -> "
-                                f"{cells[(high, tau)][0]:.4f} at R = {high} ({cifar10_composition(high, 'full')[-1]} "
-                                f"per minority class)")
+                failures.append(
+                    f"tau = {tau:g}: DeltaG* {cells[(low, tau)][0]:.4f} at R = {low} -> "
+                    f"{cells[(high, tau)][0]:.4f} at R = {high} ({cifar10_composition(high, 'full')[-1]} "
+                    f"per minority class)"
+                )
     figures["seconds"] = round(time.perf_counter() - start, 1)
     return verdict(figures, failures, unsettled=unsettled, agreements=agreements)
 

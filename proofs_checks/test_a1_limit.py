@@ -44,8 +44,9 @@ def _cases():
 
 
 def _loss(z, labels, W, tau, anchors, n_proto) -> float:
-    return float(prototype_supcon_loss(torch.tensor(z), torch.tensor(labels), torch.tensor(W), int(n_proto), tau,
-                                       anchors))
+    return float(
+        prototype_supcon_loss(torch.tensor(z), torch.tensor(labels), torch.tensor(W), int(n_proto), tau, anchors)
+    )
 
 
 def _scaled_gaps(z, labels, W, tau, anchors):
@@ -100,11 +101,13 @@ def check() -> Result:
             tail = float(abs(scaled[-1] - c1) / max(abs(scaled[N_W == 1000][0] - c1), 1e-300))
             worst_bound_use, worst_tail = max(worst_bound_use, use), max(worst_tail, tail)
             if use > 1.0:
-                failures.append(f"{name}, {anchors}: max n_w |gap| = {use * bound:.4g} exceeds the bound "
-                                f"C = {bound:.4g}")
+                failures.append(
+                    f"{name}, {anchors}: max n_w |gap| = {use * bound:.4g} exceeds the bound C = {bound:.4g}"
+                )
             if tail > 0.05:
-                failures.append(f"{name}, {anchors}: n_w gap does not approach c1 = {c1:.6g} like 1/n_w "
-                                f"(ratio {tail:.3g})")
+                failures.append(
+                    f"{name}, {anchors}: n_w gap does not approach c1 = {c1:.6g} like 1/n_w (ratio {tail:.3g})"
+                )
             if anchors == "all":
                 extra = prototypes.extra_term(z, labels, W, tau)
                 extras[name] = round(extra, 6)
@@ -113,12 +116,24 @@ def check() -> Result:
             first_order[f"{name}, {anchors}"] = round(c1, 6)
             # Two-sided: the loss (simulate) at n_w = 1e5 against the theory's 1/n_w coefficient; the
             # O(1/n_w^2) remainder leaves ~1e-4 relative there, a wrong c1 or loss moves it by O(1).
-            agreements.append(Agreement(f"{name}, {anchors}: n_w gap at n_w=1e5 vs c1 (theory)", float(scaled[-1]),
-                                        c1, FIRST_ORDER_TOLERANCE * max(1.0, abs(c1))))
+            agreements.append(
+                Agreement(
+                    f"{name}, {anchors}: n_w gap at n_w=1e5 vs c1 (theory)",
+                    float(scaled[-1]),
+                    c1,
+                    FIRST_ORDER_TOLERANCE * max(1.0, abs(c1)),
+                )
+            )
         # The anchors='all' surplus measured on the loss against the closed form, within the proven bounds.
         surplus = _loss(z, labels, W, tau, "all", N_W[-1]) - _loss(z, labels, W, tau, "data", N_W[-1])
-        agreements.append(Agreement(f"{name}: loss(all) - loss(data) at n_w=1e5 vs Kbar - mean CE (theory)", surplus,
-                                    prototypes.extra_term(z, labels, W, tau), (bounds["data"] + bounds["all"]) / N_W[-1]))
+        agreements.append(
+            Agreement(
+                f"{name}: loss(all) - loss(data) at n_w=1e5 vs Kbar - mean CE (theory)",
+                surplus,
+                prototypes.extra_term(z, labels, W, tau),
+                (bounds["data"] + bounds["all"]) / N_W[-1],
+            )
+        )
     figures["max over cases of max_n n_w|gap| / C (<= 1)"] = worst_bound_use
     figures["max over cases of |n gap - c1| at 1e5 / at 1e3 (~0.01)"] = worst_tail
     figures["n_w range"] = f"{N_W[0]}..{N_W[-1]} ({len(N_W)} values)"

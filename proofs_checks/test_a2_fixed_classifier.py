@@ -21,9 +21,9 @@ import sympy as sp
 import torch
 
 from proofs_checks.registry import Agreement, Result, assert_claim, claim, verdict
-from simulate.optimize import single_thread
 from simulate import optimize
 from simulate.losses import fixed_classifier_ce
+from simulate.optimize import single_thread
 from theory import prototypes, prototypes_symbolic, simplex
 
 TAUS = (0.2, 0.5, 2.0)
@@ -35,8 +35,9 @@ def _free_minimiser(sizes, W, taus):
     classifier, tau = torch.tensor(W), torch.tensor(taus, dtype=torch.float64)
     x0 = optimize.random_start((len(taus),), len(labels), W.shape[1], seed=0)
     with single_thread():
-        result = optimize.minimize_on_sphere(lambda z: fixed_classifier_ce(z, labels, classifier, tau), x0,
-                                             grad_tol=1e-11)
+        result = optimize.minimize_on_sphere(
+            lambda z: fixed_classifier_ce(z, labels, classifier, tau), x0, grad_tol=1e-11
+        )
     return result, labels
 
 
@@ -52,8 +53,10 @@ def _symbolic() -> tuple[list[str], dict]:
     if max(grid) >= 0:
         failures.append(f"the Jensen bound is not decreasing in t (max slope {max(grid):.3g})")
     orthogonal = prototypes_symbolic.derive_orthogonal_minimiser()
-    return failures, {"sympy: d bound/dt max over grid (< 0)": float(max(grid)),
-                      "sympy: orthogonal minimiser <h, w_y>": str(orthogonal.label_cosine)}
+    return failures, {
+        "sympy: d bound/dt max over grid (< 0)": float(max(grid)),
+        "sympy: orthogonal minimiser <h, w_y>": str(orthogonal.label_cosine),
+    }
 
 
 @claim(
@@ -81,26 +84,35 @@ def check() -> Result:
         relative = float(np.max(np.abs(result.loss.numpy() - closed) / closed))
         figures[f"ETF m={m} sizes {sizes[0]}:{sizes[-1]}: max |h_i - w_y| "] = distance
         figures[f"ETF m={m}: max rel |min CE - closed form|"] = relative
-        agreements += [Agreement(f"ETF m={m}, tau={tau}: free min CE vs closed form", float(free), float(exact),
-                                 1e-9 * float(exact)) for tau, free, exact in zip(TAUS, result.loss, closed)]
+        agreements += [
+            Agreement(
+                f"ETF m={m}, tau={tau}: free min CE vs closed form", float(free), float(exact), 1e-9 * float(exact)
+            )
+            for tau, free, exact in zip(TAUS, result.loss, closed)
+        ]
         if distance > 1e-5 or relative > 1e-9 or not bool(result.converged.all()):
-            failures.append(f"ETF m={m}: free minimiser at distance {distance:.3g} from w_y, "
-                            f"loss rel. error {relative:.3g}, "
-                            f"converged {result.converged.tolist()}")
+            failures.append(
+                f"ETF m={m}: free minimiser at distance {distance:.3g} from w_y, "
+                f"loss rel. error {relative:.3g}, "
+                f"converged {result.converged.tolist()}"
+            )
     m, sizes = 4, (8, 8, 2, 1)
     orthogonal = simplex.orthogonal_frame(m, 6)
     result, labels = _free_minimiser(sizes, orthogonal, TAUS)
     settled(result, "orthogonal")
     cosine = (result.z * torch.tensor(orthogonal)[labels]).sum(-1)
     expected = math.sqrt((m - 1) / m)
-    agreements += [Agreement(f"orthogonal m=4: {side} <h_i, w_y> (free) vs sqrt((m-1)/m) (Lagrange)", float(value),
-                             expected, 1e-6) for side, value in (("min", cosine.min()), ("max", cosine.max()))]
+    agreements += [
+        Agreement(f"orthogonal m=4: {side} <h_i, w_y> (free) vs sqrt((m-1)/m) (Lagrange)", float(value), expected, 1e-6)
+        for side, value in (("min", cosine.min()), ("max", cosine.max()))
+    ]
     centred = torch.tensor(prototypes.jensen_candidate(orthogonal))[labels]
     figures["orthogonal m=4: <h_i, w_y> range"] = (float(cosine.min()), float(cosine.max()))
     figures["orthogonal: max |h_i - centred direction|"] = float((result.z - centred).norm(dim=-1).max())
     if float((cosine - expected).abs().max()) > 1e-6:
-        failures.append(f"orthogonal: <h, w_y> = {float(cosine.min()):.8f}..{float(cosine.max()):.8f}, "
-                        f"expected {expected:.8f}")
+        failures.append(
+            f"orthogonal: <h, w_y> = {float(cosine.min()):.8f}..{float(cosine.max()):.8f}, expected {expected:.8f}"
+        )
     spread = simplex.minority_spread(m, 6, 0.5)
     result, labels = _free_minimiser(sizes, spread, (0.5,))
     settled(result, "minority-spread")
@@ -109,12 +121,20 @@ def check() -> Result:
     cosine = (result.z[0] * torch.tensor(spread)[labels]).sum(-1)
     figures["minority-spread 0.5, tau=0.5: max |free - theory minimiser|"] = agreement
     theory_ce = prototypes.mean_cross_entropy(theory, labels.numpy(), spread, 0.5)
-    agreements.append(Agreement("minority-spread: free min CE vs CE at the theory minimiser (scipy BFGS)",
-                                float(result.loss[0]), theory_ce, 1e-9 * theory_ce))
+    agreements.append(
+        Agreement(
+            "minority-spread: free min CE vs CE at the theory minimiser (scipy BFGS)",
+            float(result.loss[0]),
+            theory_ce,
+            1e-9 * theory_ce,
+        )
+    )
     figures["minority-spread: <h_i, w_y> range"] = (float(cosine.min()), float(cosine.max()))
     if agreement > 1e-5 or float(cosine.max()) > 1 - 1e-3:
-        failures.append(f"minority-spread: free vs theory minimiser differ by {agreement:.3g}, "
-                        f"max <h, w_y> {float(cosine.max()):.6f}")
+        failures.append(
+            f"minority-spread: free vs theory minimiser differ by {agreement:.3g}, "
+            f"max <h, w_y> {float(cosine.max()):.6f}"
+        )
     return verdict(figures, failures, unsettled=unsettled, agreements=agreements)
 
 

@@ -8,13 +8,12 @@ class means are the prototypes, DeltaG* = 0). m = 4, tau = 0.5, full batch, anch
 class sizes (majority, minority): R = 1: 10/10, R = 10: 10/1, R = 100: 100/1.
 """
 
-
 import numpy as np
 
 from proofs_checks.registry import Agreement, Result, assert_claim, claim, verdict
-from simulate.optimize import single_thread
 from simulate import prototypes as sweep
 from simulate.certify import MAX_VECTORS
+from simulate.optimize import single_thread
 from theory import simplex
 
 N_PROTO = (0, 1, 10, 100, 1000, 10000)
@@ -27,13 +26,12 @@ LOSS_RELATIVE = 1e-6  # free minimum against the certified one (docs/verdicts.md
 DELTA_G_RESOLUTION = 1e-3  # DeltaG* of the free and the certified minimiser (solver accuracy)
 
 
-
-
 def delta_g_by_n_proto_and_loss(sizes, W, n_protos, tau, seed=0, anchors="data"):
     """Free-optimised DeltaG* (B,), within-class variance (B,), convergence flags (B,) and minimum loss (B,)."""
     with single_thread():
-        result, _, measured = sweep.minimise_cells(sizes, W, n_protos, tau, anchors, start="clustered", seed=seed,
-                                                   grad_tol=GRAD_TOL)
+        result, _, measured = sweep.minimise_cells(
+            sizes, W, n_protos, tau, anchors, start="clustered", seed=seed, grad_tol=GRAD_TOL
+        )
     return measured["delta_g"].numpy(), measured["within"].numpy(), result.converged.numpy(), result.loss.numpy()
 
 
@@ -51,10 +49,18 @@ def _certified_agreements(sizes, W, values, losses, unsettled) -> list[Agreement
         if not cell["optimal"]:
             unsettled.append(f"certificate at sizes {sizes}, n_w = {n_proto} not optimal ({cell['status']})")
         agreements += [
-            Agreement(f"sizes {sizes}, n_w={n_proto}: min loss, free vs certificate", float(losses[k]), cell["minimum"],
-                      LOSS_RELATIVE * abs(cell["minimum"])),
-            Agreement(f"sizes {sizes}, n_w={n_proto}: DeltaG*, free vs certificate", float(values[k]), cell["delta_g"],
-                      DELTA_G_RESOLUTION),
+            Agreement(
+                f"sizes {sizes}, n_w={n_proto}: min loss, free vs certificate",
+                float(losses[k]),
+                cell["minimum"],
+                LOSS_RELATIVE * abs(cell["minimum"]),
+            ),
+            Agreement(
+                f"sizes {sizes}, n_w={n_proto}: DeltaG*, free vs certificate",
+                float(values[k]),
+                cell["delta_g"],
+                DELTA_G_RESOLUTION,
+            ),
         ]
     return agreements
 
@@ -70,8 +76,10 @@ def check() -> Result:
     W = simplex.etf(4, 8)
     _, limit = sweep.theory_limit(W, TAU)
     failures, figures = [], {"theory: DeltaG* as n_w -> inf": limit, "n_w": N_PROTO}
-    unsettled, agreements = [], [Agreement("theory DeltaG* as n_w -> inf (limit_gram) vs 0 (h = w_y for the ETF)",
-                                           limit, 0.0, 1e-8)]
+    unsettled, agreements = (
+        [],
+        [Agreement("theory DeltaG* as n_w -> inf (limit_gram) vs 0 (h = w_y for the ETF)", limit, 0.0, 1e-8)],
+    )
     for ratio, sizes in SIZES.items():
         values, within, converged, losses = delta_g_by_n_proto_and_loss(sizes, W, N_PROTO, TAU)
         figures[f"R={ratio} DeltaG*"] = [float(f"{v:.4g}") for v in values]
@@ -83,14 +91,16 @@ def check() -> Result:
         if np.any(np.diff(values) > MONOTONE_SLACK):
             failures.append(f"R={ratio}: DeltaG* increases somewhere along n_w = {N_PROTO}: {values.tolist()}")
         if values[-1] > max(1e-2 * values[0], 1e-6):
-            failures.append(f"R={ratio}: DeltaG* at n_w = {N_PROTO[-1]} is {values[-1]:.3g}, not near 0 "
-                            f"(n_w = 0: {values[0]:.3g})")
+            failures.append(
+                f"R={ratio}: DeltaG* at n_w = {N_PROTO[-1]} is {values[-1]:.3g}, not near 0 (n_w = 0: {values[0]:.3g})"
+            )
         if values[0] > 1e-3:  # imbalanced: the last decade should show the 1/n_w rate
             rate = values[-2] / values[-1]
             figures[f"R={ratio} DeltaG*(1e3)/DeltaG*(1e4)"] = float(rate)
             if rate < 5:
-                failures.append(f"R={ratio}: DeltaG* falls only {rate:.3g}x from n_w = 1e3 to 1e4 "
-                                "(1/n_w would give 10x)")
+                failures.append(
+                    f"R={ratio}: DeltaG* falls only {rate:.3g}x from n_w = 1e3 to 1e4 (1/n_w would give 10x)"
+                )
     return verdict(figures, failures, unsettled=unsettled, agreements=agreements)
 
 

@@ -63,25 +63,40 @@ def check() -> Result:
         figures[f"{name}: DeltaG*"] = [float(f"{v:.5g}") for v in values]
         figures[f"{name}: theory DeltaG* as n_w -> inf"] = limit
         if not converged.all():
-            unsettled.append(f"{name}: free minimisation not converged at n_w = "
-                             f"{[n for n, c in zip(N_PROTO, converged) if not c]}")
+            unsettled.append(
+                f"{name}: free minimisation not converged at n_w = {[n for n, c in zip(N_PROTO, converged) if not c]}"
+            )
         if not certified["optimal"]:
             unsettled.append(f"{name}: certificate at n_w = {N_PROTO[-1]} not optimal ({certified['status']})")
         # Two-sided: the free minimiser at n_w = 1e4 against the certified global minimiser, and its
         # DeltaG* against the theory's n_w -> inf floor (O(1/n_w) away).
         agreements += [
-            Agreement(f"{name}: min loss at n_w=1e4, free vs certificate", float(losses[-1]), certified["minimum"],
-                      LOSS_RELATIVE * abs(certified["minimum"])),
-            Agreement(f"{name}: DeltaG* at n_w=1e4, free vs certificate", float(values[-1]), certified["delta_g"],
-                      DELTA_G_RESOLUTION),
-            Agreement(f"{name}: DeltaG* at n_w=1e4 (free) vs theory floor (limit_gram)", float(values[-1]), limit,
-                      FLOOR_TOLERANCE),
+            Agreement(
+                f"{name}: min loss at n_w=1e4, free vs certificate",
+                float(losses[-1]),
+                certified["minimum"],
+                LOSS_RELATIVE * abs(certified["minimum"]),
+            ),
+            Agreement(
+                f"{name}: DeltaG* at n_w=1e4, free vs certificate",
+                float(values[-1]),
+                certified["delta_g"],
+                DELTA_G_RESOLUTION,
+            ),
+            Agreement(
+                f"{name}: DeltaG* at n_w=1e4 (free) vs theory floor (limit_gram)",
+                float(values[-1]),
+                limit,
+                FLOOR_TOLERANCE,
+            ),
         ]
         if np.any(np.diff(values) > MONOTONE_SLACK):
             failures.append(f"{name}: DeltaG* does not shrink monotonically in n_w: {values.tolist()}")
         if values[-1] > NEAR_ZERO:
-            failures.append(f"{name}: DeltaG* = {values[0]:.4g} at n_w = 0 -> {values[-1]:.4g} at n_w = 1e4, "
-                            f"theory floor {limit:.4g} > 0")
+            failures.append(
+                f"{name}: DeltaG* = {values[0]:.4g} at n_w = 0 -> {values[-1]:.4g} at n_w = 1e4, "
+                f"theory floor {limit:.4g} > 0"
+            )
         else:
             figures[f"{name}: reaches 0 (as its theory floor predicts)"] = limit <= NEAR_ZERO
     return verdict(figures, failures, unsettled=unsettled, agreements=agreements)

@@ -12,9 +12,9 @@ import numpy as np
 import torch
 
 from proofs_checks.registry import Agreement, Result, assert_claim, claim, verdict
-from simulate.optimize import single_thread
 from simulate import certify, metrics
 from simulate import prototypes as sweep
+from simulate.optimize import single_thread
 from theory import simplex
 
 TAU = 0.5
@@ -48,8 +48,10 @@ def check() -> Result:
         values.append(float(measured["delta_g_etf"][0]))
         gram = measured["class_mean_gram"][0]
         cosine = float(gram[2, 3] / torch.sqrt(gram[2, 2] * gram[3, 3]))
-        figures[f"R={ratio} sizes {sizes}: DeltaG* to ETF, minority cosine"] = (float(f"{values[-1]:.5g}"),
-                                                                                 round(cosine, 5))
+        figures[f"R={ratio} sizes {sizes}: DeltaG* to ETF, minority cosine"] = (
+            float(f"{values[-1]:.5g}"),
+            round(cosine, 5),
+        )
         if not bool(result.converged.all()):
             unsettled.append(f"R={ratio}: free minimisation did not converge")
     if values[0] > 1e-6 or np.any(np.diff(values) <= 0):
@@ -63,10 +65,17 @@ def check() -> Result:
         worst_delta = max(worst_delta, abs(float(measured["delta_g_etf"][0]) - certified))
         if not bool(result.converged.all()):
             unsettled.append(f"certified sizes {sizes}: free minimisation did not converge")
-        agreements += [Agreement(f"sizes {sizes}: min loss, free vs certificate", float(result.loss[0]), minimum,
-                                 1e-6 * abs(minimum)),
-                       Agreement(f"sizes {sizes}: DeltaG* to ETF, free vs certificate",
-                                 float(measured["delta_g_etf"][0]), certified, 1e-4)]
+        agreements += [
+            Agreement(
+                f"sizes {sizes}: min loss, free vs certificate", float(result.loss[0]), minimum, 1e-6 * abs(minimum)
+            ),
+            Agreement(
+                f"sizes {sizes}: DeltaG* to ETF, free vs certificate",
+                float(measured["delta_g_etf"][0]),
+                certified,
+                1e-4,
+            ),
+        ]
         figures[f"certified sizes {sizes}: minimum, DeltaG* to ETF"] = (round(minimum, 10), float(f"{certified:.5g}"))
     figures["certified vs free: max rel loss gap, max |DeltaG* difference|"] = (worst_loss, worst_delta)
     return verdict(figures, failures, unsettled=unsettled, agreements=agreements)

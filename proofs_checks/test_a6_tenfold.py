@@ -41,10 +41,17 @@ def _pins(tau, n_proto, free_loss, free_delta_g, certificate, target) -> tuple[l
     if not certificate.ok:
         return [], [f"{where}: certificate {certificate.status}"]
     if certificate.rank <= DIM:
-        return [Agreement(f"{where}: min loss, free vs certificate", free_loss, certificate.minimum,
-                          LOSS_RELATIVE * abs(certificate.minimum)),
-                Agreement(f"{where}: DeltaG*, free vs certificate", free_delta_g, certificate.delta_g(target),
-                          DELTA_G_RESOLUTION)], []
+        return [
+            Agreement(
+                f"{where}: min loss, free vs certificate",
+                free_loss,
+                certificate.minimum,
+                LOSS_RELATIVE * abs(certificate.minimum),
+            ),
+            Agreement(
+                f"{where}: DeltaG*, free vs certificate", free_delta_g, certificate.delta_g(target), DELTA_G_RESOLUTION
+            ),
+        ], []
     if free_loss < certificate.minimum - LOSS_RELATIVE * abs(certificate.minimum):
         return [], [f"{where}: free minimum {free_loss:.10g} below the certified minimum {certificate.minimum:.10g}"]
     return [], []
@@ -68,13 +75,19 @@ def check() -> Result:
         ratio = values[0] / values[1]
         certified_ratio = certified[0].delta_g(target) / certified[1].delta_g(target)
         figures[f"tau={tau}: free (d={DIM}) DeltaG* at n_w=0, n_w=100, ratio"] = (
-            float(f"{values[0]:.5g}"), float(f"{values[1]:.5g}"), float(f"{ratio:.4g}"))
+            float(f"{values[0]:.5g}"),
+            float(f"{values[1]:.5g}"),
+            float(f"{ratio:.4g}"),
+        )
         figures[f"tau={tau}: certified DeltaG* at n_w=0, n_w=100, ratio"] = (
-            float(f"{certified[0].delta_g(target):.5g}"), float(f"{certified[1].delta_g(target):.5g}"),
-            float(f"{certified_ratio:.4g}"))
+            float(f"{certified[0].delta_g(target):.5g}"),
+            float(f"{certified[1].delta_g(target):.5g}"),
+            float(f"{certified_ratio:.4g}"),
+        )
         figures[f"tau={tau}: certified minimiser's rank at n_w=0, 100"] = tuple(c.rank for c in certified)
         figures[f"tau={tau}: free minimum - certified minimum at n_w=0, 100"] = tuple(
-            float(loss) - c.minimum for loss, c in zip(losses, certified))
+            float(loss) - c.minimum for loss, c in zip(losses, certified)
+        )
         figures[f"tau={tau}: within-class variance (free) at n_w=0, 100"] = (float(within[0]), float(within[1]))
         if not converged.all():
             unsettled.append(f"tau={tau}: free minimisation not converged")
@@ -83,8 +96,14 @@ def check() -> Result:
             agreements += pins
             unsettled += reasons
         if all(c.ok and c.rank <= DIM for c in certified):  # both minimisers fit in d = DIM: the ratios must agree
-            agreements.append(Agreement(f"tau={tau}: DeltaG* ratio n_w=0 / n_w=100, free vs certificate", float(ratio),
-                                        float(certified_ratio), RATIO_RELATIVE * certified_ratio))
+            agreements.append(
+                Agreement(
+                    f"tau={tau}: DeltaG* ratio n_w=0 / n_w=100, free vs certificate",
+                    float(ratio),
+                    float(certified_ratio),
+                    RATIO_RELATIVE * certified_ratio,
+                )
+            )
         for route, value in ((f"free minimiser (d={DIM})", ratio), ("certified minimiser", certified_ratio)):
             if value < REQUIRED:
                 short.append(f"tau={tau}, {route}: DeltaG* falls only {value:.3g}x from n_w=0 to n_w=100")

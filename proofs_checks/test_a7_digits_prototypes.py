@@ -57,8 +57,9 @@ DIFFERENT = 1e-6
 
 def config(n_proto: int, seed: int) -> TrainConfig:
     """The digits run of one (n_w, seed): library defaults except imbalance, width, n_w, seed and evaluation."""
-    return TrainConfig(imbalance=IMBALANCE, n_proto=n_proto, seed=seed, width=WIDTH, epochs=EPOCHS,
-                       eval_every=EVAL_EVERY)
+    return TrainConfig(
+        imbalance=IMBALANCE, n_proto=n_proto, seed=seed, width=WIDTH, epochs=EPOCHS, eval_every=EVAL_EVERY
+    )
 
 
 @functools.cache
@@ -70,12 +71,15 @@ def measure() -> tuple:
 def _judge(stats: dict) -> tuple[list, list]:
     """(failures, undecided) of the claim's comparisons, from {n_w: summary}."""
     failures, undecided = [], []
-    pairs = [(100, 0, "n_w=100 below n_w=0")] + [(b, a, f"decrease from n_w={a} to n_w={b}")
-                                                  for a, b in zip(N_PROTO, N_PROTO[1:])]
+    pairs = [(100, 0, "n_w=100 below n_w=0")] + [
+        (b, a, f"decrease from n_w={a} to n_w={b}") for a, b in zip(N_PROTO, N_PROTO[1:])
+    ]
     for lower, upper, what in pairs:
         order = interval_order(stats[lower], stats[upper])
-        where = (f"n_w={lower}: {stats[lower][0]:.4f} +- 2 x {stats[lower][1]:.4f}, n_w={upper}: "
-                 f"{stats[upper][0]:.4f} +- 2 x {stats[upper][1]:.4f}")
+        where = (
+            f"n_w={lower}: {stats[lower][0]:.4f} +- 2 x {stats[lower][1]:.4f}, n_w={upper}: "
+            f"{stats[upper][0]:.4f} +- 2 x {stats[upper][1]:.4f}"
+        )
         if order == "above":
             failures.append(f"{what} does not hold, intervals separated the other way ({where})")
         elif order == "overlap":
@@ -97,8 +101,9 @@ def check() -> Result:
     results = list(measure())
     values = by_value(results, "n_proto", "delta_g")
     stats = {n: summary(v) for n, v in values.items()}
-    figures = {"setting": f"digits, step R={IMBALANCE}, small_cnn width {WIDTH}, {EPOCHS} epochs, tau=0.1, ETF, "
-                          f"seeds {SEEDS}"}
+    figures = {
+        "setting": f"digits, step R={IMBALANCE}, small_cnn width {WIDTH}, {EPOCHS} epochs, tau=0.1, ETF, seeds {SEEDS}"
+    }
     for n, (mean, std, count) in stats.items():
         figures[f"DeltaG* n_w={n} (mean, std, n)"] = (round(mean, 4), round(std, 4), count)
         figures[f"DeltaG* n_w={n} per seed"] = [round(v, 4) for v in values[n]]
@@ -119,9 +124,12 @@ def check() -> Result:
 
 def figure(_inputs=None):
     """Per-epoch loss, DeltaG*, W and test accuracy of every run of the check (its cached runs)."""
-    return curves_figure(list(measure()), "n_proto",
-                         f"A7: digits, step R = {IMBALANCE}, prototype SupCon (ETF, anchors data, tau = 0.1), "
-                         f"small CNN width {WIDTH}; one line per seed")
+    return curves_figure(
+        list(measure()),
+        "n_proto",
+        f"A7: digits, step R = {IMBALANCE}, prototype SupCon (ETF, anchors data, tau = 0.1), "
+        f"small CNN width {WIDTH}; one line per seed",
+    )
 
 
 @pytest.mark.slow

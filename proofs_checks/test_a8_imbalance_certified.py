@@ -24,11 +24,10 @@ import time
 import numpy as np
 import torch
 
-
-from simulate.optimize import single_thread
 from proofs_checks.registry import Agreement, Result, assert_claim, claim, verdict
 from simulate import losses, metrics, optimize
 from simulate.certify import certify_supcon
+from simulate.optimize import single_thread
 from theory import simplex
 
 CLASS_COUNTS = (3, 4)
@@ -38,8 +37,6 @@ TAUS = (0.2, 1.0)
 RELATIVE = 1e-6  # loss agreement between routes, and the collapsed configuration against the certificate
 DELTA_G_RESOLUTION = 1e-3  # routes must agree on DeltaG* to this; steps in R must exceed it; ETF at R = 1 within it
 FREE = dict(restarts=2, seed=0, max_iter=1000, grad_tol=1e-9)
-
-
 
 
 def class_sizes(m: int, ratio: int) -> tuple[int, ...]:
@@ -67,8 +64,14 @@ def _cells(m: int, ratio: int) -> list[dict]:
     labels = torch.repeat_interleave(torch.arange(m), torch.tensor(sizes))
     taus = torch.tensor(TAUS, dtype=torch.float64)
     with single_thread():
-        free = optimize.minimize_with_restarts(lambda z, index: losses.supcon_loss(z, labels, taus[index]),
-                                               (len(TAUS),), len(labels), len(labels), indexed=True, **FREE)
+        free = optimize.minimize_with_restarts(
+            lambda z, index: losses.supcon_loss(z, labels, taus[index]),
+            (len(TAUS),),
+            len(labels),
+            len(labels),
+            indexed=True,
+            **FREE,
+        )
     records = []
     for k, tau in enumerate(TAUS):
         cert = certify_supcon(sizes, tau, strict=False)
@@ -76,14 +79,26 @@ def _cells(m: int, ratio: int) -> list[dict]:
         within, delta_g, gram = _geometry(z, labels, m)
         collapsed_loss = float(losses.supcon_loss(_collapsed(z, labels, m), labels, tau))
         free_within, free_delta_g, _ = _geometry(free.z[k], labels, m)
-        records.append({
-            "m": m, "R": ratio, "sizes": sizes, "tau": tau, "ok": cert.ok, "seconds": cert.seconds,
-            "W": within, "delta_g": delta_g, "free W": free_within, "free delta_g": free_delta_g,
-            "collapse excess": (collapsed_loss - cert.minimum) / abs(cert.minimum),
-            "free excess": abs(float(free.loss[k]) - cert.minimum) / abs(cert.minimum),
-            "free loss": float(free.loss[k]), "minimum": cert.minimum, "converged": bool(free.converged[k]),
-            "minority cosine": float(gram[-2, -1] / (gram[-2, -2] * gram[-1, -1]).sqrt()) if m >= 4 else None,
-        })
+        records.append(
+            {
+                "m": m,
+                "R": ratio,
+                "sizes": sizes,
+                "tau": tau,
+                "ok": cert.ok,
+                "seconds": cert.seconds,
+                "W": within,
+                "delta_g": delta_g,
+                "free W": free_within,
+                "free delta_g": free_delta_g,
+                "collapse excess": (collapsed_loss - cert.minimum) / abs(cert.minimum),
+                "free excess": abs(float(free.loss[k]) - cert.minimum) / abs(cert.minimum),
+                "free loss": float(free.loss[k]),
+                "minimum": cert.minimum,
+                "converged": bool(free.converged[k]),
+                "minority cosine": float(gram[-2, -1] / (gram[-2, -2] * gram[-1, -1]).sqrt()) if m >= 4 else None,
+            }
+        )
     return records
 
 
@@ -104,10 +119,14 @@ def _agreements(records: list[dict]) -> list[Agreement]:
     agreements = []
     for r in records:
         where = f"m = {r['m']}, sizes {r['sizes']}, tau = {r['tau']}"
-        agreements += [Agreement(f"{where}: min loss, free vs certificate", r["free loss"], r["minimum"],
-                                 RELATIVE * abs(r["minimum"])),
-                       Agreement(f"{where}: DeltaG* to ETF, free vs certificate", r["free delta_g"], r["delta_g"],
-                                 DELTA_G_RESOLUTION)]
+        agreements += [
+            Agreement(
+                f"{where}: min loss, free vs certificate", r["free loss"], r["minimum"], RELATIVE * abs(r["minimum"])
+            ),
+            Agreement(
+                f"{where}: DeltaG* to ETF, free vs certificate", r["free delta_g"], r["delta_g"], DELTA_G_RESOLUTION
+            ),
+        ]
     return agreements
 
 
@@ -115,8 +134,10 @@ def _claim_failures(records: list[dict]) -> list[str]:
     failures = []
     for r in records:
         if r["collapse excess"] > RELATIVE:
-            failures.append(f"no within-class collapse at m = {r['m']}, sizes {r['sizes']}, tau = {r['tau']}: the "
-                            f"collapsed configuration is {r['collapse excess']:.3g} above the certified minimum")
+            failures.append(
+                f"no within-class collapse at m = {r['m']}, sizes {r['sizes']}, tau = {r['tau']}: the "
+                f"collapsed configuration is {r['collapse excess']:.3g} above the certified minimum"
+            )
     for m in CLASS_COUNTS:
         for tau in TAUS:
             row = [r for r in records if r["m"] == m and r["tau"] == tau]  # in the order of RATIOS
@@ -127,7 +148,8 @@ def _claim_failures(records: list[dict]) -> list[str]:
                     failures.append(
                         f"m = {m}, tau = {tau}: DeltaG* does not grow from R = {low['R']} {low['sizes']} "
                         f"({low['delta_g']:.4f}) to R = {high['R']} {high['sizes']} ({high['delta_g']:.4f}); "
-                        f"free optimisation: {low['free delta_g']:.4f} -> {high['free delta_g']:.4f}")
+                        f"free optimisation: {low['free delta_g']:.4f} -> {high['free delta_g']:.4f}"
+                    )
     return failures
 
 
@@ -143,24 +165,29 @@ def check() -> Result:
     start = time.perf_counter()
     records = [r for m in CLASS_COUNTS for ratio in RATIOS for r in _cells(m, ratio)]
     figures = {
-        f"DeltaG* m={m} tau={tau:g} R={RATIOS}": [round(r["delta_g"], 4) for r in records
-                                                 if r["m"] == m and r["tau"] == tau]
-        for m in CLASS_COUNTS for tau in TAUS
+        f"DeltaG* m={m} tau={tau:g} R={RATIOS}": [
+            round(r["delta_g"], 4) for r in records if r["m"] == m and r["tau"] == tau
+        ]
+        for m in CLASS_COUNTS
+        for tau in TAUS
     }
-    figures.update({
-        "max W (certificate embeddings)": max(r["W"] for r in records),
-        "max W (free optimisation)": max(r["free W"] for r in records),
-        "max rel (collapsed loss - certified minimum)": max(r["collapse excess"] for r in records),
-        "max rel |free - certified minimum|": max(r["free excess"] for r in records),
-        "max |DeltaG* free - certificate|": max(abs(r["free delta_g"] - r["delta_g"]) for r in records),
-        "cosine of the two minority class means, m=4, R=10": [round(r["minority cosine"], 4) for r in records
-                                                              if r["m"] == 4 and r["R"] == 10],
-        "slowest certificate by class sizes (s)": {
-            str(sizes): round(max(r["seconds"] for r in records if r["sizes"] == sizes), 2)
-            for sizes in dict.fromkeys(r["sizes"] for r in records)
-        },
-        "seconds": round(time.perf_counter() - start, 1),
-    })
+    figures.update(
+        {
+            "max W (certificate embeddings)": max(r["W"] for r in records),
+            "max W (free optimisation)": max(r["free W"] for r in records),
+            "max rel (collapsed loss - certified minimum)": max(r["collapse excess"] for r in records),
+            "max rel |free - certified minimum|": max(r["free excess"] for r in records),
+            "max |DeltaG* free - certificate|": max(abs(r["free delta_g"] - r["delta_g"]) for r in records),
+            "cosine of the two minority class means, m=4, R=10": [
+                round(r["minority cosine"], 4) for r in records if r["m"] == 4 and r["R"] == 10
+            ],
+            "slowest certificate by class sizes (s)": {
+                str(sizes): round(max(r["seconds"] for r in records if r["sizes"] == sizes), 2)
+                for sizes in dict.fromkeys(r["sizes"] for r in records)
+            },
+            "seconds": round(time.perf_counter() - start, 1),
+        }
+    )
     return verdict(figures, _claim_failures(records), unsettled=_unsettled(records), agreements=_agreements(records))
 
 

@@ -40,7 +40,6 @@ import functools
 import math
 import time
 
-import numpy as np
 import torch
 
 from proofs_checks.registry import Agreement, Result, assert_claim, claim, verdict
@@ -64,8 +63,7 @@ ANCHORS = "data"
 
 
 def _certify(sizes: tuple, n_proto: int, tau: float) -> exchangeable.ExchangeableCertificate:
-    return exchangeable.certify_prototype(sizes, simplex.etf_gram(CIFAR10_CLASSES), n_proto, tau, ANCHORS,
-                                          strict=False)
+    return exchangeable.certify_prototype(sizes, simplex.etf_gram(CIFAR10_CLASSES), n_proto, tau, ANCHORS, strict=False)
 
 
 def _inconclusive(cert) -> str | None:
@@ -131,8 +129,11 @@ def _explicit_route(ratio: int, tau: float, n_proto: int) -> tuple[float, float]
     prototypes = simplex.etf(CIFAR10_CLASSES, CIFAR10_CLASSES, seed=0)
     z, labels, _, w = cert.embeddings(prototypes)
     z, labels, w = torch.from_numpy(z), torch.from_numpy(labels), torch.from_numpy(w)
-    loss = float(losses.prototype_supcon_loss(z, labels, w, n_proto, tau, ANCHORS)) if n_proto else float(
-        losses.supcon_loss(z, labels, tau))
+    loss = (
+        float(losses.prototype_supcon_loss(z, labels, w, n_proto, tau, ANCHORS))
+        if n_proto
+        else float(losses.supcon_loss(z, labels, tau))
+    )
     gram = metrics.class_mean_gram(z, labels, CIFAR10_CLASSES)
     explicit_delta_g = float(metrics.delta_g(gram, simplex.etf_gram(CIFAR10_CLASSES)))
     etf = simplex.etf_gram(CIFAR10_CLASSES)
@@ -161,7 +162,8 @@ def check() -> Result:
         figures[f"DeltaG* {key}, n_w={TABLE_N_PROTO}"] = [round(cell.delta_g[n], 4) for n in TABLE_N_PROTO]
     for threshold in THRESHOLDS:
         figures[f"n_w needed for DeltaG* <= {threshold:g}"] = {
-            f"{c.composition} R={c.ratio} tau={c.tau:g}": _label(c.needed_n_proto[threshold]) for c in cells}
+            f"{c.composition} R={c.ratio} tau={c.tau:g}": _label(c.needed_n_proto[threshold]) for c in cells
+        }
     unsettled = [problem for cell in cells for problem in cell.unsettled.values()]
     figures["certificates not polished or gap > 1e-7 relative"] = unsettled or "none"
     unsettled = [problem for cell in cells if cell.tau >= JUDGED_MIN_TAU for problem in cell.unsettled.values()]
@@ -170,21 +172,26 @@ def check() -> Result:
     for ratio, tau, n_proto in PINNED:
         excess, difference = _explicit_route(ratio, tau, n_proto)
         where = f"batch R={ratio} tau={tau:g} n_w={n_proto}"
-        agreements += [Agreement(f"explicit vectors' loss - certified minimum, relative, {where}", excess, 0.0,
-                                 ATTAINED_RELATIVE),
-                       Agreement(f"DeltaG* of explicit vectors - certificate's, {where}", difference, 0.0,
-                                 DELTA_G_AGREEMENT)]
+        agreements += [
+            Agreement(f"explicit vectors' loss - certified minimum, relative, {where}", excess, 0.0, ATTAINED_RELATIVE),
+            Agreement(f"DeltaG* of explicit vectors - certificate's, {where}", difference, 0.0, DELTA_G_AGREEMENT),
+        ]
     for cell in cells:
         if cell.at(DECADES[-1]) >= cell.delta_g[0]:
-            unsettled.append(f"no approach to the prototypes at {cell.where()}: DeltaG* {cell.delta_g[0]:.4f} at "
-                             f"n_w = 0, {cell.at(DECADES[-1]):.4f} at n_w = {DECADES[-1]}")
+            unsettled.append(
+                f"no approach to the prototypes at {cell.where()}: DeltaG* {cell.delta_g[0]:.4f} at "
+                f"n_w = 0, {cell.at(DECADES[-1]):.4f} at n_w = {DECADES[-1]}"
+            )
     figures["seconds"] = round(time.perf_counter() - start, 1)
     figures["judged cells"] = f"tau >= {JUDGED_MIN_TAU:g} (smaller tau: reported, not judged)"
     judged = [cell for cell in cells if cell.tau >= JUDGED_MIN_TAU]
     settled = [cell for cell in judged if CLAIMED_N_PROTO not in cell.unsettled]
-    failures = [f"{cell.where()}: DeltaG* = {cell.delta_g[CLAIMED_N_PROTO]:.4f} at n_w = {CLAIMED_N_PROTO} "
-                f"(needs n_w = {_label(cell.needed_n_proto[CLAIMED_THRESHOLD])})"
-                for cell in settled if cell.delta_g[CLAIMED_N_PROTO] > CLAIMED_THRESHOLD]
+    failures = [
+        f"{cell.where()}: DeltaG* = {cell.delta_g[CLAIMED_N_PROTO]:.4f} at n_w = {CLAIMED_N_PROTO} "
+        f"(needs n_w = {_label(cell.needed_n_proto[CLAIMED_THRESHOLD])})"
+        for cell in settled
+        if cell.delta_g[CLAIMED_N_PROTO] > CLAIMED_THRESHOLD
+    ]
     # A counterexample from settled certificates stands whatever the unsettled ones say; without one, an
     # unsettled certificate leaves the claim inconclusive.
     return verdict(figures, failures, unsettled=() if failures else unsettled, agreements=agreements)
@@ -197,19 +204,29 @@ def figure(_inputs=None):
     cells = measure()
     fig = Figure(figsize=(14.0, 4.4), layout="constrained")
     left, *right = fig.subplots(1, 1 + len(THRESHOLDS), squeeze=True)
-    styles = {(comp, ratio): (f"C{i}", "o-" if comp == "batch" else "s--")
-              for i, (comp, ratio) in enumerate((c, r) for c in COMPOSITIONS for r in RATIOS)}
+    styles = {
+        (comp, ratio): (f"C{i}", "o-" if comp == "batch" else "s--")
+        for i, (comp, ratio) in enumerate((c, r) for c in COMPOSITIONS for r in RATIOS)
+    }
     for cell in cells:
         colour, style = styles[(cell.composition, cell.ratio)]
         if cell.tau == 0.1:
             n_proto = sorted(cell.delta_g)
-            left.plot([max(n, 0.5) for n in n_proto], [cell.delta_g[n] for n in n_proto], style, color=colour,
-                      label=f"{cell.composition}, R = {cell.ratio}")
+            left.plot(
+                [max(n, 0.5) for n in n_proto],
+                [cell.delta_g[n] for n in n_proto],
+                style,
+                color=colour,
+                label=f"{cell.composition}, R = {cell.ratio}",
+            )
     left.axhline(CLAIMED_THRESHOLD, color="grey", lw=1, ls=":")
     left.axvline(CLAIMED_N_PROTO, color="grey", lw=1, ls=":")
     left.set_xscale("log")
-    left.set(xlabel=r"prototype copies per class $n_w$ (n_w = 0 drawn at 0.5)", ylabel=r"$\Delta G^*$ to the ETF Gram",
-             title=r"certified minimiser, $\tau$ = 0.1")
+    left.set(
+        xlabel=r"prototype copies per class $n_w$ (n_w = 0 drawn at 0.5)",
+        ylabel=r"$\Delta G^*$ to the ETF Gram",
+        title=r"certified minimiser, $\tau$ = 0.1",
+    )
     left.legend(fontsize=8)
     cap = DECADES[-1] * 2
     for ax, threshold in zip(right, THRESHOLDS):
@@ -219,16 +236,23 @@ def figure(_inputs=None):
             ax.plot([c.tau for c in row], needed, style, color=colour, label=f"{comp}, R = {ratio}")
         ax.axhline(CLAIMED_N_PROTO, color="grey", lw=1, ls=":")
         ax.axhline(cap, color="black", lw=0.8)
-        ax.set(xscale="log", yscale="log", xlabel=r"$\tau$", ylabel=r"$n_w$ needed",
-               title=rf"$n_w$ needed for $\Delta G^* \leq$ {threshold:g} (top line: > 1e5)" + "\n"
-                                    + rf"($\tau$ < {JUDGED_MIN_TAU:g}: not determined by the program)")
+        ax.set(
+            xscale="log",
+            yscale="log",
+            xlabel=r"$\tau$",
+            ylabel=r"$n_w$ needed",
+            title=rf"$n_w$ needed for $\Delta G^* \leq$ {threshold:g} (top line: > 1e5)"
+            + "\n"
+            + rf"($\tau$ < {JUDGED_MIN_TAU:g}: not determined by the program)",
+        )
         ax.set_xticks(TAUS, [f"{t:g}" for t in TAUS])
         ax.xaxis.set_minor_formatter("")
         ax.legend(fontsize=8)
     for ax in (left, *right):
         ax.grid(alpha=0.3, which="both")
-    fig.suptitle("Paper A at CIFAR-10 size: ETF prototypes, anchors data, certified (exchangeable) minimiser",
-                 fontsize=10)
+    fig.suptitle(
+        "Paper A at CIFAR-10 size: ETF prototypes, anchors data, certified (exchangeable) minimiser", fontsize=10
+    )
     return fig
 
 

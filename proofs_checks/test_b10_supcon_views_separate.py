@@ -49,8 +49,9 @@ def _map(m: int, n: int, p: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, li
     timings = []
     for i, alpha in enumerate(ALPHAS):
         for j, tau in enumerate(TAUS):
-            closed = float(ssem.restricted_loss(ssem.optimal_beta(alpha, tau, m, n, p, "supcon"), alpha, tau, m, n, p,
-                                                "supcon"))
+            closed = float(
+                ssem.restricted_loss(ssem.optimal_beta(alpha, tau, m, n, p, "supcon"), alpha, tau, m, n, p, "supcon")
+            )
             cert = certify_combined(alpha, tau, m, n, p, "supcon", strict=False)
             timings.append((m * n * p, cert.seconds, cert.ok, (alpha, tau)))
             drop[i, j] = (closed - cert.minimum) / abs(closed)
@@ -71,10 +72,18 @@ def _agreements(m: int, n: int, p: int, minimum: np.ndarray, closed: np.ndarray,
     reduced = exchangeable.certify_combined(ALPHAS[0], TAUS[0], m, n, p, "supcon")
     i, j = np.unravel_index(np.argmax(np.where(large, np.abs(minimum - closed), -1.0)), minimum.shape)
     return [
-        Agreement(f"{name}, alpha = {ALPHAS[0]}, tau = {TAUS[0]}: certified minimum, full vs exchangeable program",
-                  float(minimum[0, 0]), reduced.minimum, BELOW * abs(reduced.minimum)),
-        Agreement(f"{name}, alpha = {ALPHAS[i]}, tau = {TAUS[j]}: certified minimum vs SSEM closed form",
-                  float(minimum[i, j]), float(closed[i, j]), BELOW * abs(closed[i, j])),
+        Agreement(
+            f"{name}, alpha = {ALPHAS[0]}, tau = {TAUS[0]}: certified minimum, full vs exchangeable program",
+            float(minimum[0, 0]),
+            reduced.minimum,
+            BELOW * abs(reduced.minimum),
+        ),
+        Agreement(
+            f"{name}, alpha = {ALPHAS[i]}, tau = {TAUS[j]}: certified minimum vs SSEM closed form",
+            float(minimum[i, j]),
+            float(closed[i, j]),
+            BELOW * abs(closed[i, j]),
+        ),
     ]
 
 
@@ -114,7 +123,8 @@ def check() -> Result:
         figures[f"{name} max rel drop below SSEM"] = float(drop.max())
         figures[f"{name} min view separation where below"] = float(separation[below].min()) if below.any() else None
         figures[f"{name} points below / below and in SSEM collapse region (beta* = 1) / collapsing"] = (
-            f"{int(below.sum())}/{int((below & collapsed).sum())}/{int(collapsed.sum())}")
+            f"{int(below.sum())}/{int((below & collapsed).sum())}/{int(collapsed.sum())}"
+        )
         if not below[0, 0]:
             failures.append(f"{name}: not below at alpha = 0, tau = {TAUS[0]} (drop {drop[0, 0]:.3g})")
         if not _is_lower_set(below):
@@ -126,9 +136,10 @@ def check() -> Result:
             failures.append(f"{name}: below but views coincide (1 - G = {separation[below].min():.3g})")
     not_ok = [t for t in timings if not t[2]]
     unsettled = [f"certificate not optimal at K = {k}, (alpha, tau) = {point}" for k, _, _, point in not_ok]
-    figures["certificates (K, count, max s)"] = [(k, sum(t[0] == k for t in timings),
-                                                  round(max(t[1] for t in timings if t[0] == k), 2))
-                                                 for k in sorted({t[0] for t in timings})]
+    figures["certificates (K, count, max s)"] = [
+        (k, sum(t[0] == k for t in timings), round(max(t[1] for t in timings if t[0] == k), 2))
+        for k in sorted({t[0] for t in timings})
+    ]
     figures["seconds"] = round(time.perf_counter() - start, 1)
     return verdict(figures, failures, unsettled=unsettled, agreements=agreements)
 

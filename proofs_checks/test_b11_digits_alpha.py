@@ -59,8 +59,17 @@ EVAL_EVERY = 3
 
 def config(alpha: float, seed: int) -> TrainConfig:
     """The balanced digits run of one (alpha, seed): library defaults except the module's settings."""
-    return TrainConfig(imbalance=1, loss="combined", alpha=alpha, seed=seed, width=WIDTH, epochs=EPOCHS,
-                       batch_size=BATCH, lr=LR, eval_every=EVAL_EVERY)
+    return TrainConfig(
+        imbalance=1,
+        loss="combined",
+        alpha=alpha,
+        seed=seed,
+        width=WIDTH,
+        epochs=EPOCHS,
+        batch_size=BATCH,
+        lr=LR,
+        eval_every=EVAL_EVERY,
+    )
 
 
 @functools.cache
@@ -73,8 +82,10 @@ def _judge(stats: dict) -> tuple[list, list]:
     """(failures, undecided) of the claim's criteria, from {alpha: summary}."""
     failures, undecided = [], []
     for low, high in zip(ALPHAS, ALPHAS[1:]):
-        where = (f"alpha={low}: {stats[low][0]:.4f} +- 2 x {stats[low][1]:.4f}, alpha={high}: "
-                 f"{stats[high][0]:.4f} +- 2 x {stats[high][1]:.4f}")
+        where = (
+            f"alpha={low}: {stats[low][0]:.4f} +- 2 x {stats[low][1]:.4f}, alpha={high}: "
+            f"{stats[high][0]:.4f} +- 2 x {stats[high][1]:.4f}"
+        )
         order = interval_order(stats[low], stats[high])
         if order == "above":
             failures.append(f"W decreases from alpha={low} to alpha={high}, intervals separated ({where})")
@@ -90,9 +101,17 @@ def _judge(stats: dict) -> tuple[list, list]:
 
 def _gram_route_gap(results: list[dict]) -> float:
     """Largest |W from the returned class-mean Gram and class sizes - training's W| over all runs."""
-    gaps = [abs(float(metrics.variances_from_class_mean_gram(torch.as_tensor(r["gram"], dtype=torch.float64),
-                                                             torch.as_tensor(r["class_sizes"])).within)
-                - r["final"]["within_var"]) for r in results]
+    gaps = [
+        abs(
+            float(
+                metrics.variances_from_class_mean_gram(
+                    torch.as_tensor(r["gram"], dtype=torch.float64), torch.as_tensor(r["class_sizes"])
+                ).within
+            )
+            - r["final"]["within_var"]
+        )
+        for r in results
+    ]
     return float(torch.tensor(gaps).max())
 
 
@@ -109,9 +128,11 @@ def check() -> Result:
     results = list(measure())
     values = by_value(results, "alpha", "within_var")
     stats = {a: summary(v) for a, v in values.items()}
-    figures = {"setting": f"digits, balanced, small_cnn width {WIDTH}, {EPOCHS} epochs, batch {BATCH}, lr {LR}, "
-                          f"tau=0.1, instance variant, seeds {SEEDS}",
-               "near-collapse threshold on W": NEAR_COLLAPSE}
+    figures = {
+        "setting": f"digits, balanced, small_cnn width {WIDTH}, {EPOCHS} epochs, batch {BATCH}, lr {LR}, "
+        f"tau=0.1, instance variant, seeds {SEEDS}",
+        "near-collapse threshold on W": NEAR_COLLAPSE,
+    }
     for a, (mean, std, count) in stats.items():
         figures[f"W alpha={a} (mean, std, n)"] = (round(mean, 4), round(std, 4), count)
         figures[f"W alpha={a} per seed"] = [round(v, 4) for v in values[a]]
@@ -120,8 +141,12 @@ def check() -> Result:
     failures, undecided = _judge(stats)
     (m0, s0, _), (m1, s1, _) = stats[ALPHAS[0]], stats[ALPHAS[-1]]
     agreements = remeasure_pins(results, "alpha", "within_var") + [
-        Agreement("final W from the class-mean Gram and class sizes vs training's, largest |diff| over runs",
-                  _gram_route_gap(results), 0.0, REMEASURE_TOLERANCE),
+        Agreement(
+            "final W from the class-mean Gram and class sizes vs training's, largest |diff| over runs",
+            _gram_route_gap(results),
+            0.0,
+            REMEASURE_TOLERANCE,
+        ),
         at_least("|mean W(alpha=1) - mean W(alpha=0)| - (std0 + std1)", abs(m1 - m0) - (s0 + s1), 0.0),
     ]
     figures["seconds"] = round(time.perf_counter() - start, 1)
@@ -131,9 +156,12 @@ def check() -> Result:
 
 def figure(_inputs=None):
     """Per-epoch loss, DeltaG*, W and test accuracy of every run of the check (its cached runs)."""
-    return curves_figure(list(measure()), "alpha",
-                         f"B11: balanced digits, combined loss (instance, tau = 0.1), small CNN width {WIDTH}, "
-                         f"batch {BATCH}, lr {LR}; one line per seed")
+    return curves_figure(
+        list(measure()),
+        "alpha",
+        f"B11: balanced digits, combined loss (instance, tau = 0.1), small CNN width {WIDTH}, "
+        f"batch {BATCH}, lr {LR}; one line per seed",
+    )
 
 
 @pytest.mark.slow

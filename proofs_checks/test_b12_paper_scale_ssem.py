@@ -26,8 +26,6 @@ from __future__ import annotations
 import functools
 import time
 
-import numpy as np
-
 from proofs_checks.registry import Agreement, Result, assert_claim, claim, verdict
 from simulate import exchangeable
 from theory import ssem
@@ -57,9 +55,19 @@ def _point(name: str, alpha: float, tau: float, variant: str) -> dict:
     closed = float(ssem.restricted_loss(beta, alpha, tau, m, n, p, variant))
     cert = exchangeable.certify_combined(alpha, tau, m, n, p, variant, strict=False)
     where = f"{name} (m, n, p) = {(m, n, p)}, {variant}, alpha = {alpha:g}, tau = {tau:g}"
-    return {"size": name, "alpha": alpha, "tau": tau, "beta": beta, "where": where, "seconds": cert.seconds,
-            "below": (closed - cert.minimum) / abs(closed), "relative": abs(cert.minimum - closed) / abs(closed),
-            "within": cert.variances()["within"], "view": cert.variables["a0"], "unsettled": _unsettled(cert, where)}
+    return {
+        "size": name,
+        "alpha": alpha,
+        "tau": tau,
+        "beta": beta,
+        "where": where,
+        "seconds": cert.seconds,
+        "below": (closed - cert.minimum) / abs(closed),
+        "relative": abs(cert.minimum - closed) / abs(closed),
+        "within": cert.variances()["within"],
+        "view": cert.variables["a0"],
+        "unsettled": _unsettled(cert, where),
+    }
 
 
 @functools.cache
@@ -79,7 +87,7 @@ def _worst(records: list[dict], key) -> dict:
     "B12",
     source="Paper B: optimal embeddings lie in SSEM (at CIFAR-10 and CIFAR-100 sizes)",
     statement='Variant "instance" at (m, n, p) = (10, 5000, 2) and (100, 500, 2): the certified global minimum equals '
-    "the closed-form SSEM minimum to 1e-9 relative and W* = 1 - beta* on an alpha x tau grid; variant \"supcon\": "
+    'the closed-form SSEM minimum to 1e-9 relative and W* = 1 - beta* on an alpha x tau grid; variant "supcon": '
     "where the views separate is reported.",
     routes=("exact", "certificate"),
 )
@@ -95,30 +103,56 @@ def check() -> Result:
         "instance points": len(instance),
         "max rel |certified - SSEM minimum|, instance": worst["relative"],
         "max |W_cert - (1 - beta*)|, instance": abs(worst_within["within"] - (1 - worst_within["beta"])),
-        "collapsed points (beta* = 1), instance": {name: sum(r["beta"] == 1.0 for r in instance if r["size"] == name)
-                                                  for name in SIZES},
+        "collapsed points (beta* = 1), instance": {
+            name: sum(r["beta"] == 1.0 for r in instance if r["size"] == name) for name in SIZES
+        },
         "supcon: views separate at (alpha, tau, a0, relative drop below SSEM)": {
-            name: [(r["alpha"], r["tau"], round(r["view"], 4), float(f"{r['below']:.3g}")) for r in separated
-                   if r["size"] == name] or "nowhere on the grid" for name in SIZES},
+            name: [
+                (r["alpha"], r["tau"], round(r["view"], 4), float(f"{r['below']:.3g}"))
+                for r in separated
+                if r["size"] == name
+            ]
+            or "nowhere on the grid"
+            for name in SIZES
+        },
         "supcon points": len(supcon),
-        "slowest certificate by size (s)": {name: round(max(r["seconds"] for r in instance + supcon
-                                                            if r["size"] == name), 2) for name in SIZES},
+        "slowest certificate by size (s)": {
+            name: round(max(r["seconds"] for r in instance + supcon if r["size"] == name), 2) for name in SIZES
+        },
     }
     agreements = [
-        Agreement(f"certified - SSEM minimum, relative, instance, worst at {worst['where']}", worst["relative"], 0.0,
-                  RELATIVE),
-        Agreement(f"W of the certificate vs 1 - beta*, instance, worst at {worst_within['where']}",
-                  worst_within["within"], 1 - worst_within["beta"], WITHIN_TOLERANCE),
+        Agreement(
+            f"certified - SSEM minimum, relative, instance, worst at {worst['where']}", worst["relative"], 0.0, RELATIVE
+        ),
+        Agreement(
+            f"W of the certificate vs 1 - beta*, instance, worst at {worst_within['where']}",
+            worst_within["within"],
+            1 - worst_within["beta"],
+            WITHIN_TOLERANCE,
+        ),
     ]
     if joined:
         worst_joined = _worst(joined, lambda r: r["relative"])
-        agreements.append(Agreement(f"certified - SSEM minimum, relative, supcon where views do not separate, worst at "
-                                    f"{worst_joined['where']}", worst_joined["relative"], 0.0, RELATIVE))
+        agreements.append(
+            Agreement(
+                f"certified - SSEM minimum, relative, supcon where views do not separate, worst at "
+                f"{worst_joined['where']}",
+                worst_joined["relative"],
+                0.0,
+                RELATIVE,
+            )
+        )
     unsettled = [r["unsettled"] for r in instance + supcon if r["unsettled"]]
-    unsettled += [f"views separate but the certified minimum is not below SSEM at {r['where']}" for r in separated
-                  if r["below"] <= 0]
-    failures = [f"certified minimum {r['below']:.3g} relative below the SSEM minimum at {r['where']}" for r in instance
-                if r["below"] > RELATIVE]
+    unsettled += [
+        f"views separate but the certified minimum is not below SSEM at {r['where']}"
+        for r in separated
+        if r["below"] <= 0
+    ]
+    failures = [
+        f"certified minimum {r['below']:.3g} relative below the SSEM minimum at {r['where']}"
+        for r in instance
+        if r["below"] > RELATIVE
+    ]
     figures["seconds"] = round(time.perf_counter() - start, 1)
     return verdict(figures, failures, unsettled=unsettled, agreements=agreements)
 
@@ -134,8 +168,16 @@ def figure(_inputs=None):
     for ax, name in zip(axes, SIZES):
         row = [r for r in records if r["size"] == name]
         x = [positions[r["alpha"]] for r in row]
-        points = ax.scatter(x, [r["tau"] for r in row], c=[r["view"] for r in row], cmap="viridis", vmin=0, vmax=1,
-                            s=120, edgecolors="black")
+        points = ax.scatter(
+            x,
+            [r["tau"] for r in row],
+            c=[r["view"] for r in row],
+            cmap="viridis",
+            vmin=0,
+            vmax=1,
+            s=120,
+            edgecolors="black",
+        )
         apart = [r for r in row if r["view"] < 1 - SEPARATED]
         ax.scatter([positions[r["alpha"]] for r in apart], [r["tau"] for r in apart], marker="x", color="red", s=60)
         ax.set_yscale("log")
@@ -145,8 +187,10 @@ def figure(_inputs=None):
         m, n, p = SIZES[name]
         ax.set(xlabel=r"$\alpha$", ylabel=r"$\tau$", title=f"{name} size: m={m}, n={n}, p={p}")
     fig.colorbar(points, ax=axes, label="a0: similarity of two views of one instance")
-    fig.suptitle('Variant "supcon": certified (exchangeable) minimiser; red crosses: the views separate (a0 < 1 - 1e-6)',
-                 fontsize=10)
+    fig.suptitle(
+        'Variant "supcon": certified (exchangeable) minimiser; red crosses: the views separate (a0 < 1 - 1e-6)',
+        fontsize=10,
+    )
     return fig
 
 

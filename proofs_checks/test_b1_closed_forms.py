@@ -7,7 +7,6 @@ Route: exact. The counted sympy derivation (theory.ssem_symbolic) is compared wi
 docs/ssem.md states them, typed here independently.
 """
 
-import numpy as np
 import sympy as sp
 
 from proofs_checks.registry import Agreement, Result, assert_claim, claim, verdict
@@ -16,9 +15,11 @@ from theory.ssem_symbolic import alpha, beta, derive, m, n, p, r, tau
 
 S_W = (n * beta - 1) / (n - 1)
 S_B = -beta / (m - 1)
-STATED_LOSS = sp.log(p) + sp.log(sp.exp(1 / tau) + (n - 1) * sp.exp(S_W / tau) + (m - 1) * n * sp.exp(S_B / tau)) - (
-    alpha + (1 - alpha) * S_W
-) / tau
+STATED_LOSS = (
+    sp.log(p)
+    + sp.log(sp.exp(1 / tau) + (n - 1) * sp.exp(S_W / tau) + (m - 1) * n * sp.exp(S_B / tau))
+    - (alpha + (1 - alpha) * S_W) / tau
+)
 STATED_ALPHA_STAR = {
     "instance": (1 + (m * n - 1) * r) / (n * (1 + (m - 1) * r)),
     "supcon": ((p - 1) + p * (m * n - 1) * r) / ((n * p - 1) + (m - 1) * n * p * r),
@@ -63,12 +64,24 @@ def _numeric_agreements() -> list[Agreement]:
         values = {m: m_, n: n_, p: p_, alpha: alpha_, tau: tau_, beta: beta_, r: ssem.collapse_ratio(tau_, m_)}
         where = f"(m, n, p, alpha, tau, beta) = {(m_, n_, p_, alpha_, tau_, beta_)}"
         stated = float(STATED_LOSS.subs(values).evalf(30))
-        agreements.append(Agreement(f"{where}: restricted loss, theory.ssem vs stated", float(
-            ssem.restricted_loss(beta_, alpha_, tau_, m_, n_, p_)), stated, 1e-12 * max(1.0, abs(stated))))
+        agreements.append(
+            Agreement(
+                f"{where}: restricted loss, theory.ssem vs stated",
+                float(ssem.restricted_loss(beta_, alpha_, tau_, m_, n_, p_)),
+                stated,
+                1e-12 * max(1.0, abs(stated)),
+            )
+        )
         for variant in ("instance", "supcon") if p_ >= 2 else ("instance",):
             threshold = float(STATED_ALPHA_STAR[variant].subs(values).evalf(30))
-            agreements.append(Agreement(f"{where}: alpha* {variant}, theory.ssem vs stated", float(
-                ssem.alpha_star(tau_, m_, n_, p_, variant)), threshold, 1e-12))
+            agreements.append(
+                Agreement(
+                    f"{where}: alpha* {variant}, theory.ssem vs stated",
+                    float(ssem.alpha_star(tau_, m_, n_, p_, variant)),
+                    threshold,
+                    1e-12,
+                )
+            )
     return agreements
 
 

@@ -71,9 +71,16 @@ def check() -> Result:
     for size, points in mismatches.items():
         if points:
             failures.append(f"(m, n) = {size}: optimum disagrees with alpha* at (alpha, tau) = {points[0]}")
-    agreements = [Agreement(f"(m, n) = {(m, n)}, tau = {tau}: collapse boundary, bisected optimum vs alpha*",
-                            _bisected_boundary(tau, m, n), float(ssem.alpha_star(tau, m, n)), 1e-9)
-                  for m, n in ((2, 2), (3, 4), (10, 8)) for tau in (0.1, 1.0, 10.0)]
+    agreements = [
+        Agreement(
+            f"(m, n) = {(m, n)}, tau = {tau}: collapse boundary, bisected optimum vs alpha*",
+            _bisected_boundary(tau, m, n),
+            float(ssem.alpha_star(tau, m, n)),
+            1e-9,
+        )
+        for m, n in ((2, 2), (3, 4), (10, 8))
+        for tau in (0.1, 1.0, 10.0)
+    ]
     return verdict(figures, failures, agreements=agreements)
 
 

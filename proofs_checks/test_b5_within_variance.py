@@ -42,13 +42,25 @@ def check() -> Result:
         failures.append(f"alpha = 1 optimum differs (error {worst_at_one:.3g})")
     if worst_ratio > 0.05:
         failures.append(f"small-tau asymptote off by {worst_ratio:.3g} relative at tau = 1e-3")
-    agreements = [Agreement(f"(m, n) = {(m_, n_)}, alpha = 1, tau = {t}: W*, numeric optimum vs m(n-1)/(mn-1)",
-                            float(ssem.optimal_variances(1.0, t, m_, n_)[0]), m_ * (n_ - 1) / (m_ * n_ - 1), 1e-12)
-                  for m_, n_ in ((2, 2), (10, 16)) for t in (1e-2, 1e2)]
-    agreements += [Agreement(f"(m, n) = {(m_, n_)}, alpha = {a}, tau = 1e-3: W*, numeric optimum vs asymptote",
-                             float(ssem.optimal_variances(a, 1e-3, m_, n_)[0]),
-                             float(ssem.small_tau_within(a, 1e-3, n_)), 1e-6 * float(ssem.small_tau_within(a, 1e-3, n_)))
-                   for m_, n_, a in ((3, 4, 0.5), (10, 16, 0.3))]
+    agreements = [
+        Agreement(
+            f"(m, n) = {(m_, n_)}, alpha = 1, tau = {t}: W*, numeric optimum vs m(n-1)/(mn-1)",
+            float(ssem.optimal_variances(1.0, t, m_, n_)[0]),
+            m_ * (n_ - 1) / (m_ * n_ - 1),
+            1e-12,
+        )
+        for m_, n_ in ((2, 2), (10, 16))
+        for t in (1e-2, 1e2)
+    ]
+    agreements += [
+        Agreement(
+            f"(m, n) = {(m_, n_)}, alpha = {a}, tau = 1e-3: W*, numeric optimum vs asymptote",
+            float(ssem.optimal_variances(a, 1e-3, m_, n_)[0]),
+            float(ssem.small_tau_within(a, 1e-3, n_)),
+            1e-6 * float(ssem.small_tau_within(a, 1e-3, n_)),
+        )
+        for m_, n_, a in ((3, 4, 0.5), (10, 16, 0.3))
+    ]
     return verdict(figures, failures, agreements=agreements)
 
 

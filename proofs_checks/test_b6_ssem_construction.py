@@ -66,8 +66,12 @@ def check() -> Result:
     figures = {f"max |{name}|": value for name, value in worst.items()}
     figures["constructions"] = len(SIZES) * len(BETAS) * 2
     # Each figure is the largest gap between simulate.metrics' measurement and the formula: pinned to 0.
-    agreements = [Agreement(f"{name}: largest |measured - formula|, at (m, n, p, beta, dim) = {worst_case[name]}",
-                            value, 0.0, TOLERANCE) for name, value in worst.items()]
+    agreements = [
+        Agreement(
+            f"{name}: largest |measured - formula|, at (m, n, p, beta, dim) = {worst_case[name]}", value, 0.0, TOLERANCE
+        )
+        for name, value in worst.items()
+    ]
     wrong = [name for name, value in worst.items() if value > TOLERANCE]
     failures = [f"{name} off by {worst[name]:.3g} at (m, n, p, beta, dim) = {worst_case[name]}" for name in wrong]
     return verdict(figures, failures, agreements=agreements)

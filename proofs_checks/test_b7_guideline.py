@@ -40,9 +40,11 @@ def check() -> Result:
         failures.append(f"m={m}, n={n}, alpha={alpha} (>= 1/{n}), tau=1/log {m} collapses (beta* = {beta})")
     if counterexamples:
         first = counterexamples[0]
-        failures.append(f"e.g. also m={first.n_classes}, n={first.n_per_class}, alpha={first.alpha:.4f}, "
-                        f"tau={first.tau:.4f} with alpha*={first.alpha_star:.4f}; {len(counterexamples)} of the "
-                        f"grid's (m, n) collapse inside the guideline. Exact condition: alpha > alpha*(tau)")
+        failures.append(
+            f"e.g. also m={first.n_classes}, n={first.n_per_class}, alpha={first.alpha:.4f}, "
+            f"tau={first.tau:.4f} with alpha*={first.alpha_star:.4f}; {len(counterexamples)} of the "
+            f"grid's (m, n) collapse inside the guideline. Exact condition: alpha > alpha*(tau)"
+        )
     return verdict(figures, failures, agreements=agreements)
 
 
@@ -58,17 +60,34 @@ def _agreements(counterexamples, beta: float) -> list[Agreement]:
     m, n, alpha, tau = DESIGN_POINT
     one_side = ssem.restricted_loss(np.array([1.0 - STEP, 1.0]), alpha, tau, m, n)
     above = 0.5 * (float(ssem.alpha_star(tau, m, n)) + 1.0)  # the exact condition says: no collapse
-    closed_form_count = sum(float(ssem.alpha_star(1 / np.log(m_), m_, n_)) > 1 / n_
-                            for m_ in range(2, 11) for n_ in range(2, 11))
+    closed_form_count = sum(
+        float(ssem.alpha_star(1 / np.log(m_), m_, n_)) > 1 / n_ for m_ in range(2, 11) for n_ in range(2, 11)
+    )
     return [
-        Agreement("beta* at the design point: bisection vs the restricted loss on both sides of 1", beta,
-                  _beta_by_loss(alpha, tau, m, n), 1e-6),
-        Agreement(f"beta* at alpha = {above:.4f} > alpha*, same m, n, tau: bisection vs the restricted loss",
-                  float(ssem.optimal_beta(above, tau, m, n)), _beta_by_loss(above, tau, m, n), 1e-6),
-        Agreement("L(1 - 1e-6) - L(1) at the design point (>= 0 at collapse) vs its first-order value -h L'(1)",
-                  float(one_side[0] - one_side[1]), -STEP * _slope_at_one(alpha, tau, m, n), 1e-9),
-        Agreement("collapsing (m, n) pairs inside the guideline: audit (optimal_beta) vs closed form (alpha* > 1/n)",
-                  len(counterexamples), closed_form_count, 0),
+        Agreement(
+            "beta* at the design point: bisection vs the restricted loss on both sides of 1",
+            beta,
+            _beta_by_loss(alpha, tau, m, n),
+            1e-6,
+        ),
+        Agreement(
+            f"beta* at alpha = {above:.4f} > alpha*, same m, n, tau: bisection vs the restricted loss",
+            float(ssem.optimal_beta(above, tau, m, n)),
+            _beta_by_loss(above, tau, m, n),
+            1e-6,
+        ),
+        Agreement(
+            "L(1 - 1e-6) - L(1) at the design point (>= 0 at collapse) vs its first-order value -h L'(1)",
+            float(one_side[0] - one_side[1]),
+            -STEP * _slope_at_one(alpha, tau, m, n),
+            1e-9,
+        ),
+        Agreement(
+            "collapsing (m, n) pairs inside the guideline: audit (optimal_beta) vs closed form (alpha* > 1/n)",
+            len(counterexamples),
+            closed_form_count,
+            0,
+        ),
     ]
 
 
@@ -77,14 +96,22 @@ def _beta_by_loss(alpha: float, tau: float, m: int, n: int) -> float:
     near_one = ssem.restricted_loss(np.array([1.0 - STEP, 1.0]), alpha, tau, m, n)
     if near_one[1] <= near_one[0]:
         return 1.0
-    return float(minimize_scalar(lambda b: float(ssem.restricted_loss(b, alpha, tau, m, n)), bounds=(0.0, 1.0),
-                                 method="bounded", options={"xatol": 1e-12}).x)
+    return float(
+        minimize_scalar(
+            lambda b: float(ssem.restricted_loss(b, alpha, tau, m, n)),
+            bounds=(0.0, 1.0),
+            method="bounded",
+            options={"xatol": 1e-12},
+        ).x
+    )
 
 
 def _slope_at_one(alpha: float, tau: float, m: int, n: int) -> float:
     """dL/dbeta at beta = 1 from the sympy derivation (`theory.ssem_symbolic`, p = 2: the slope has no p)."""
-    slope = sp.lambdify((symbolic.alpha, symbolic.beta, symbolic.tau, symbolic.m, symbolic.n),
-                        symbolic.derive("instance").slope.subs(symbolic.p, 2))
+    slope = sp.lambdify(
+        (symbolic.alpha, symbolic.beta, symbolic.tau, symbolic.m, symbolic.n),
+        symbolic.derive("instance").slope.subs(symbolic.p, 2),
+    )
     return float(slope(alpha, 1.0, tau, m, n))
 
 

@@ -24,11 +24,10 @@ import time
 import numpy as np
 import torch
 
-
-from simulate.optimize import single_thread
 from proofs_checks.registry import Agreement, Result, assert_claim, claim, verdict
 from simulate import losses, metrics, optimize
 from simulate.certify import certify_combined
+from simulate.optimize import single_thread
 from theory import ssem
 
 SIZES = [(2, 2, 1), (2, 2, 2), (2, 3, 2), (3, 2, 2), (3, 3, 1)]
@@ -41,8 +40,6 @@ RELATIVE = 1e-6  # agreement of loss values (docs/verdicts.md#routes)
 GRAM_TOLERANCE = 1e-4  # certified G against the SSEM Gram, entrywise
 GRAM_MIN_TAU = 0.2  # below it some entries are not determined by the program (module docstring)
 FREE = dict(restarts=3, seed=0, max_iter=500, grad_tol=1e-7)
-
-
 
 
 def _ssem_gram(m: int, n: int, p: int, beta: float) -> np.ndarray:
@@ -76,15 +73,25 @@ def _measure(m: int, n: int, p: int, alphas: np.ndarray, taus: np.ndarray, resta
     records = []
     for i, (alpha, tau) in enumerate(zip(alphas, taus)):
         cert = certify_combined(float(alpha), float(tau), m, n, p, strict=False)
-        records.append({
-            "size": (m, n, p), "alpha": float(alpha), "tau": float(tau), "beta": float(beta[i]),
-            "ok": cert.ok, "status": cert.status, "seconds": cert.seconds,
-            "certificate": abs(cert.minimum - closed[i]) / abs(closed[i]),
-            "free": abs(free[i] - closed[i]) / abs(closed[i]),
-            "gram": float(np.abs(cert.gram - _ssem_gram(m, n, p, float(beta[i]))).max()),
-            "free residual": float(free_residual[i]), "converged": bool(converged[i]),
-            "closed form": float(closed[i]), "certified minimum": float(cert.minimum), "free minimum": float(free[i]),
-        })
+        records.append(
+            {
+                "size": (m, n, p),
+                "alpha": float(alpha),
+                "tau": float(tau),
+                "beta": float(beta[i]),
+                "ok": cert.ok,
+                "status": cert.status,
+                "seconds": cert.seconds,
+                "certificate": abs(cert.minimum - closed[i]) / abs(closed[i]),
+                "free": abs(free[i] - closed[i]) / abs(closed[i]),
+                "gram": float(np.abs(cert.gram - _ssem_gram(m, n, p, float(beta[i]))).max()),
+                "free residual": float(free_residual[i]),
+                "converged": bool(converged[i]),
+                "closed form": float(closed[i]),
+                "certified minimum": float(cert.minimum),
+                "free minimum": float(free[i]),
+            }
+        )
     return records
 
 
@@ -126,7 +133,8 @@ def check() -> Result:
         "worst Gram point": _where(worst["gram"]),
         "max |G_cert - G_SSEM(beta*)|, tau = 0.1 (not determined, not asserted)": _worst(unresolved, "gram")["gram"],
         "max SSEM residual of the free minimisers, tau >= 0.2 (not asserted)": _worst(resolved, "free residual")[
-            "free residual"],
+            "free residual"
+        ],
         "collapsed points (beta* = 1)": sum(r["beta"] == 1.0 for r in records),
         "slowest certificate by K (s)": {k: round(v, 2) for k, v in sorted(seconds.items())},
         "seconds": round(time.perf_counter() - start, 1),
@@ -135,16 +143,25 @@ def check() -> Result:
     unsettled += [f"free minimisation not converged at {_where(r)}" for r in records if not r["converged"]]
     # Two-sided, at the worst point of each comparison (every other point is closer).
     agreements = [
-        Agreement(f"certified minimum vs closed form at {_where(worst['certificate'])}",
-                  worst["certificate"]["certified minimum"], worst["certificate"]["closed form"],
-                  RELATIVE * abs(worst["certificate"]["closed form"])),
-        Agreement(f"free minimum vs closed form at {_where(worst['free'])}", worst["free"]["free minimum"],
-                  worst["free"]["closed form"], RELATIVE * abs(worst["free"]["closed form"])),
+        Agreement(
+            f"certified minimum vs closed form at {_where(worst['certificate'])}",
+            worst["certificate"]["certified minimum"],
+            worst["certificate"]["closed form"],
+            RELATIVE * abs(worst["certificate"]["closed form"]),
+        ),
+        Agreement(
+            f"free minimum vs closed form at {_where(worst['free'])}",
+            worst["free"]["free minimum"],
+            worst["free"]["closed form"],
+            RELATIVE * abs(worst["free"]["closed form"]),
+        ),
     ]
     failures = []
     if worst["gram"]["gram"] > GRAM_TOLERANCE:
-        failures.append(f"certified Gram off the SSEM Gram by {worst['gram']['gram']:.3g} (> {GRAM_TOLERANCE:g}) "
-                        f"at {_where(worst['gram'])}")
+        failures.append(
+            f"certified Gram off the SSEM Gram by {worst['gram']['gram']:.3g} (> {GRAM_TOLERANCE:g}) "
+            f"at {_where(worst['gram'])}"
+        )
     return verdict(figures, failures, unsettled=unsettled, agreements=agreements)
 
 

@@ -17,10 +17,9 @@ import time
 import numpy as np
 import torch
 
-
-from simulate.optimize import single_thread
 from proofs_checks.registry import Agreement, Result, assert_claim, claim, verdict
 from simulate import losses, optimize
+from simulate.optimize import single_thread
 from theory import ssem
 
 SIZES = [(2, 2, 2), (3, 2, 2), (2, 3, 1)]
@@ -31,8 +30,6 @@ CLEAR_FACTOR = 1000.0  # a margin is clear when it exceeds this many times the c
 CLEAR_FLOOR = 1e-9
 CONTROL_RELATIVE = 1e-6  # free minimum in d = mn - 1 against the closed form (docs/verdicts.md#routes)
 ATTAINED = 1e-9  # at collapse, the low-dimensional minimum must reach the SSEM minimum to this (relative)
-
-
 
 
 def _relative_excess(m: int, n: int, p: int, dim: int, alphas: np.ndarray, taus: np.ndarray) -> tuple:
@@ -72,8 +69,12 @@ def check() -> Result:
         low, low_free, closed, low_converged = _relative_excess(m, n, p, m * n - 2, alphas, taus)
         control, control_free, _, control_converged = _relative_excess(m, n, p, m * n - 1, alphas, taus)
         rows += [((m, n, p), *map(float, values)) for values in zip(alphas, taus, beta, low, control)]
-        minima.update({((m, n, p), float(a), float(t)): (float(x), float(y), float(c))
-                       for a, t, x, y, c in zip(alphas, taus, low_free, control_free, closed)})
+        minima.update(
+            {
+                ((m, n, p), float(a), float(t)): (float(x), float(y), float(c))
+                for a, t, x, y, c in zip(alphas, taus, low_free, control_free, closed)
+            }
+        )
         if not (low_converged.all() and control_converged.all()):
             unsettled.append(f"(m, n, p) = {(m, n, p)}: free minimisation not converged at some (alpha, tau)")
     spread = [r for r in rows if r[3] < 1.0]
@@ -98,18 +99,28 @@ def check() -> Result:
     if smallest[4] <= threshold:
         failures.append(f"margin {smallest[4]:.3g} not clear (threshold {threshold:.3g}) at {_point(smallest)}")
     if abs(largest_at_collapse[4]) > ATTAINED:
-        failures.append(f"at collapse the minimum in d = mn - 2 misses the SSEM minimum by "
-                        f"{largest_at_collapse[4]:.3g} at {_point(largest_at_collapse)}")
+        failures.append(
+            f"at collapse the minimum in d = mn - 2 misses the SSEM minimum by "
+            f"{largest_at_collapse[4]:.3g} at {_point(largest_at_collapse)}"
+        )
     # Two-sided: the control (d = mn - 1, where B8 certifies the SSEM minimum) at its worst point, and the
     # low-dimensional minimum at collapse, both against the closed form.
     worst_control = max(rows, key=lambda r: abs(r[5]))
     _, control_free, control_closed = minima[worst_control[:3]]
     low_free, _, collapse_closed = minima[largest_at_collapse[:3]]
     agreements = [
-        Agreement(f"control d = mn - 1, free vs SSEM minimum at {_point(worst_control)}", control_free, control_closed,
-                  CONTROL_RELATIVE * abs(control_closed)),
-        Agreement(f"d = mn - 2 at collapse, free vs SSEM minimum at {_point(largest_at_collapse)}", low_free,
-                  collapse_closed, ATTAINED * abs(collapse_closed)),
+        Agreement(
+            f"control d = mn - 1, free vs SSEM minimum at {_point(worst_control)}",
+            control_free,
+            control_closed,
+            CONTROL_RELATIVE * abs(control_closed),
+        ),
+        Agreement(
+            f"d = mn - 2 at collapse, free vs SSEM minimum at {_point(largest_at_collapse)}",
+            low_free,
+            collapse_closed,
+            ATTAINED * abs(collapse_closed),
+        ),
     ]
     return verdict(figures, failures, unsettled=unsettled, agreements=agreements)
 

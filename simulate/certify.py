@@ -92,7 +92,6 @@ ATTEMPTS = (("CLARABEL", 1e-9), ("CLARABEL", 1e-8), ("SCS", 1e-9), ("CLARABEL", 
 SCS_TIME_LIMIT = 10.0
 
 
-
 class CertificateError(RuntimeError):
     """A convex program did not reach status "optimal": nothing is certified."""
 
@@ -160,7 +159,9 @@ class Certificate:
         return self
 
     def class_mean_gram(self) -> np.ndarray:
-        """M^T M of the data class means mu_c = mean of the class's rows (docs/metrics.md#class-mean-gram-and-delta-g); (m, m).
+        """M^T M of the data class means mu_c = mean of the class's rows; (m, m).
+
+        (docs/metrics.md#class-mean-gram-and-delta-g)
 
         Linear in G: <mu_c, mu_c'> = mean of G over the (class c, class c') data block.
         Classes without data rows give NaN rows and columns.

@@ -35,9 +35,14 @@ GEOMETRY_HELP = "prototype geometry: etf | orthogonal | minority-spread:S | gram
 
 @dataclass(frozen=True)
 class Common:
-    tau: float = option(0.1, "temperature, in [1e-3, 1e3] (where the numerics are exact)", check=cli.between(*TAU_RANGE))
-    method: str = option("exchangeable", "exchangeable: reduced by symmetry, any size; full: the Gram of all "
-                         "vectors (small sizes)", choices=METHODS)
+    tau: float = option(
+        0.1, "temperature, in [1e-3, 1e3] (where the numerics are exact)", check=cli.between(*TAU_RANGE)
+    )
+    method: str = option(
+        "exchangeable",
+        "exchangeable: reduced by symmetry, any size; full: the Gram of all vectors (small sizes)",
+        choices=METHODS,
+    )
     out: str = option("results/certify", "output folder")
 
 
@@ -48,8 +53,9 @@ class Combined(Common):
     m: int = option(10, "classes", check=cli.at_least(2))
     n: int = option(5000, "instances per class", check=cli.at_least(2))
     p: int = option(2, "views per instance (>= 2 for the supcon variant)", check=cli.at_least(1))
-    variant: str = option("instance", "instance: anchor kept in its denominator (authors' CIFAR code); "
-                          "supcon: removed", choices=VARIANTS)
+    variant: str = option(
+        "instance", "instance: anchor kept in its denominator (authors' CIFAR code); supcon: removed", choices=VARIANTS
+    )
     alpha: float = option(0.5, "weight of the self-supervised term", check=cli.between(0, 1))
 
     def validate(self):
@@ -59,12 +65,18 @@ class Combined(Common):
 
 @dataclass(frozen=True)
 class Sized(Common):
-    class_sizes: tuple[int, ...] | None = option(None, "samples per class, comma-separated (e.g. 5000,5000,50)",
-                                                 check=cli.each(cli.at_least(0)))
-    cifar10_R: float | None = option(None, "Paper A's step-imbalanced CIFAR-10 at imbalance R (instead of "
-                                     "--class-sizes)", check=cli.at_least(1), flag="--cifar10-R")
-    composition: str = option("full", "with --cifar10-R: the full training set, or one batch's expected class "
-                              "counts", choices=COMPOSITIONS)
+    class_sizes: tuple[int, ...] | None = option(
+        None, "samples per class, comma-separated (e.g. 5000,5000,50)", check=cli.each(cli.at_least(0))
+    )
+    cifar10_R: float | None = option(
+        None,
+        "Paper A's step-imbalanced CIFAR-10 at imbalance R (instead of --class-sizes)",
+        check=cli.at_least(1),
+        flag="--cifar10-R",
+    )
+    composition: str = option(
+        "full", "with --cifar10-R: the full training set, or one batch's expected class counts", choices=COMPOSITIONS
+    )
     batch_size: int = option(1024, "with --composition batch", check=cli.at_least(1))
 
     def validate(self):
@@ -101,8 +113,10 @@ def parse(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help"):
         if argv:
-            print(f"usage: {COMMAND} {{{','.join(LOSSES)}}} [options]  ({COMMAND} LOSS --help for each)\n\n"
-                  + __doc__.split("\n\n")[0])
+            print(
+                f"usage: {COMMAND} {{{','.join(LOSSES)}}} [options]  ({COMMAND} LOSS --help for each)\n\n"
+                + __doc__.split("\n\n")[0]
+            )
             raise SystemExit(0)
         cli.fail(COMMAND, f"name a loss first: one of {', '.join(LOSSES)}")
     if argv[0] not in LOSSES:
@@ -142,8 +156,10 @@ def plan(loss: str, config) -> dict:
             run = lambda: call(sizes, target, config.n_proto, config.tau, config.anchors)  # noqa: E731
             vectors = sum(sizes) + len(sizes)
     if full and vectors > certify.MAX_VECTORS:
-        raise ValueError(f"--method full solves a Gram of all {vectors} vectors: at most {certify.MAX_VECTORS}; "
-                         f"use --method exchangeable (any size)")
+        raise ValueError(
+            f"--method full solves a Gram of all {vectors} vectors: at most {certify.MAX_VECTORS}; "
+            f"use --method exchangeable (any size)"
+        )
     return {"run": run, "sizes": sizes, "views": views, "target": target}
 
 
@@ -158,8 +174,9 @@ def result_record(certificate, sizes, views: int, target: np.ndarray, seconds: f
     """The JSON result of a certificate of either method."""
     gram = certificate.class_mean_gram()
     present = [i for i, size in enumerate(sizes) if size >= 1]
-    variances = metrics.variances_from_class_mean_gram(gram[np.ix_(present, present)],
-                                                       [sizes[i] * views for i in present])
+    variances = metrics.variances_from_class_mean_gram(
+        gram[np.ix_(present, present)], [sizes[i] * views for i in present]
+    )
     exchangeable_method = isinstance(certificate, exchangeable.ExchangeableCertificate)
     return {
         "minimum": certificate.minimum,
@@ -172,7 +189,9 @@ def result_record(certificate, sizes, views: int, target: np.ndarray, seconds: f
         "rank": _rank(certificate),
         "class_mean_gram": gram.tolist(),
         "target_gram": target.tolist(),
-        "delta_g": float(metrics.delta_g(torch.as_tensor(gram[np.ix_(present, present)]), target[np.ix_(present, present)])),
+        "delta_g": float(
+            metrics.delta_g(torch.as_tensor(gram[np.ix_(present, present)]), target[np.ix_(present, present)])
+        ),
         "total": float(variances.total),
         "within": float(variances.within),
         "between": float(variances.between),
@@ -198,9 +217,11 @@ def figure(result: dict, title: str):
 
 
 def summary_line(config: dict, result: dict, out: Path) -> str:
-    return (f"{config['loss']} certified by {result['method']} in {result['seconds']:.2f} s: minimum "
-            f"{result['minimum']:.10g} (gap {result['gap']:.1e}, {result['status']}), DeltaG* to target "
-            f"{result['delta_g']:.4f}, W {result['within']:.4g}, rank {result['rank']} -> {out / 'certificate.json'}")
+    return (
+        f"{config['loss']} certified by {result['method']} in {result['seconds']:.2f} s: minimum "
+        f"{result['minimum']:.10g} (gap {result['gap']:.1e}, {result['status']}), DeltaG* to target "
+        f"{result['delta_g']:.4f}, W {result['within']:.4g}, rank {result['rank']} -> {out / 'certificate.json'}"
+    )
 
 
 def main(argv=None) -> int:
@@ -212,8 +233,11 @@ def main(argv=None) -> int:
     except (ValueError, certify.CertificateError) as error:
         cli.fail(f"{COMMAND} {loss}", str(error))
     result = result_record(certificate, plan_["sizes"], plan_["views"], plan_["target"], time.perf_counter() - start)
-    record = {"config": {"loss": loss, **asdict(config), "class_sizes": list(plan_["sizes"])},
-              "metadata": cli.run_metadata(), "result": result}
+    record = {
+        "config": {"loss": loss, **asdict(config), "class_sizes": list(plan_["sizes"])},
+        "metadata": cli.run_metadata(),
+        "result": result,
+    }
 
     def write(folder: Path) -> None:
         cli.write_json(folder / "certificate.json", record)

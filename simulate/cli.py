@@ -143,7 +143,11 @@ def git_revision() -> str | None:
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, timeout=10
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
@@ -193,20 +197,29 @@ def run_metadata() -> dict:
 # that `--out` can be created and written — all before any work.
 
 
-def option(default, help: str, *, check=None, choices=None, aliases=(), flag: str | None = None,
-           sweep: bool = False):
+def option(default, help: str, *, check=None, choices=None, aliases=(), flag: str | None = None, sweep: bool = False):
     """A dataclass field declaring one command-line option (see the block comment above).
 
     sweep=True marks a list whose values are separate runs: a repeated value is refused.
     """
-    return field(default=default, metadata={"help": help, "check": check, "choices": choices,
-                                            "aliases": tuple(aliases), "flag": flag, "sweep": sweep})
+    return field(
+        default=default,
+        metadata={
+            "help": help,
+            "check": check,
+            "choices": choices,
+            "aliases": tuple(aliases),
+            "flag": flag,
+            "sweep": sweep,
+        },
+    )
 
 
 def at_least(minimum):
     def check(value):
         if value < minimum:
             raise ValueError(f"must be >= {minimum}")
+
     return check
 
 
@@ -214,6 +227,7 @@ def between(low, high):
     def check(value):
         if not low <= value <= high:
             raise ValueError(f"must lie in [{low}, {high}]")
+
     return check
 
 
@@ -224,9 +238,11 @@ def positive(value):
 
 def each(check):
     """Apply a check to every element of a list option."""
+
     def check_all(values):
         for value in values:
             check(value)
+
     return check_all
 
 
@@ -240,7 +256,7 @@ def _kind(annotation: str) -> tuple[str, bool, bool]:
     optional = text.endswith("|None")
     text = text.removesuffix("|None")
     if text.startswith("tuple["):
-        return text[len("tuple["):].split(",")[0].rstrip("]"), True, optional
+        return text[len("tuple[") :].split(",")[0].rstrip("]"), True, optional
     return text, False, optional
 
 
@@ -298,21 +314,35 @@ def build_parser(config_class, prog: str, description: str) -> ArgumentParser:
         help_text = field_.metadata.get("help", "")
         if base == "bool":
             names = [f"--no-{field_.name.replace('_', '-')}"] if field_.default else names
-            parser.add_argument(*names, dest=field_.name, action="store_false" if field_.default else "store_true",
-                                help=f"{help_text} (default: {'on' if field_.default else 'off'})")
+            parser.add_argument(
+                *names,
+                dest=field_.name,
+                action="store_false" if field_.default else "store_true",
+                help=f"{help_text} (default: {'on' if field_.default else 'off'})",
+            )
             continue
         choices = field_.metadata.get("choices")
         allowed = f"; one of {', '.join(choices)}" if choices else ""
-        parser.add_argument(*names, dest=field_.name, default=None, metavar=field_.name.upper(),
-                            help=f"{help_text}{allowed} (default: {input_syntax(field_.default)})")
+        parser.add_argument(
+            *names,
+            dest=field_.name,
+            default=None,
+            metavar=field_.name.upper(),
+            help=f"{help_text}{allowed} (default: {input_syntax(field_.default)})",
+        )
     return parser
 
 
 def _attach_values(argv, parser: ArgumentParser) -> list[str]:
     """`--opt VALUE` as `--opt=VALUE`, so that a VALUE starting with '-' reaches the checks."""
-    takes_value = {name for action in parser._actions if action.nargs is None and action.option_strings
-                   and not isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction))
-                   for name in action.option_strings}
+    takes_value = {
+        name
+        for action in parser._actions
+        if action.nargs is None
+        and action.option_strings
+        and not isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction))
+        for name in action.option_strings
+    }
     argv, joined = list(argv), []
     while argv:
         token = argv.pop(0)
@@ -392,6 +422,7 @@ def _on_signal(prog: str, what_is_left: str):
         name = signal.Signals(number).name
         sys.stderr.write(f"{prog}: interrupted by {name}; {what_is_left}\n")
         raise Interrupted(128 + number)
+
     return handler
 
 

@@ -61,6 +61,7 @@ RANK_TOL = 1e-6
 #: The polish step runs Newton on a dense Hessian: only for at most this many variables.
 MAX_POLISH_VARIABLES = 600
 
+
 @dataclass(frozen=True)
 class ExchangeableCertificate:
     """A certified minimum from the reduced program (module docstring).
@@ -101,7 +102,9 @@ class ExchangeableCertificate:
 
     def require_ok(self) -> ExchangeableCertificate:
         if not self.ok:
-            raise CertificateError(f"{self.loss} exchangeable certificate not optimal: {self.solver} status {self.status!r}")
+            raise CertificateError(
+                f"{self.loss} exchangeable certificate not optimal: {self.solver} status {self.status!r}"
+            )
         return self
 
     def _value(self, kind: str, o: int, q: int | None = None) -> float:
@@ -110,7 +113,10 @@ class ExchangeableCertificate:
         return self.variables.get(name, math.nan)
 
     def class_mean_gram(self) -> np.ndarray:
-        """<mu_i, mu_k> per class, (m, m): |mu_i|^2 = d_o/(n_o p), c_oq off the diagonal; NaN for classes without data."""
+        """<mu_i, mu_k> per class, (m, m): |mu_i|^2 = d_o/(n_o p), c_oq off the diagonal.
+
+        NaN rows and columns for classes without data.
+        """
         s = self.structure
         m, p = s.n_classes, s.n_views
         gram = np.full((m, m), math.nan)
@@ -309,8 +315,18 @@ def _class_vectors(certificate: ExchangeableCertificate, i: int, mean: np.ndarra
 # Certificates
 
 
-def certify_combined(alpha, tau, n_classes: int, n_per_class: int, n_views: int = 2, variant: str = "instance", *,
-                     symmetry: str = "classes", solver: str | None = None, strict: bool = True) -> ExchangeableCertificate:
+def certify_combined(
+    alpha,
+    tau,
+    n_classes: int,
+    n_per_class: int,
+    n_views: int = 2,
+    variant: str = "instance",
+    *,
+    symmetry: str = "classes",
+    solver: str | None = None,
+    strict: bool = True,
+) -> ExchangeableCertificate:
     """Certified minimum of Paper B's combined loss at any balanced size (m, n, p).
 
     Same loss as `simulate.certify.certify_combined` (docs/losses.md), reduced by symmetry: with
@@ -327,8 +343,9 @@ def certify_combined(alpha, tau, n_classes: int, n_per_class: int, n_views: int 
     return certify_reduced(build(structure, f"combined-{variant}", tau, alpha), solver=solver, strict=strict)
 
 
-def certify_supcon(class_sizes, tau, *, symmetry: str = "classes", solver: str | None = None,
-                   strict: bool = True) -> ExchangeableCertificate:
+def certify_supcon(
+    class_sizes, tau, *, symmetry: str = "classes", solver: str | None = None, strict: bool = True
+) -> ExchangeableCertificate:
     """Certified minimum of per-anchor SCL (docs/losses.md) for any class sizes (each >= 1, one >= 2)."""
     sizes = require_class_sizes(class_sizes, 1)
     if max(sizes) < 2:
@@ -339,9 +356,17 @@ def certify_supcon(class_sizes, tau, *, symmetry: str = "classes", solver: str |
     return certify_reduced(build(structure, "supcon", tau), solver=solver, strict=strict)
 
 
-def certify_prototype(class_sizes, prototype_gram, n_proto: int, tau, anchors: str = "data", *,
-                      symmetry: str = "classes", solver: str | None = None,
-                      strict: bool = True) -> ExchangeableCertificate:
+def certify_prototype(
+    class_sizes,
+    prototype_gram,
+    n_proto: int,
+    tau,
+    anchors: str = "data",
+    *,
+    symmetry: str = "classes",
+    solver: str | None = None,
+    strict: bool = True,
+) -> ExchangeableCertificate:
     """Certified minimum of prototype SCL (docs/losses.md) for any class sizes, prototype Gram and n_proto.
 
     Args:

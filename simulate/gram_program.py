@@ -97,7 +97,8 @@ def combined_program(alpha: float, m: int, n: int, p: int, variant: str) -> Prog
 
 
 def supcon_program(class_sizes: tuple[int, ...]) -> Program:
-    """Per-anchor SCL (docs/losses.md#per-anchor-scl): D(a) = all samples but a; P(a) = a's class but a, weight 1/|P(a)|.
+    """Per-anchor SCL (docs/losses.md#per-anchor-scl): D(a) = all samples but a;
+    P(a) = a's class but a, weight 1/|P(a)|.
 
     Samples of singleton classes (empty P(a)) are not anchors but stay in the
     other anchors' denominators.

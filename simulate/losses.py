@@ -195,7 +195,9 @@ def _instance_masks(labels: Tensor, instances: Tensor) -> tuple[Tensor, Tensor]:
 
 @_full_precision
 def combined_loss_terms(z: Tensor, labels: Tensor, instances: Tensor, tau, variant: str = "instance"):
-    """(L_sup, L_self) of Paper B's combined loss, each of shape z.shape[:-2] (docs/losses.md#combined-loss-instance-variant).
+    """(L_sup, L_self) of Paper B's combined loss, each of shape z.shape[:-2].
+
+    docs/losses.md#combined-loss-instance-variant and #combined-loss-supcon-variant.
 
     With logp(a, b) = s_ab/tau - log sum_{c in D(a)} exp(s_ac/tau):
 
@@ -411,7 +413,9 @@ def _prototype_supcon(z: Tensor, labels: Tensor, prototypes: Tensor, n_proto: in
 
 @_full_precision
 def fixed_classifier_ce(h: Tensor, labels: Tensor, classifier: Tensor, tau) -> Tensor:
-    """Cross-entropy with a fixed classifier (docs/losses.md#cross-entropy-with-a-fixed-classifier): mean_i -log softmax_c(<h_i, w_c>/tau)[y_i].
+    """Cross-entropy with a fixed classifier: mean_i -log softmax_c(<h_i, w_c>/tau)[y_i].
+
+    docs/losses.md#cross-entropy-with-a-fixed-classifier.
 
     The classifier gets no gradient; h is expected unit-norm (not normalised here).
 

@@ -276,6 +276,7 @@ def ssem_distance(z: Tensor, labels: Tensor, instances: Tensor, n_classes: int) 
     (s_w0, s_w1), (s_b0, s_b1) = (entries.tolist() for entries in ssem_gram_entries([0.0, 1.0], m, n))
     same_instance = instances[:, None] == instances[None, :]
     same_class = labels[:, None] == labels[None, :]
+
     def constant(value: float) -> Tensor:  # built in z's dtype: a python float would pass through float32
         return torch.tensor(value, dtype=z.dtype, device=z.device)
 

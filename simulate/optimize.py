@@ -47,8 +47,8 @@ tangent v is P_z(d^2L v) - <g_z, z> v per vector.
 
 Convergence, per configuration: `converged` when ||g_R|| (Frobenius over its N vectors)
 <= grad_tol AND the last step taken changed the loss by at most
-`STEP_TOL[dtype] * max(1, |loss|)` (scaled with grad_tol / GRAD_TOL[dtype]; a configuration still moving the loss by more than
-that has not settled, whatever its gradient). Near a minimum loss changes fall to
+`STEP_TOL[dtype] * max(1, |loss|)` (scaled with grad_tol / GRAD_TOL[dtype]; a configuration still
+moving the loss by more than that has not settled, whatever its gradient). Near a minimum loss changes fall to
 rounding level, where they cannot judge a step: a Newton step whose decrease is below
 the rounding regulariser is taken only if it lowers the gradient norm. Converged configurations are frozen while
 the rest continue. The result records per configuration the iterations, the time until
@@ -179,8 +179,9 @@ class SphereProblem:
         else:
             loss, expected = self.loss_fn(z.reshape(*self.batch_shape, self.n_vectors, self.dim)), self.batch_shape
         if loss.shape != expected:
-            raise ValueError(f"loss_fn must return one loss per configuration, shape {tuple(expected)}, "
-                             f"got {tuple(loss.shape)}")
+            raise ValueError(
+                f"loss_fn must return one loss per configuration, shape {tuple(expected)}, got {tuple(loss.shape)}"
+            )
         return loss.reshape(-1)
 
     def value(self, z, rows):
@@ -230,6 +231,7 @@ class SphereProblem:
             def euclidean(v):  # (k, N, d) -> (k, N, d)
                 return (matrix @ v.reshape(k, -1, 1)).reshape(shape)
         else:
+
             def euclidean(v):
                 return torch.autograd.grad(egrad, zk, grad_outputs=v, retain_graph=True)[0]
 
@@ -259,7 +261,7 @@ def _hessian_matrix(egrad: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     identity = torch.eye(n_variables, dtype=z.dtype, device=z.device)
     columns = []
     for start in range(0, n_variables, chunk):
-        directions = identity[start:start + chunk].reshape(-1, 1, n_vectors, dim).expand(-1, k, -1, -1)
+        directions = identity[start : start + chunk].reshape(-1, 1, n_vectors, dim).expand(-1, k, -1, -1)
         (rows,) = torch.autograd.grad(egrad, z, grad_outputs=directions, retain_graph=True, is_grads_batched=True)
         columns.append(rows.reshape(-1, k, n_variables))
     return torch.cat(columns).permute(1, 2, 0).contiguous()  # (k, D, D), symmetric up to rounding
@@ -300,7 +302,7 @@ def _shifted_cg(hess, gradient, shift, running):
     direction = torch.where(running[:, None], -r, 0.0)
     rr = _rowdot(r, r)
     g_norm = rr.sqrt()
-    target = g_norm * torch.clamp(g_norm ** _CG_THETA, max=_CG_KAPPA)
+    target = g_norm * torch.clamp(g_norm**_CG_THETA, max=_CG_KAPPA)
     running = running & (g_norm > 0)
     negative = torch.zeros_like(running)
     first = running.clone()
@@ -564,8 +566,18 @@ def minimize_on_sphere(
     running = everyone & ~(torch.zeros_like(everyone) if newton else book.settle(everyone, loss, grad_norm))
     switch = NEWTON_SWITCH_TOL.get(x0.dtype, NEWTON_SWITCH_TOL[torch.float32]) if newton else 0.0
     z, loss, gradient, grad_norm, stalled = _lbfgs(
-        problem, z, loss, gradient, grad_norm, running, book, history=history, handoff_tol=switch,
-        budget=min(LBFGS_BUDGET, max_iter) if newton else max_iter, settle=not newton)
+        problem,
+        z,
+        loss,
+        gradient,
+        grad_norm,
+        running,
+        book,
+        history=history,
+        handoff_tol=switch,
+        budget=min(LBFGS_BUDGET, max_iter) if newton else max_iter,
+        settle=not newton,
+    )
     if newton:
         z, loss, gradient, grad_norm, stalled = _newton(problem, z, everyone, book, hessian=hessian)
     book.route = torch.where(stalled & ~book.settled, ROUTES.index("stalled"), book.route)
@@ -630,8 +642,16 @@ def minimize_with_restarts(
     )
 
 
-def estimate_memory(n_configs: int, n_vectors: int, dim: int, *, dtype=torch.float64, method: str = "newton",
-                    hessian: str = "auto", history: int = 10) -> int:
+def estimate_memory(
+    n_configs: int,
+    n_vectors: int,
+    dim: int,
+    *,
+    dtype=torch.float64,
+    method: str = "newton",
+    hessian: str = "auto",
+    history: int = 10,
+) -> int:
     """Approximate peak memory in bytes of `minimize_on_sphere` on n_configs configurations of N unit vectors
     in R^d (restarts count as configurations), for a loss built on the N x N similarities (every loss of
     `simulate.losses`).
@@ -641,8 +661,10 @@ def estimate_memory(n_configs: int, n_vectors: int, dim: int, *, dtype=torch.flo
     double-backward graph (about 40 of them) and 8 more (B, D) vectors for CG, plus the exact Hessians
     (B, D, D) and one chunk of their construction when they are built.
     """
-    n_configs, n_vectors, dim = (require_int(name, value, 1) for name, value in
-                                 (("n_configs", n_configs), ("n_vectors", n_vectors), ("dim", dim)))
+    n_configs, n_vectors, dim = (
+        require_int(name, value, 1)
+        for name, value in (("n_configs", n_configs), ("n_vectors", n_vectors), ("dim", dim))
+    )
     require_choice("method", method, METHODS)
     require_choice("hessian", hessian, HESSIANS)
     element = torch.empty((), dtype=dtype).element_size()
@@ -652,7 +674,7 @@ def estimate_memory(n_configs: int, n_vectors: int, dim: int, *, dtype=torch.flo
     if method == "newton":
         total += 8 * n_configs * n_variables * element
         if hessian == "matrix" or (hessian == "auto" and n_variables <= EXACT_HESSIAN_MAX_VARIABLES):
-            total += n_configs * n_variables ** 2 * element + _HESSIAN_CHUNK_BYTES
+            total += n_configs * n_variables**2 * element + _HESSIAN_CHUNK_BYTES
     return int(total)
 
 

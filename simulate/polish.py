@@ -138,4 +138,3 @@ def _feasible_fraction(reduced: Reduced, theta: np.ndarray, step: np.ndarray) ->
         middle = (low + high) / 2
         low, high = (middle, high) if reduced.violation(theta + middle * step) <= FEASIBILITY else (low, middle)
     return low
-

@@ -34,11 +34,11 @@ import numpy as np
 import torch
 
 from simulate import metrics, optimize
-from simulate.losses import ANCHOR_MODES, prototype_supcon_loss
+from simulate.losses import prototype_supcon_loss
 from theory import prototypes as theory_prototypes
 from theory import simplex
-from theory.compositions import step_class_sizes
 from theory.arguments import require_choice, require_int, require_positive_real
+from theory.compositions import step_class_sizes
 
 GEOMETRY_HELP = "etf | orthogonal | minority-spread:<spread in [0, 1]> | gram:<file.npy>"
 
@@ -99,8 +99,9 @@ def _load_gram(path: str, n_classes: int) -> np.ndarray:
     except (OSError, ValueError) as error:
         raise ValueError(f"geometry gram file {path!r} cannot be read as a .npy array: {error}") from None
     if gram.shape != (n_classes, n_classes):
-        raise ValueError(f"geometry gram file {path!r} must hold an ({n_classes}, {n_classes}) matrix, "
-                         f"got shape {gram.shape}")
+        raise ValueError(
+            f"geometry gram file {path!r} must hold an ({n_classes}, {n_classes}) matrix, got shape {gram.shape}"
+        )
     try:
         return simplex.check_gram(gram)
     except ValueError as error:
@@ -116,8 +117,10 @@ def cell_losses(labels: torch.Tensor, prototypes: torch.Tensor, n_protos, tau: f
     """loss_fn z (..., B, N, d) -> (..., B): configuration b uses n_w = n_protos[b]."""
 
     def loss_fn(z: torch.Tensor) -> torch.Tensor:
-        cells = [prototype_supcon_loss(z[..., b, :, :], labels, prototypes, n_w, tau, anchors)
-                 for b, n_w in enumerate(n_protos)]
+        cells = [
+            prototype_supcon_loss(z[..., b, :, :], labels, prototypes, n_w, tau, anchors)
+            for b, n_w in enumerate(n_protos)
+        ]
         return torch.stack(cells, dim=-1)
 
     return loss_fn
@@ -131,8 +134,16 @@ def cell_losses(labels: torch.Tensor, prototypes: torch.Tensor, n_protos, tau: f
 STARTS = ("uniform", "clustered")
 
 
-def starting_points(labels: torch.Tensor, batch_shape, dim: int, *, start: str = "uniform", seed: int = 0,
-                    spread: float = 0.1, dtype=torch.float64) -> torch.Tensor:
+def starting_points(
+    labels: torch.Tensor,
+    batch_shape,
+    dim: int,
+    *,
+    start: str = "uniform",
+    seed: int = 0,
+    spread: float = 0.1,
+    dtype=torch.float64,
+) -> torch.Tensor:
     """Starting parameters x0 (*batch, N, dim) for the free-embedding minimisation.
 
     "uniform": every vector uniform on the sphere (`simulate.optimize.random_start`).
@@ -152,8 +163,20 @@ def starting_points(labels: torch.Tensor, batch_shape, dim: int, *, start: str =
     return optimize.normalise(centres)[..., labels, :] + spread * noise
 
 
-def minimise_full_batch(labels, prototypes, n_protos, tau, anchors, *, start="uniform", seed=0, restarts=1,
-                        max_iter=3000, grad_tol=None, progress=None) -> optimize.OptimResult:
+def minimise_full_batch(
+    labels,
+    prototypes,
+    n_protos,
+    tau,
+    anchors,
+    *,
+    start="uniform",
+    seed=0,
+    restarts=1,
+    max_iter=3000,
+    grad_tol=None,
+    progress=None,
+) -> optimize.OptimResult:
     """Free-embedding minimiser of every n_w cell of one class-size vector, in one batched L-BFGS.
 
     All restarts of all cells are one flat (restarts * B, N, d) batch of
@@ -169,20 +192,27 @@ def minimise_full_batch(labels, prototypes, n_protos, tau, anchors, *, start="un
     restarts = require_int("restarts", restarts, 1)
     n_protos = list(n_protos)
     n_cells = len(n_protos)
-    x0 = starting_points(labels, (restarts * n_cells,), prototypes.shape[-1], start=start, seed=seed,
-                         dtype=prototypes.dtype)  # flat index = restart * B + cell
+    x0 = starting_points(
+        labels, (restarts * n_cells,), prototypes.shape[-1], start=start, seed=seed, dtype=prototypes.dtype
+    )  # flat index = restart * B + cell
 
     def running_losses(z, index):
         # Only the configurations still running are passed (optimize's indexed mode).
         cells = [n_protos[i % n_cells] for i in index.tolist()]
         return cell_losses(labels, prototypes, cells, tau, anchors)(z)
 
-    result = optimize.minimize_on_sphere(running_losses, x0, max_iter=max_iter, grad_tol=grad_tol, indexed=True,
-                                         progress=progress)
+    result = optimize.minimize_on_sphere(
+        running_losses, x0, max_iter=max_iter, grad_tol=grad_tol, indexed=True, progress=progress
+    )
     loss = result.loss.reshape(restarts, n_cells)
     best = loss.argmin(0) * n_cells + torch.arange(n_cells)  # flat index of each cell's best restart
-    return optimize.OptimResult(z=result.z[best], loss=result.loss[best], grad_norm=result.grad_norm[best],
-                                converged=result.converged[best], iterations=result.iterations)
+    return optimize.OptimResult(
+        z=result.z[best],
+        loss=result.loss[best],
+        grad_norm=result.grad_norm[best],
+        converged=result.converged[best],
+        iterations=result.iterations,
+    )
 
 
 def draw_batch(generator, labels: torch.Tensor, batch_size: int, need_pair: bool) -> torch.Tensor:
@@ -196,8 +226,20 @@ def draw_batch(generator, labels: torch.Tensor, batch_size: int, need_pair: bool
             return index
 
 
-def minimise_stochastic(labels, prototypes, n_protos, tau, anchors, *, batch_size, steps=2000, lr=0.05, start="uniform",
-                        seed=0, progress=None) -> optimize.OptimResult:
+def minimise_stochastic(
+    labels,
+    prototypes,
+    n_protos,
+    tau,
+    anchors,
+    *,
+    batch_size,
+    steps=2000,
+    lr=0.05,
+    start="uniform",
+    seed=0,
+    progress=None,
+) -> optimize.OptimResult:
     """Minimise the expected batch loss: Adam on x (z = x/|x|), a fresh batch of `batch_size` samples per step.
 
     Every cell sees the same batches; the prototypes are in every batch.
@@ -228,8 +270,9 @@ def minimise_stochastic(labels, prototypes, n_protos, tau, anchors, *, batch_siz
             progress(step + 1, 0)
     z = optimize.normalise(x.detach())
     loss, grad_norm = full_batch_loss_and_grad_norm(cell_losses(labels, prototypes, n_protos, tau, anchors), z)
-    return optimize.OptimResult(z=z, loss=loss, grad_norm=grad_norm, converged=torch.zeros_like(loss, dtype=torch.bool),
-                                iterations=steps)
+    return optimize.OptimResult(
+        z=z, loss=loss, grad_norm=grad_norm, converged=torch.zeros_like(loss, dtype=torch.bool), iterations=steps
+    )
 
 
 def full_batch_loss_and_grad_norm(loss_fn, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -318,8 +361,9 @@ def exchangeable_cell(sizes, prototype_gram: np.ndarray, n_proto: int, tau: floa
     }
 
 
-def limit_convergence(z: np.ndarray, labels: np.ndarray, prototypes: np.ndarray, tau: float, anchors: str,
-                      n_values=None) -> dict:
+def limit_convergence(
+    z: np.ndarray, labels: np.ndarray, prototypes: np.ndarray, tau: float, anchors: str, n_values=None
+) -> dict:
     """|loss - log n_w - limit| over n_w for fixed embeddings, with its 1/n_w term c1 and proven bound C (theory)."""
     n_values = np.unique(np.round(np.logspace(0, 5, 26)).astype(int)) if n_values is None else np.asarray(n_values)
     gaps = theory_prototypes.gap(z, labels, prototypes, n_values, tau, anchors)
@@ -331,8 +375,23 @@ def limit_convergence(z: np.ndarray, labels: np.ndarray, prototypes: np.ndarray,
     }
 
 
-def minimise_cells(sizes, prototypes, n_protos, tau, anchors="data", *, batch_size=None, steps=2000, lr=0.05,
-                   start="uniform", seed=0, restarts=1, max_iter=3000, grad_tol=None, progress=None):
+def minimise_cells(
+    sizes,
+    prototypes,
+    n_protos,
+    tau,
+    anchors="data",
+    *,
+    batch_size=None,
+    steps=2000,
+    lr=0.05,
+    start="uniform",
+    seed=0,
+    restarts=1,
+    max_iter=3000,
+    grad_tol=None,
+    progress=None,
+):
     """Minimise every n_w cell for one class-size vector and measure its geometry.
 
     Full batch (`minimise_full_batch`) unless batch_size is given (`minimise_stochastic`).
@@ -346,11 +405,33 @@ def minimise_cells(sizes, prototypes, n_protos, tau, anchors="data", *, batch_si
     W = torch.as_tensor(np.asarray(prototypes), dtype=torch.float64)
     labels = sample_labels(sizes)
     if batch_size is None:
-        result = minimise_full_batch(labels, W, n_protos, tau, anchors, start=start, seed=seed, restarts=restarts,
-                                     max_iter=max_iter, grad_tol=grad_tol, progress=progress)
+        result = minimise_full_batch(
+            labels,
+            W,
+            n_protos,
+            tau,
+            anchors,
+            start=start,
+            seed=seed,
+            restarts=restarts,
+            max_iter=max_iter,
+            grad_tol=grad_tol,
+            progress=progress,
+        )
     else:
-        result = minimise_stochastic(labels, W, n_protos, tau, anchors, batch_size=batch_size, steps=steps, lr=lr,
-                                     start=start, seed=seed, progress=progress)
+        result = minimise_stochastic(
+            labels,
+            W,
+            n_protos,
+            tau,
+            anchors,
+            batch_size=batch_size,
+            steps=steps,
+            lr=lr,
+            start=start,
+            seed=seed,
+            progress=progress,
+        )
     return result, labels, geometry_measures(result.z, labels, W @ W.T, len(sizes))
 
 
@@ -371,15 +452,21 @@ def _cells_for(config, ratio, sizes, labels, prototypes, result, certified, meas
     z = result.z
     for b, n_w in enumerate(config.n_proto):
         cell = {
-            "imbalance": ratio, "class_sizes": list(sizes), "n_proto": n_w,
-            "loss": float(result.loss[b]), "grad_norm": float(result.grad_norm[b]),
-            "converged": bool(result.converged[b]), "iterations": result.iterations,
+            "imbalance": ratio,
+            "class_sizes": list(sizes),
+            "n_proto": n_w,
+            "loss": float(result.loss[b]),
+            "grad_norm": float(result.grad_norm[b]),
+            "converged": bool(result.converged[b]),
+            "iterations": result.iterations,
             **{key: float(measured[key][b]) for key in MEASURES},
-            "limit_gap": None, "certified": certified[b],
+            "limit_gap": None,
+            "certified": certified[b],
         }
         if n_w >= 1:
-            limit = theory_prototypes.limit_value(z[b].numpy(), labels.numpy(), prototypes.numpy(), config.tau,
-                                                  config.anchors)
+            limit = theory_prototypes.limit_value(
+                z[b].numpy(), labels.numpy(), prototypes.numpy(), config.tau, config.anchors
+            )
             cell["limit_gap"] = cell["loss"] - math.log(n_w) - limit
         cells.append(cell)
     return cells
@@ -403,17 +490,31 @@ def run(config, progress=None) -> dict:
         sizes = class_sizes(config.n_classes, config.majority_size, ratio)
         report = None if progress is None else (lambda it, done, i=index, r=ratio: progress(i, r, it, done))
         result, labels, measured = minimise_cells(
-            sizes, W, config.n_proto, config.tau, config.anchors, batch_size=config.batch_size, steps=config.steps,
-            lr=config.lr, start=config.start, seed=config.seed + index, restarts=config.restarts,
-            max_iter=config.max_iter, grad_tol=config.grad_tol, progress=report,
+            sizes,
+            W,
+            config.n_proto,
+            config.tau,
+            config.anchors,
+            batch_size=config.batch_size,
+            steps=config.steps,
+            lr=config.lr,
+            start=config.start,
+            seed=config.seed + index,
+            restarts=config.restarts,
+            max_iter=config.max_iter,
+            grad_tol=config.grad_tol,
+            progress=report,
         )
-        certified = [certified_cell(sizes, prototype_gram, n_w, config.tau, config.anchors, config.certify_max_vectors)
-                     for n_w in config.n_proto]
+        certified = [
+            certified_cell(sizes, prototype_gram, n_w, config.tau, config.anchors, config.certify_max_vectors)
+            for n_w in config.n_proto
+        ]
         cells += _cells_for(config, ratio, sizes, labels, prototypes, result, certified, measured)
         largest = int(np.argmax(config.n_proto))
         if config.n_proto[largest] >= 1:
-            convergence[str(ratio)] = limit_convergence(result.z[largest].numpy(), labels.numpy(), W, config.tau,
-                                                        config.anchors)
+            convergence[str(ratio)] = limit_convergence(
+                result.z[largest].numpy(), labels.numpy(), W, config.tau, config.anchors
+            )
         grams[ratio] = measured["class_mean_gram"].numpy()
     limit_gram, limit_delta_g = theory_limit(W, config.tau, config.anchors)
     return {
@@ -442,19 +543,38 @@ def run_certificates(config, progress=None) -> dict:
             if progress is not None:
                 progress(index, ratio, done + 1, done + 1)
         grams[ratio] = np.stack([cell.pop("class_mean_gram") for cell in certified])
-        cells += [{"imbalance": ratio, "class_sizes": list(sizes), "n_proto": n_w, "loss": cell["minimum"],
-                   "grad_norm": None, "converged": cell["optimal"] and cell["polished"], "iterations": None,
-                   "delta_g": cell["delta_g"], "delta_g_etf": cell["delta_g_etf"], "within": cell["within"],
-                   "ncc_majority": None, "ncc_minority": None, "limit_gap": None, "certified": cell}
-                  for n_w, cell in zip(config.n_proto, certified)]
+        cells += [
+            {
+                "imbalance": ratio,
+                "class_sizes": list(sizes),
+                "n_proto": n_w,
+                "loss": cell["minimum"],
+                "grad_norm": None,
+                "converged": cell["optimal"] and cell["polished"],
+                "iterations": None,
+                "delta_g": cell["delta_g"],
+                "delta_g_etf": cell["delta_g_etf"],
+                "within": cell["within"],
+                "ncc_majority": None,
+                "ncc_minority": None,
+                "limit_gap": None,
+                "certified": cell,
+            }
+            for n_w, cell in zip(config.n_proto, certified)
+        ]
     limit_gram, limit_delta_g = theory_limit(W, config.tau, config.anchors)
     summary = summarise(config, cells, limit_delta_g, time.perf_counter() - started)
     summary["not_computed"] = "nearest-centre accuracies and the limit gap need embeddings: --route optimise"
     summary["max_relative_gap_to_certified"] = None  # the loss is the certificate: nothing to compare
     return {
-        "config": asdict(config), "prototype_gram": prototype_gram.tolist(),
+        "config": asdict(config),
+        "prototype_gram": prototype_gram.tolist(),
         "theory": {"limit_class_mean_gram": limit_gram.tolist(), "limit_delta_g": limit_delta_g},
-        "cells": cells, "limit_convergence": {}, "summary": summary, "_grams": grams, "_target": prototype_gram,
+        "cells": cells,
+        "limit_convergence": {},
+        "summary": summary,
+        "_grams": grams,
+        "_target": prototype_gram,
     }
 
 
@@ -465,9 +585,13 @@ def summarise(config, cells: list[dict], limit_delta_g: float, seconds: float) -
     for ratio in config.imbalance:
         rows = [c for c in cells if c["imbalance"] == ratio]
         values = np.array([rows[i]["delta_g"] for i in order])
-        entry = {"imbalance": ratio, "n_proto": [int(config.n_proto[i]) for i in order], "delta_g": values.tolist(),
-                 "first_over_last": float(values[0] / values[-1]) if values[-1] > 0 else math.inf,
-                 "non_increasing": bool(np.all(np.diff(values) <= 1e-6))}
+        entry = {
+            "imbalance": ratio,
+            "n_proto": [int(config.n_proto[i]) for i in order],
+            "delta_g": values.tolist(),
+            "first_over_last": float(values[0] / values[-1]) if values[-1] > 0 else math.inf,
+            "non_increasing": bool(np.all(np.diff(values) <= 1e-6)),
+        }
         by_n = {c["n_proto"]: c["delta_g"] for c in rows}
         if 0 in by_n and 100 in by_n:
             entry["ratio_n0_over_n100"] = by_n[0] / by_n[100] if by_n[100] > 0 else math.inf
@@ -480,8 +604,13 @@ def summarise(config, cells: list[dict], limit_delta_g: float, seconds: float) -
         "cells": len(cells),
         "certified_cells": len(certified),
         "max_relative_gap_to_certified": max(
-            (abs(c["loss"] - c["certified"]["minimum"]) / abs(c["certified"]["minimum"]) for c in cells
-             if c["certified"] is not None and c["certified"]["optimal"]), default=None),
+            (
+                abs(c["loss"] - c["certified"]["minimum"]) / abs(c["certified"]["minimum"])
+                for c in cells
+                if c["certified"] is not None and c["certified"]["optimal"]
+            ),
+            default=None,
+        ),
         "seconds": seconds,
     }
 
@@ -501,9 +630,11 @@ def _pyplot():
 
 
 def _title(config: dict) -> str:
-    return (f"m={config['n_classes']}, majority {config['majority_size']}, d={config['dim']}, tau={config['tau']:g}, "
-            f"anchors={config['anchors']}, W: {config['geometry']}"
-            + (f", batch {config['batch_size']}" if config["batch_size"] else ", full batch"))
+    return (
+        f"m={config['n_classes']}, majority {config['majority_size']}, d={config['dim']}, tau={config['tau']:g}, "
+        f"anchors={config['anchors']}, W: {config['geometry']}"
+        + (f", batch {config['batch_size']}" if config["batch_size"] else ", full batch")
+    )
 
 
 def delta_g_figure(result: dict):
@@ -538,8 +669,10 @@ def gram_figure(result: dict):
     for row, ratio in enumerate(ratios):
         cells = {c["n_proto"]: c for c in result["cells"] if c["imbalance"] == ratio}
         panels = [("target W W^T", result["_target"])]
-        panels += [(f"n_w={n_protos[i]}, DeltaG*={cells[n_protos[i]]['delta_g']:.3g}", result["_grams"][ratio][i])
-                   for i in (first, last)]
+        panels += [
+            (f"n_w={n_protos[i]}, DeltaG*={cells[n_protos[i]]['delta_g']:.3g}", result["_grams"][ratio][i])
+            for i in (first, last)
+        ]
         for ax, (title, gram) in zip(axes[row], panels):
             image = ax.imshow(gram, vmin=-1, vmax=1, cmap="RdBu_r")
             ax.set_title(f"R={ratio:g}: {title}", fontsize=8)
@@ -564,8 +697,10 @@ def limit_figure(result: dict):
         handles += ax.loglog(n, gaps, "o-", ms=3, color=colour, label=f"R = {float(ratio):g}")
         ax.loglog(n, abs(data["first_order"]) / n, "--", color=colour, lw=1)
         ax.loglog(n, data["bound_constant"] / n, ":", color=colour, lw=1.5)
-    handles += [Line2D([], [], color="k", ls="--", lw=1, label=r"$|c_1| / n_w$ (first-order term, 1/$n_w$ reference)"),
-                Line2D([], [], color="k", ls=":", lw=1.5, label=r"proven bound $C / n_w$")]
+    handles += [
+        Line2D([], [], color="k", ls="--", lw=1, label=r"$|c_1| / n_w$ (first-order term, 1/$n_w$ reference)"),
+        Line2D([], [], color="k", ls=":", lw=1.5, label=r"proven bound $C / n_w$"),
+    ]
     ax.legend(handles=handles, fontsize=7)
     ax.set_xlabel(r"prototype copies per class $n_w$")
     reference = "mean CE" if config["anchors"] == "data" else r"$\bar K$ (mean prototype self-CE)"

@@ -41,28 +41,45 @@ class Config:
 
     n_classes: int = option(10, "classes m", check=cli.at_least(2), flag="--m")
     majority_size: int = option(10, "samples per majority class (the first ceil(m/2) classes)", check=cli.at_least(1))
-    imbalance: tuple[float, ...] = option((1.0, 2.0, 10.0), "imbalance ratios R, one sweep row each; minority size "
-                                          "= max(1, floor(majority / R))", check=cli.each(cli.at_least(1)),
-                                          aliases=("--R",), sweep=True)
-    n_proto: tuple[int, ...] = option((0, 1, 10, 100, 1000), "prototype copies n_w per class, one cell each",
-                                      check=cli.each(cli.at_least(0)), sweep=True)
+    imbalance: tuple[float, ...] = option(
+        (1.0, 2.0, 10.0),
+        "imbalance ratios R, one sweep row each; minority size = max(1, floor(majority / R))",
+        check=cli.each(cli.at_least(1)),
+        aliases=("--R",),
+        sweep=True,
+    )
+    n_proto: tuple[int, ...] = option(
+        (0, 1, 10, 100, 1000),
+        "prototype copies n_w per class, one cell each",
+        check=cli.each(cli.at_least(0)),
+        sweep=True,
+    )
     dim: int = option(16, "embedding dimension d", check=cli.at_least(1))
-    tau: float = option(0.5, "temperature, in [0.001, 1000] (where the numerics are exact)",
-                        check=cli.between(*TAU_RANGE))
+    tau: float = option(
+        0.5, "temperature, in [0.001, 1000] (where the numerics are exact)", check=cli.between(*TAU_RANGE)
+    )
     anchors: str = option("data", "data: batch samples anchor; all: prototype copies too", choices=ANCHOR_MODES)
     geometry: str = option("etf", f"prototype geometry: {sweep.GEOMETRY_HELP}")
     batch_size: int | None = option(None, "stochastic batches of this size (none: full batch)", check=cli.at_least(2))
     steps: int = option(2000, "steps of the stochastic loop (with --batch-size)", check=cli.at_least(1))
     lr: float = option(0.05, "Adam learning rate of the stochastic loop", check=cli.positive)
-    start: str = option("uniform", "uniform: every vector uniform on the sphere; clustered: random class centres "
-                        "plus noise", choices=sweep.STARTS)
+    start: str = option(
+        "uniform",
+        "uniform: every vector uniform on the sphere; clustered: random class centres plus noise",
+        choices=sweep.STARTS,
+    )
     restarts: int = option(1, "random starts per cell, the best kept", check=cli.at_least(1))
     max_iter: int = option(3000, "L-BFGS iteration cap", check=cli.at_least(1))
     grad_tol: float = option(1e-9, "Riemannian gradient-norm tolerance", check=cli.positive)
-    certify_max_vectors: int = option(sweep.CERTIFY_MAX_VECTORS, "certify cells with N + m up to this (0: never)",
-                                      check=cli.at_least(0))
-    route: str = option("optimise", f"optimise: free embeddings (N <= {sweep.OPTIMISE_MAX_VECTORS}); certificate: "
-                        "exchangeable certificates (any size)", choices=sweep.ROUTES)
+    certify_max_vectors: int = option(
+        sweep.CERTIFY_MAX_VECTORS, "certify cells with N + m up to this (0: never)", check=cli.at_least(0)
+    )
+    route: str = option(
+        "optimise",
+        f"optimise: free embeddings (N <= {sweep.OPTIMISE_MAX_VECTORS}); certificate: "
+        "exchangeable certificates (any size)",
+        choices=sweep.ROUTES,
+    )
     seed: int = option(0, "random seed of the prototypes and the starting points", check=cli.between(0, 2**32 - 1))
     threads: int = option(1, "torch threads (small tensors: more threads mostly add contention)", check=cli.at_least(1))
     out: str = option("results/prototypes", "output folder (replaced as one set)")
@@ -71,12 +88,15 @@ class Config:
         """The checks across options, before any work (raises ValueError naming the option)."""
         sizes = [sum(sweep.class_sizes(self.n_classes, self.majority_size, ratio)) for ratio in self.imbalance]
         if self.route == "optimise" and max(sizes) > sweep.OPTIMISE_MAX_VECTORS:
-            raise ValueError(f"--majority-size {self.majority_size} with --m {self.n_classes}: --route optimise "
-                             f"minimises free embeddings of N <= {sweep.OPTIMISE_MAX_VECTORS} vectors, got N = "
-                             f"{max(sizes)}; use --route certificate (exact at any size)")
+            raise ValueError(
+                f"--majority-size {self.majority_size} with --m {self.n_classes}: --route optimise "
+                f"minimises free embeddings of N <= {sweep.OPTIMISE_MAX_VECTORS} vectors, got N = "
+                f"{max(sizes)}; use --route certificate (exact at any size)"
+            )
         if self.batch_size is not None and self.batch_size > min(sizes):
-            raise ValueError(f"--batch-size {self.batch_size}: must be <= N = {min(sizes)}, the samples of the most "
-                             f"imbalanced R")
+            raise ValueError(
+                f"--batch-size {self.batch_size}: must be <= N = {min(sizes)}, the samples of the most imbalanced R"
+            )
         try:
             sweep.prototype_vectors(self.geometry, self.n_classes, self.dim, seed=self.seed)
         except ValueError as error:
@@ -97,17 +117,28 @@ def judge(result: dict) -> dict:
     """The run's own criteria (`CRITERIA`) applied to its cells: what was judged, what failed, passed."""
     config, cells = result["config"], result["cells"]
     if config["route"] == "optimise" and config["batch_size"] is not None:
-        return {"thresholds": CRITERIA, "judged": False, "failures": [], "passed": True,
-                "note": "the stochastic loop claims no convergence: nothing judged"}
-    failures = [f"R={c['imbalance']:g}, n_w={c['n_proto']}: not {'certified optimal' if config['route'] == 'certificate' else 'converged'}"
-                for c in cells if not c["converged"]]
+        return {
+            "thresholds": CRITERIA,
+            "judged": False,
+            "failures": [],
+            "passed": True,
+            "note": "the stochastic loop claims no convergence: nothing judged",
+        }
+    failures = [
+        f"R={c['imbalance']:g}, n_w={c['n_proto']}: not "
+        + ("certified optimal" if config["route"] == "certificate" else "converged")
+        for c in cells
+        if not c["converged"]
+    ]
     for c in cells:
         certified = c["certified"]
         if config["route"] == "optimise" and certified is not None and certified["optimal"]:
             gap = (c["loss"] - certified["minimum"]) / abs(certified["minimum"])
             if abs(gap) > CRITERIA["certified_relative_gap"]:
-                failures.append(f"R={c['imbalance']:g}, n_w={c['n_proto']}: free minimum off the certified one by "
-                                f"{gap:.1e} (relative)")
+                failures.append(
+                    f"R={c['imbalance']:g}, n_w={c['n_proto']}: free minimum off the certified one by "
+                    f"{gap:.1e} (relative)"
+                )
     return {"thresholds": CRITERIA, "judged": True, "failures": failures, "passed": not failures}
 
 
@@ -143,8 +174,11 @@ def write(result: dict, folder: Path) -> None:
 
 def summary_line(result: dict, out: Path) -> str:
     s, verdict = result["summary"], result["criteria"]
-    parts = [f"R={e['imbalance']:g}: DeltaG* {e['delta_g'][0]:.3g} (n_w={e['n_proto'][0]}) -> {e['delta_g'][-1]:.3g} "
-             f"(n_w={e['n_proto'][-1]})" for e in s["per_imbalance"]]
+    parts = [
+        f"R={e['imbalance']:g}: DeltaG* {e['delta_g'][0]:.3g} (n_w={e['n_proto'][0]}) -> {e['delta_g'][-1]:.3g} "
+        f"(n_w={e['n_proto'][-1]})"
+        for e in s["per_imbalance"]
+    ]
     settled = "certified and polished" if result["config"]["route"] == "certificate" else "converged"
     if not verdict["judged"]:
         outcome = "criteria not judged (stochastic loop), exit 0"
@@ -152,9 +186,11 @@ def summary_line(result: dict, out: Path) -> str:
         outcome = "criteria hold, exit 0"
     else:
         outcome = f"criteria FAIL ({len(verdict['failures'])}: {verdict['failures'][0]}), exit 1"
-    return (f"{'; '.join(parts)}; theory limit {s['theory_limit_delta_g']:.3g}; "
-            f"{settled} {s['converged']}/{s['cells']}, certified {s['certified_cells']}; {outcome}; "
-            f"{s['seconds']:.1f} s -> {out}")
+    return (
+        f"{'; '.join(parts)}; theory limit {s['theory_limit_delta_g']:.3g}; "
+        f"{settled} {s['converged']}/{s['cells']}, certified {s['certified_cells']}; {outcome}; "
+        f"{s['seconds']:.1f} s -> {out}"
+    )
 
 
 def main(argv=None) -> int:
@@ -166,10 +202,12 @@ def main(argv=None) -> int:
     try:
         # disable=None: a bar on a terminal only, so that a log or a pipe gets the summary line alone.
         with tqdm(total=len(config.imbalance), desc="imbalance values", leave=False, disable=None) as bar:
+
             def progress(index, ratio, iteration, converged):
                 bar.update(index - bar.n)
-                bar.set_postfix(R=ratio, iteration=iteration, converged=f"{converged}/{len(config.n_proto)}",
-                                refresh=False)
+                bar.set_postfix(
+                    R=ratio, iteration=iteration, converged=f"{converged}/{len(config.n_proto)}", refresh=False
+                )
                 bar.update(0)  # redraws at most every mininterval
 
             result = sweep.run(config, progress)

@@ -297,8 +297,10 @@ def _blocks(structure: Structure, names: dict) -> tuple[Block, ...]:
     rows = [("data", o) for o in orbits if structure.orbit_size(o) >= 1]
     if has_proto:
         rows += [("proto", o) for o in orbits]
-    scale = tuple(1 / math.sqrt(structure.orbit_count(o) * (structure.orbit_size(o) * p if kind == "data" else 1))
-                  for kind, o in rows)  # the Gram of orbit means of class means and of prototypes
+    scale = tuple(
+        1 / math.sqrt(structure.orbit_count(o) * (structure.orbit_size(o) * p if kind == "data" else 1))
+        for kind, o in rows
+    )  # the Gram of orbit means of class means and of prototypes
     entries = tuple(tuple(_sum_entry(structure, names, r, c) for c in rows) for r in rows)
     blocks.append(Block("sums", 1, entries, scale))
     return tuple(blocks)
@@ -479,4 +481,3 @@ def build(structure: Structure, family: str, tau: float, alpha: float = 0.0) -> 
         anchors += [anchor for anchor in (_prototype_anchor(structure, names, q) for q in orbits) if anchor]
     variables = tuple(dict.fromkeys(names.values()))
     return Reduced(structure, family, tau, variables, tuple(anchors), _blocks(structure, names))
-

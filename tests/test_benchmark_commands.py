@@ -78,10 +78,13 @@ def test_an_unwritable_out_is_refused_before_any_work(tmp_path, capsys, name, ca
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"] and (tmp_path / "file").read_text() == "x"
 
 
-@pytest.mark.parametrize("name, shown", [
-    ("prototype_cost", ("(default: 0,10,100,1000,10000)", "(default: 0.1)", "(default: results/prototype_cost)")),
-    ("certificate_scale", ("(default: 3)", "(default: 60.0)", "(default: results/certificate_scale)")),
-])
+@pytest.mark.parametrize(
+    "name, shown",
+    [
+        ("prototype_cost", ("(default: 0,10,100,1000,10000)", "(default: 0.1)", "(default: results/prototype_cost)")),
+        ("certificate_scale", ("(default: 3)", "(default: 60.0)", "(default: results/certificate_scale)")),
+    ],
+)
 def test_help_shows_every_default_in_input_syntax(capsys, name, shown):
     with pytest.raises(SystemExit) as exit_info:
         MODULES[name].main(["--help"])
@@ -95,8 +98,9 @@ def test_prototype_cost_judges_records_and_publishes(tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
     (out / "stale.json").write_text("another run")
-    code = prototype_cost.main(["--batch", "16", "--dim", "12", "--n-protos", "0,10,100", "--repeats", "2",
-                                "--out", str(out)])
+    code = prototype_cost.main(
+        ["--batch", "16", "--dim", "12", "--n-protos", "0,10,100", "--repeats", "2", "--out", str(out)]
+    )
     record = json.loads((out / "prototype_cost.json").read_text())
     verdict = record["criteria"]
     assert verdict["thresholds"] == prototype_cost.CRITERIA
@@ -110,8 +114,10 @@ def test_prototype_cost_judges_records_and_publishes(tmp_path, capsys):
 
 
 def test_prototype_cost_fails_when_the_values_differ():
-    rows = [{"n_proto": 0, "fast_forward_backward_ratio_to_fast_n0": 1.0},
-            {"n_proto": 10, "fast_forward_backward_ratio_to_fast_n0": 3.0}]
+    rows = [
+        {"n_proto": 0, "fast_forward_backward_ratio_to_fast_n0": 1.0},
+        {"n_proto": 10, "fast_forward_backward_ratio_to_fast_n0": 3.0},
+    ]
     verdict = prototype_cost.judge({"rows": rows, "max_relative_difference": 1e-3})
     assert verdict["passed"] is False and len(verdict["failures"]) == 2
     assert "n_w=10" in verdict["failures"][1]
@@ -124,15 +130,45 @@ def test_certificate_scale_matched_sizes_meet_its_criterion():
     assert certificate_scale.judge([{**rows[0], "relative_minimum_difference": 1e-3}])["passed"] is False
 
 
-FLAGS = ["--batch", "--n-classes", "--dim", "--tau", "--n-protos", "--repeats", "--threads", "--seed", "--budget",
-         "--bogus"]
-VALUES = ["0", "1", "-1", "2", "12", "0.5", "1e300", "nan", "inf", "x", "", "0,10", "0,0", "10,0", "1,,2", "none",
-          "99999999999999999999", "100001"]
+FLAGS = [
+    "--batch",
+    "--n-classes",
+    "--dim",
+    "--tau",
+    "--n-protos",
+    "--repeats",
+    "--threads",
+    "--seed",
+    "--budget",
+    "--bogus",
+]
+VALUES = [
+    "0",
+    "1",
+    "-1",
+    "2",
+    "12",
+    "0.5",
+    "1e300",
+    "nan",
+    "inf",
+    "x",
+    "",
+    "0,10",
+    "0,0",
+    "10,0",
+    "1,,2",
+    "none",
+    "99999999999999999999",
+    "100001",
+]
 
 
 @settings(max_examples=120, deadline=None)
-@given(name=st.sampled_from(sorted(MODULES)),
-       pairs=st.lists(st.tuples(st.sampled_from(FLAGS), st.sampled_from(VALUES)), max_size=6))
+@given(
+    name=st.sampled_from(sorted(MODULES)),
+    pairs=st.lists(st.tuples(st.sampled_from(FLAGS), st.sampled_from(VALUES)), max_size=6),
+)
 def test_fuzzed_command_lines_exit_0_or_2_and_write_nothing(tmp_path_factory, name, pairs):
     out = tmp_path_factory.mktemp("fuzz") / "never"
     try:
@@ -143,8 +179,20 @@ def test_fuzzed_command_lines_exit_0_or_2_and_write_nothing(tmp_path_factory, na
 
 
 def test_script_refuses_bad_input_as_a_command(tmp_path):
-    completed = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "prototype_cost.py"), "--seed", "-1",
-                                "--out", str(tmp_path / "never")], capture_output=True, text=True, timeout=120)
+    completed = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "prototype_cost.py"),
+            "--seed",
+            "-1",
+            "--out",
+            str(tmp_path / "never"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert completed.returncode == 2 and not completed.stdout and not (tmp_path / "never").exists()
     assert completed.stderr.strip().splitlines() == [
-        "python benchmarks/prototype_cost.py: error: --seed '-1': must lie in [0, 4294967295]"]
+        "python benchmarks/prototype_cost.py: error: --seed '-1': must lie in [0, 4294967295]"
+    ]

@@ -11,7 +11,18 @@ from simulate import certify_command, cli, exchangeable
 from theory import simplex
 from theory.compositions import cifar10_composition
 
-RESULT_KEYS = {"minimum", "gap", "status", "method", "seconds", "rank", "class_mean_gram", "delta_g", "within", "between"}
+RESULT_KEYS = {
+    "minimum",
+    "gap",
+    "status",
+    "method",
+    "seconds",
+    "rank",
+    "class_mean_gram",
+    "delta_g",
+    "within",
+    "between",
+}
 
 
 def _run(tmp_path, *argv):
@@ -21,8 +32,20 @@ def _run(tmp_path, *argv):
 
 
 def test_prototype_at_cifar_batch_composition(tmp_path):
-    record, out = _run(tmp_path, "prototype", "--cifar10-R", "100", "--composition", "batch", "--n-proto", "100",
-                       "--geometry", "etf", "--tau", "0.1")
+    record, out = _run(
+        tmp_path,
+        "prototype",
+        "--cifar10-R",
+        "100",
+        "--composition",
+        "batch",
+        "--n-proto",
+        "100",
+        "--geometry",
+        "etf",
+        "--tau",
+        "0.1",
+    )
     assert RESULT_KEYS <= set(record["result"]) and {"config", "metadata"} <= set(record)
     assert record["config"]["class_sizes"] == list(cifar10_composition(100, "batch"))
     direct = exchangeable.certify_prototype(cifar10_composition(100, "batch"), simplex.etf_gram(10), 100, 0.1)
@@ -56,7 +79,10 @@ def test_full_and_exchangeable_methods_agree(tmp_path):
         (["supcon", "--class-sizes", "3,3", "--tau", "inf"], "--tau"),
         (["supcon", "--class-sizes", "3,3", "--tau", "1", "--bogus", "1"], "--bogus"),
         (["nothing", "--tau", "1"], "unknown loss"),
-        (["combined", "--m", "3", "--n", "3", "--p", "1", "--variant", "supcon", "--alpha", "0.5", "--tau", "1"], "n_views"),
+        (
+            ["combined", "--m", "3", "--n", "3", "--p", "1", "--variant", "supcon", "--alpha", "0.5", "--tau", "1"],
+            "n_views",
+        ),
         (["combined", "--m", "3", "--n", "3", "--alpha", "2", "--tau", "1"], "alpha"),
         (["supcon", "--tau", "1"], "--class-sizes"),
     ],
@@ -98,7 +124,21 @@ def test_rerun_replaces_the_whole_set_and_respects_the_umask(tmp_path):
 
 def test_module_runs_as_a_command(tmp_path):
     completed = subprocess.run(
-        [sys.executable, "-m", "simulate.certify", "supcon", "--class-sizes", "5000,5000,50", "--tau", "0.2",
-         "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "simulate.certify",
+            "supcon",
+            "--class-sizes",
+            "5000,5000,50",
+            "--tau",
+            "0.2",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert completed.returncode == 0, completed.stderr
     assert "certified by exchangeable" in completed.stdout and len(completed.stdout.strip().splitlines()) == 1

@@ -38,8 +38,21 @@ def _parse(argv):
 
 
 def test_values_are_typed_and_defaults_kept(tmp_path):
-    config = _parse(["--tau", "0.2", "--alphas", "0,1", "--R", "10,100", "--batch", "none", "--no-simulate",
-                     "--out", str(tmp_path / "o")])
+    config = _parse(
+        [
+            "--tau",
+            "0.2",
+            "--alphas",
+            "0,1",
+            "--R",
+            "10,100",
+            "--batch",
+            "none",
+            "--no-simulate",
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
     assert config.tau == 0.2 and config.alphas == (0.0, 1.0) and config.imbalance == (10.0, 100.0)
     assert config.batch is None and config.simulate is False and config.seed == 0 and config.variant == "instance"
 
@@ -114,8 +127,9 @@ SLEEPER = textwrap.dedent("""
 
 @pytest.mark.parametrize("number, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signals_end_with_one_line_and_the_conventional_code(number, code):
-    process = subprocess.Popen([sys.executable, "-c", SLEEPER], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", SLEEPER], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     assert process.stdout.readline().strip() == "started"
     time.sleep(0.2)
     process.send_signal(number)
@@ -134,16 +148,58 @@ def test_unexpected_errors_end_with_one_line_and_exit_1(capsys):
 
 # --- fuzz: generated argument lists for a command, validation only ---
 
-FLAGS = ["--tau", "--method", "--out", "--m", "--n", "--p", "--variant", "--alpha", "--class-sizes", "--cifar10-R",
-         "--composition", "--batch-size", "--n-proto", "--geometry", "--anchors", "--bogus"]
-VALUES = ["0", "1", "-1", "0.5", "2", "1e300", "nan", "inf", "x", "", "3,3", "5000,50", "1,,2", "full", "batch",
-          "etf", "minority-spread:2", "gram:/no/file.npy", "data", "all", "instance", "supcon", "exchangeable",
-          "99999999999999999999", "none"]
+FLAGS = [
+    "--tau",
+    "--method",
+    "--out",
+    "--m",
+    "--n",
+    "--p",
+    "--variant",
+    "--alpha",
+    "--class-sizes",
+    "--cifar10-R",
+    "--composition",
+    "--batch-size",
+    "--n-proto",
+    "--geometry",
+    "--anchors",
+    "--bogus",
+]
+VALUES = [
+    "0",
+    "1",
+    "-1",
+    "0.5",
+    "2",
+    "1e300",
+    "nan",
+    "inf",
+    "x",
+    "",
+    "3,3",
+    "5000,50",
+    "1,,2",
+    "full",
+    "batch",
+    "etf",
+    "minority-spread:2",
+    "gram:/no/file.npy",
+    "data",
+    "all",
+    "instance",
+    "supcon",
+    "exchangeable",
+    "99999999999999999999",
+    "none",
+]
 
 
 @settings(max_examples=150, deadline=None)
-@given(loss=st.sampled_from(["combined", "supcon", "prototype", "other"]),
-       pairs=st.lists(st.tuples(st.sampled_from(FLAGS), st.sampled_from(VALUES)), max_size=6))
+@given(
+    loss=st.sampled_from(["combined", "supcon", "prototype", "other"]),
+    pairs=st.lists(st.tuples(st.sampled_from(FLAGS), st.sampled_from(VALUES)), max_size=6),
+)
 def test_fuzzed_command_lines_exit_0_or_2_with_one_line(tmp_path_factory, loss, pairs):
     out = tmp_path_factory.mktemp("fuzz") / "never"
     argv = [loss] + [token for pair in pairs for token in pair if pair[0] != "--out"] + ["--out", str(out)]

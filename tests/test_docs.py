@@ -28,8 +28,10 @@ DOCS = ROOT / "docs"
 #: Where the project's own text lives (the virtual environment and outputs are not scanned).
 SOURCE_DIRS = ("theory", "simulate", "empirical", "proofs_checks", "tests", "benchmarks", "docs")
 
-SYMBOLS = {name: sp.Symbol(name, real=True) for name in (
-    "m n p tau alpha beta r s_w s_b a b c a_i b_i c_ik x_ik n_i n_k n_maj R").split()}
+SYMBOLS = {
+    name: sp.Symbol(name, real=True)
+    for name in ("m n p tau alpha beta r s_w s_b a b c a_i b_i c_ik x_ik n_i n_k n_maj R").split()
+}
 FUNCTIONS = {"exp": sp.exp, "log": sp.log, "sqrt": sp.sqrt, "max": sp.Max, "floor": sp.floor}
 
 
@@ -45,8 +47,11 @@ def value(expr: sp.Expr, **point) -> float:
     return float(expr.subs({SYMBOLS[k]: v for k, v in point.items()}).evalf(30))
 
 
-POINTS = [dict(m=3, n=4, p=2, alpha=0.3, tau=0.5), dict(m=2, n=3, p=3, alpha=0.8, tau=0.1),
-          dict(m=5, n=2, p=1, alpha=0.55, tau=2.0)]
+POINTS = [
+    dict(m=3, n=4, p=2, alpha=0.3, tau=0.5),
+    dict(m=2, n=3, p=3, alpha=0.8, tau=0.1),
+    dict(m=5, n=2, p=1, alpha=0.55, tau=2.0),
+]
 
 
 # ---------------------------------------------------------------------------
@@ -65,7 +70,6 @@ def test_ssem_gram_entries_are_those_of_the_construction(m, n, beta):
 
 
 def _restricted_loss(point: dict, beta: float) -> float:
-    m, n = point["m"], point["n"]
     entries = {SYMBOLS["s_w"]: stated("ssem.md", "s_w"), SYMBOLS["s_b"]: stated("ssem.md", "s_b")}
     return value(stated("ssem.md", "L").subs(entries), beta=beta, **point)
 
@@ -182,8 +186,11 @@ def test_balanced_combined_gram_eigenvalues(m, n, p):
     point = dict(m=m, n=n, p=p, a=a, b=b, c=c)
     expected = []
     for name, count in multiplicities.items():
-        multiplicity = parse_expr(count, local_dict=SYMBOLS,  # written "m (n - 1)" in the table
-                                  transformations=standard_transformations + (implicit_multiplication,))
+        multiplicity = parse_expr(
+            count,
+            local_dict=SYMBOLS,  # written "m (n - 1)" in the table
+            transformations=standard_transformations + (implicit_multiplication,),
+        )
         expected += [value(stated("certificates.md", name), **point)] * int(value(multiplicity, **point))
     assert np.allclose(np.sort(expected), np.linalg.eigvalsh(G), atol=1e-12)
 
@@ -205,8 +212,7 @@ def test_gram_of_normalised_block_sums():
         if i == k:
             assert block[i, i] == pytest.approx(value(M_ii, p=p, a_i=a[i], b_i=b[i], n_i=sizes[i]), rel=1e-12)
         else:
-            assert block[i, k] == pytest.approx(value(M_ik, p=p, c_ik=c[i, k], n_i=sizes[i], n_k=sizes[k]),
-                                                rel=1e-12)
+            assert block[i, k] == pytest.approx(value(M_ik, p=p, c_ik=c[i, k], n_i=sizes[i], n_k=sizes[k]), rel=1e-12)
     for i, k in itertools.product(range(3), range(2)):
         assert border[i, k] == pytest.approx(value(X_ik, p=p, x_ik=x[i, k], n_i=sizes[i]), rel=1e-12)
 

@@ -17,18 +17,36 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from empirical import cifar
-from simulate import cli as files
 from empirical.checkpoint import load_checkpoint
+from simulate import cli as files
 
-TINY = ["--dataset", "fixture", "--model", "small_cnn", "--width", "4", "--dim", "12", "--batch-size", "16",
-        "--no-progress"]
+TINY = [
+    "--dataset",
+    "fixture",
+    "--model",
+    "small_cnn",
+    "--width",
+    "4",
+    "--dim",
+    "12",
+    "--batch-size",
+    "16",
+    "--no-progress",
+]
 #: Metrics a 2-process run must reproduce, with their relative tolerance. The processes
 #: compute the same global batch, loss and BatchNorm statistics; only float sums run in
 #: another order. NC1 goes through a pseudo-inverse of a rank-deficient Sigma_B and
 #: amplifies those differences, hence its looser tolerance.
-DDP_TOLERANCE = {"loss": 1e-4, "delta_g": 1e-4, "total_var": 1e-4, "within_var": 1e-3, "between_var": 1e-4,
-                 "nc1": 2e-2, "train_acc_overall": 1e-6, "test_acc_overall": 1e-6}
-
+DDP_TOLERANCE = {
+    "loss": 1e-4,
+    "delta_g": 1e-4,
+    "total_var": 1e-4,
+    "within_var": 1e-3,
+    "between_var": 1e-4,
+    "nc1": 2e-2,
+    "train_acc_overall": 1e-6,
+    "test_acc_overall": 1e-6,
+}
 
 
 @pytest.fixture(autouse=True)
@@ -57,8 +75,14 @@ def test_fixture_pipeline_end_to_end(tmp_path, capsys):
     assert "6 runs on fixture" in line and "exit 0: every run ended with a finite loss and DeltaG*" in line
     runs = sorted(p.stem for p in (out / "runs").glob("*.jsonl"))
     # Both anchor modes for n_w = 10; n_w = 0 has no prototype anchors and runs once.
-    assert runs == ["prototype_nw0_seed0", "prototype_nw0_seed1", "prototype_nw10_all_seed0",
-                    "prototype_nw10_all_seed1", "prototype_nw10_data_seed0", "prototype_nw10_data_seed1"]
+    assert runs == [
+        "prototype_nw0_seed0",
+        "prototype_nw0_seed1",
+        "prototype_nw10_all_seed0",
+        "prototype_nw10_all_seed1",
+        "prototype_nw10_data_seed0",
+        "prototype_nw10_data_seed1",
+    ]
     # One checkpoint per run, the latest (after the last epoch), and nothing else.
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == sorted(f"{run}.pt" for run in runs)
     for run in runs:
@@ -87,8 +111,9 @@ def test_fixture_pipeline_end_to_end(tmp_path, capsys):
     with open(out / "summary.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert sorted(row["run"] for row in rows) == runs
-    assert all(row["status"] == "finished" and row["loss"] == "prototype" and row["augmentation"] == "supcon"
-               for row in rows)
+    assert all(
+        row["status"] == "finished" and row["loss"] == "prototype" and row["augmentation"] == "supcon" for row in rows
+    )
     assert all(row["backbone_delta_g"] and row["delta_g"] != row["backbone_delta_g"] for row in rows)
     for mode in ("data", "all"):
         for figure in ["delta_g_vs_n_proto", "delta_g_epochs", "gram_heatmaps", "accuracy"]:
@@ -156,17 +181,21 @@ def no_data_loading(monkeypatch):
 
 @pytest.mark.parametrize(
     "argv, named",
-    [(["--dim", "5", "--n-proto", "1"], "--dim: dim must be >= n_classes - 1 = 9"),
-     (["--R", "0"], "--R '0': must be >= 1"),
-     (["--seeds", "99999999999999999999999"], "--seeds '99999999999999999999999': must lie in [0, 4294967295]"),
-     (["--seeds", "-1"], "--seeds '-1': must lie in"), (["--seeds", "0,0"], "--seeds '0,0': must not repeat"),
-     (["--n-proto", "10,10"], "--n-proto '10,10': must not repeat"),
-     (["--alpha", "0.5,0.5", "--loss", "combined"], "--alpha '0.5,0.5': must not repeat"),
-     (["--anchors", "data,data"], "--anchors 'data,data': must not repeat"),
-     (["--n-proto", "0", "10"], "unrecognized arguments: 10"),
-     (["--tau", "1e-5"], "--tau '1e-5': must lie in"), (["--tau", "1e9"], "--tau '1e9': must lie in"),
-     (["--dataset", "fixture", "--loss", "combined", "--batch-size", "8"], "--batch-size"),
-     (["--checkpoint-every", "-1"], "--checkpoint-every")],
+    [
+        (["--dim", "5", "--n-proto", "1"], "--dim: dim must be >= n_classes - 1 = 9"),
+        (["--R", "0"], "--R '0': must be >= 1"),
+        (["--seeds", "99999999999999999999999"], "--seeds '99999999999999999999999': must lie in [0, 4294967295]"),
+        (["--seeds", "-1"], "--seeds '-1': must lie in"),
+        (["--seeds", "0,0"], "--seeds '0,0': must not repeat"),
+        (["--n-proto", "10,10"], "--n-proto '10,10': must not repeat"),
+        (["--alpha", "0.5,0.5", "--loss", "combined"], "--alpha '0.5,0.5': must not repeat"),
+        (["--anchors", "data,data"], "--anchors 'data,data': must not repeat"),
+        (["--n-proto", "0", "10"], "unrecognized arguments: 10"),
+        (["--tau", "1e-5"], "--tau '1e-5': must lie in"),
+        (["--tau", "1e9"], "--tau '1e9': must lie in"),
+        (["--dataset", "fixture", "--loss", "combined", "--batch-size", "8"], "--batch-size"),
+        (["--checkpoint-every", "-1"], "--checkpoint-every"),
+    ],
 )
 def test_bad_inputs_exit_2_before_data_loading(argv, named, tmp_path, capsys, no_data_loading):
     code = _exit_code(argv + ["--out", str(tmp_path / "out"), "--no-progress"])
@@ -190,18 +219,63 @@ def test_help_shows_every_default_in_input_syntax(capsys):
         cifar.parse(["--help"])
     assert exit_info.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
-    for shown in ("--R IMBALANCE, --imbalance IMBALANCE", "(default: 100.0)", "(default: 0,10,50,100)",
-                  "(default: data,all)", "(default: 0.0,0.5,1.0)", "(default: none)", "(default: results/cifar)",
-                  "--no-progress", "seeds=0,1,2"):
+    for shown in (
+        "--R IMBALANCE, --imbalance IMBALANCE",
+        "(default: 100.0)",
+        "(default: 0,10,50,100)",
+        "(default: data,all)",
+        "(default: 0.0,0.5,1.0)",
+        "(default: none)",
+        "(default: results/cifar)",
+        "--no-progress",
+        "seeds=0,1,2",
+    ):
         assert shown in text
     assert text.count("(default:") == len(cifar.Config.__dataclass_fields__)
     assert "(0, 1, 2)" not in text and "[0, 10" not in text  # input syntax, not Python
 
 
-FUZZ_FLAGS = ["--dataset", "--R", "--loss", "--n-proto", "--anchors", "--alpha", "--tau", "--dim", "--epochs",
-              "--batch-size", "--seeds", "--spread", "--model", "--checkpoint-every", "--threads", "--bogus"]
-FUZZ_VALUES = ["fixture", "digits", "cifar10", "combined", "0", "1", "-1", "5", "0.5", "100", "1e-5", "nan", "x", "",
-               "0,10", "10,10", "data,all", "all", "none", "small_cnn", "99999999999999999999"]
+FUZZ_FLAGS = [
+    "--dataset",
+    "--R",
+    "--loss",
+    "--n-proto",
+    "--anchors",
+    "--alpha",
+    "--tau",
+    "--dim",
+    "--epochs",
+    "--batch-size",
+    "--seeds",
+    "--spread",
+    "--model",
+    "--checkpoint-every",
+    "--threads",
+    "--bogus",
+]
+FUZZ_VALUES = [
+    "fixture",
+    "digits",
+    "cifar10",
+    "combined",
+    "0",
+    "1",
+    "-1",
+    "5",
+    "0.5",
+    "100",
+    "1e-5",
+    "nan",
+    "x",
+    "",
+    "0,10",
+    "10,10",
+    "data,all",
+    "all",
+    "none",
+    "small_cnn",
+    "99999999999999999999",
+]
 
 
 @settings(max_examples=80, deadline=None)
@@ -232,9 +306,16 @@ def test_download_without_network_exits_2_before_data_loading(tmp_path, capsys, 
 
 @pytest.mark.parametrize(
     "argv, named",
-    [(["--R", "0.5"], "--R"), (["--dataset", "mnist"], "--dataset"), (["--epochs", "0"], "--epochs"),
-     (["--n-proto", "x"], "--n-proto"), (["--tau", "-1"], "--tau"), (["--seeds", "-2"], "--seeds"),
-     (["--device", "tpu"], "--device"), (["--threads", "-1"], "--threads")],
+    [
+        (["--R", "0.5"], "--R"),
+        (["--dataset", "mnist"], "--dataset"),
+        (["--epochs", "0"], "--epochs"),
+        (["--n-proto", "x"], "--n-proto"),
+        (["--tau", "-1"], "--tau"),
+        (["--seeds", "-2"], "--seeds"),
+        (["--device", "tpu"], "--device"),
+        (["--threads", "-1"], "--threads"),
+    ],
 )
 def test_bad_arguments_exit_2_with_one_line(argv, named, capsys):
     code = _exit_code(argv + ["--dataset", "digits"] if "--dataset" not in argv else argv)
@@ -285,10 +366,15 @@ def test_sigterm_writes_a_checkpoint_and_resume_finishes(tmp_path, capsys, monke
     assert (out / "checkpoints" / "prototype_nw10_data_seed0.pt").stat().st_mtime_ns == before
 
 
-@pytest.mark.parametrize("row, finite", [({"final_loss": 1.5, "delta_g": 0.2}, True),
-                                         ({"final_loss": float("nan"), "delta_g": 0.2}, False),
-                                         ({"final_loss": 1.5, "delta_g": "nan"}, False),  # read back from JSON
-                                         ({"final_loss": 1.5}, False)])
+@pytest.mark.parametrize(
+    "row, finite",
+    [
+        ({"final_loss": 1.5, "delta_g": 0.2}, True),
+        ({"final_loss": float("nan"), "delta_g": 0.2}, False),
+        ({"final_loss": 1.5, "delta_g": "nan"}, False),  # read back from JSON
+        ({"final_loss": 1.5}, False),
+    ],
+)
 def test_the_sweep_criterion_needsfinite_final_metrics(row, finite):
     assert cifar.finite_final_metrics(row) is finite
 
@@ -304,12 +390,29 @@ def test_corrupt_checkpoint_on_resume_exits_2(tmp_path, capsys):
 
 
 def test_torchrun_two_gloo_processes_match_one_process(tmp_path):
-    argv = TINY + ["--epochs", "2", "--R", "1", "--n-proto", "10", "--anchors", "data", "--warmup-epochs", "0",
-                   "--batch-size", "32"]
+    argv = TINY + [
+        "--epochs",
+        "2",
+        "--R",
+        "1",
+        "--n-proto",
+        "10",
+        "--anchors",
+        "data",
+        "--warmup-epochs",
+        "0",
+        "--batch-size",
+        "32",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    completed = subprocess.run(launcher + ["-m", "empirical.cifar", *argv, "--out", str(tmp_path / "ddp")],
-                               capture_output=True, text=True, env=env, timeout=300)
+    completed = subprocess.run(
+        launcher + ["-m", "empirical.cifar", *argv, "--out", str(tmp_path / "ddp")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "2 processes" in completed.stdout
     assert cifar.main(argv + ["--out", str(tmp_path / "single")]) == 0

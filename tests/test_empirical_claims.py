@@ -7,7 +7,9 @@ The claims' own runs take minutes (proofs_checks, marked slow); here their check
 import pytest
 
 from empirical import data, train
-from proofs_checks import empirical_runs, test_a7_digits_prototypes as a7, test_b11_digits_alpha as b11
+from proofs_checks import empirical_runs
+from proofs_checks import test_a7_digits_prototypes as a7
+from proofs_checks import test_b11_digits_alpha as b11
 
 
 def synthetic_run(key, value, seed, final, metric):
@@ -18,8 +20,11 @@ def synthetic_run(key, value, seed, final, metric):
 
 def runs_of(key, metric, means, spread=0.001):
     """Five seeds per swept value, at mean + spread x (-2 .. 2)."""
-    return tuple(synthetic_run(key, value, seed, mean + spread * (seed - 2), metric)
-                 for value, mean in means.items() for seed in range(5))
+    return tuple(
+        synthetic_run(key, value, seed, mean + spread * (seed - 2), metric)
+        for value, mean in means.items()
+        for seed in range(5)
+    )
 
 
 def test_interval_order():
@@ -34,11 +39,14 @@ def test_at_least_pins_a_floor():
     assert not empirical_runs.at_least("x", float("nan"), 0.0).holds
 
 
-@pytest.mark.parametrize("means, expected", [
-    ({0: 1.0, 10: 0.6, 100: 0.3}, "holds"),
-    ({0: 1.0, 10: 0.3, 100: 0.6}, "fails"),  # rises from 10 to 100, intervals separated
-    ({0: 1.0, 10: 0.5, 100: 0.5002}, "inconclusive"),  # 10 and 100 overlap
-])
+@pytest.mark.parametrize(
+    "means, expected",
+    [
+        ({0: 1.0, 10: 0.6, 100: 0.3}, "holds"),
+        ({0: 1.0, 10: 0.3, 100: 0.6}, "fails"),  # rises from 10 to 100, intervals separated
+        ({0: 1.0, 10: 0.5, 100: 0.5002}, "inconclusive"),  # 10 and 100 overlap
+    ],
+)
 def test_a7_verdict_follows_the_intervals(monkeypatch, means, expected):
     monkeypatch.setattr(a7, "measure", lambda: runs_of("n_proto", "delta_g", means))
     result = a7.check()
@@ -63,16 +71,20 @@ def test_a7_pins_break_when_n_proto_has_no_effect(monkeypatch):
     assert broken == ["smallest per-seed |DeltaG*(n_w=10) - DeltaG*(n_w=100)| >= 1e-06: shortfall"]
     no_effect = runs_of("n_proto", "delta_g", {0: 0.5, 10: 0.45, 100: 0.5 + 1e-4}, spread=0.01)
     monkeypatch.setattr(a7, "measure", lambda: no_effect)
-    assert any(name.startswith("|mean DeltaG*(n_w=0) - mean DeltaG*(n_w=100)|") for name in
-               [a.name for a in a7.check().broken])
+    assert any(
+        name.startswith("|mean DeltaG*(n_w=0) - mean DeltaG*(n_w=100)|") for name in [a.name for a in a7.check().broken]
+    )
 
 
-@pytest.mark.parametrize("means, expected", [
-    ({0.0: 0.01, 0.5: 0.2, 1.0: 0.7}, "holds"),
-    ({0.0: 0.2, 0.5: 0.3, 1.0: 0.7}, "fails"),  # alpha = 0 not near collapse
-    ({0.0: 0.01, 0.5: 0.7, 1.0: 0.3}, "fails"),  # W decreases from 0.5 to 1
-    ({0.0: 0.049, 0.5: 0.2, 1.0: 0.7}, "inconclusive"),  # alpha = 0's interval straddles 0.05
-])
+@pytest.mark.parametrize(
+    "means, expected",
+    [
+        ({0.0: 0.01, 0.5: 0.2, 1.0: 0.7}, "holds"),
+        ({0.0: 0.2, 0.5: 0.3, 1.0: 0.7}, "fails"),  # alpha = 0 not near collapse
+        ({0.0: 0.01, 0.5: 0.7, 1.0: 0.3}, "fails"),  # W decreases from 0.5 to 1
+        ({0.0: 0.049, 0.5: 0.2, 1.0: 0.7}, "inconclusive"),  # alpha = 0's interval straddles 0.05
+    ],
+)
 def test_b11_verdict_follows_the_intervals(monkeypatch, means, expected):
     runs = runs_of("alpha", "within_var", means)
     for run in runs:
@@ -92,8 +104,9 @@ def test_b11_gram_pin_breaks_when_the_returned_gram_disagrees(monkeypatch):
 
 def test_remeasure_agrees_with_the_training_on_a_tiny_run(tmp_path):
     data.write_cifar_fixture(tmp_path, n_train_per_class=4, n_test_per_class=2, seed=0)
-    config = train.TrainConfig(dataset="fixture", data_dir=str(tmp_path), imbalance=2, width=4, dim=12, epochs=1,
-                               batch_size=8, n_proto=10)
+    config = train.TrainConfig(
+        dataset="fixture", data_dir=str(tmp_path), imbalance=2, width=4, dim=12, epochs=1, batch_size=8, n_proto=10
+    )
     (result,) = empirical_runs.train_runs([config])
     for metric in ("delta_g", "within_var"):
         assert abs(result["remeasured"][metric] - result["final"][metric]) <= empirical_runs.REMEASURE_TOLERANCE

@@ -87,8 +87,7 @@ def test_curve_rows_have_every_column_and_none_where_not_evaluated():
 
 def test_write_curves_saves_the_table_and_the_figure(tmp_path):
     log = log_of(epochs=4, eval_every=2, loss=lambda e: 2.0 / e)
-    result = {"config": {"dataset": "digits", "seed": 0, "epochs": 4, "loss": "prototype", "n_proto": 10},
-              "log": log}
+    result = {"config": {"dataset": "digits", "seed": 0, "epochs": 4, "loss": "prototype", "n_proto": 10}, "log": log}
     csv_path, png_path = curves.write_curves(result, tmp_path / "runs", "seed0.curves")
     assert (csv_path.name, png_path.name) == ("seed0.curves.csv", "seed0.curves.png")
     with open(csv_path) as stream:

@@ -232,7 +232,7 @@ def test_crop_flip_is_a_zero_padded_crop_and_a_flip(batch):
     assert bool((shifts.abs() <= 4).all()) and bool((params[:, 5:8] == 1).all()) and bool((params[:, 8] == 0).all())
     for i in range(len(images)):
         dx, dy = shifts[i].tolist()
-        crop = padded[i, :, 4 + dy:36 + dy, 4 + dx:36 + dx]
+        crop = padded[i, :, 4 + dy : 36 + dy, 4 + dx : 36 + dx]
         if params[i, 4] < 0:
             crop = crop.flip(-1)
         assert torch.allclose(out[i], (crop - mean[:, None, None]) / std[:, None, None], atol=1e-4), i

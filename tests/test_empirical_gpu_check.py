@@ -22,11 +22,19 @@ ROOT = Path(__file__).resolve().parent.parent
 def run_check(out, *options, block=("cvxpy",)):
     """Run the check in a fresh interpreter in which the modules ``block`` cannot be imported."""
     blocked = "; ".join(f"sys.modules[{name!r}] = None" for name in block)
-    code = (f"import sys, runpy; {blocked}; sys.argv = ['gpu_check', *sys.argv[1:]]; "
-            "runpy.run_module('empirical.gpu_check', run_name='__main__')")
+    code = (
+        f"import sys, runpy; {blocked}; sys.argv = ['gpu_check', *sys.argv[1:]]; "
+        "runpy.run_module('empirical.gpu_check', run_name='__main__')"
+    )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-c", code, "--out", str(out), "--device", "cpu", *options],
-                          capture_output=True, text=True, env=env, timeout=400, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-c", code, "--out", str(out), "--device", "cpu", *options],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=400,
+        cwd=ROOT,
+    )
 
 
 def test_gpu_check_runs_on_a_cpu_without_cvxpy(tmp_path):
@@ -92,9 +100,31 @@ def test_a_failure_on_one_rank_ends_every_rank_with_its_reason_and_rank_0_resume
     script = tmp_path / "fail_on_rank_1.py"
     script.write_text(FAIL_ON_RANK_1)
     out = tmp_path / "out"
-    argv = ["--dataset", "fixture", "--model", "small_cnn", "--width", "4", "--dim", "12", "--batch-size", "16",
-            "--R", "2", "--n-proto", "10", "--anchors", "data", "--epochs", "2", "--checkpoint-every", "0",
-            "--no-progress", "--out", str(out)]
+    argv = [
+        "--dataset",
+        "fixture",
+        "--model",
+        "small_cnn",
+        "--width",
+        "4",
+        "--dim",
+        "12",
+        "--batch-size",
+        "16",
+        "--R",
+        "2",
+        "--n-proto",
+        "10",
+        "--anchors",
+        "data",
+        "--epochs",
+        "2",
+        "--checkpoint-every",
+        "0",
+        "--no-progress",
+        "--out",
+        str(out),
+    ]
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     # A hang (rank 0 waiting in a collective for the 30-minute default timeout) fails the test as TimeoutExpired.
@@ -102,8 +132,14 @@ def test_a_failure_on_one_rank_ends_every_rank_with_its_reason_and_rank_0_resume
     assert failed.returncode != 0
     assert "rank 1: error: RuntimeError: injected failure on rank 1" in failed.stderr
     # Rank 0 wrote the checkpoint of epoch 1; rank 0 decides to resume and both ranks continue from it.
-    resumed = subprocess.run(launcher + ["-m", "empirical.cifar", *argv, "--resume"], capture_output=True, text=True,
-                             env=env, timeout=300, cwd=ROOT)
+    resumed = subprocess.run(
+        launcher + ["-m", "empirical.cifar", *argv, "--resume"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=ROOT,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     log = [json.loads(line) for line in (out / "runs" / "prototype_nw10_data_seed0.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == [1, 2]
@@ -112,8 +148,9 @@ def test_a_failure_on_one_rank_ends_every_rank_with_its_reason_and_rank_0_resume
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["prototype_nw10_data_seed0.pt"]
 
 
-@pytest.mark.parametrize("argv, named", [(["--device", "tpu"], "--device 'tpu'"), (["--bogus"], "--bogus"),
-                                         (["--compile", "yes"], "yes")])
+@pytest.mark.parametrize(
+    "argv, named", [(["--device", "tpu"], "--device 'tpu'"), (["--bogus"], "--bogus"), (["--compile", "yes"], "yes")]
+)
 def test_bad_arguments_exit_2_with_one_line(argv, named, tmp_path, capsys):
     with pytest.raises(SystemExit) as caught:
         gpu_check.main(argv + ["--out", str(tmp_path / "never")])
@@ -145,8 +182,26 @@ def test_help_shows_every_default_in_input_syntax(capsys):
 
 
 @settings(max_examples=60, deadline=None)
-@given(tokens=st.lists(st.sampled_from(["--device", "--data-dir", "--compile", "--no-torchrun", "--worker",
-                                        "--bogus", "cpu", "", "none", "x", "-1"]), max_size=6))
+@given(
+    tokens=st.lists(
+        st.sampled_from(
+            [
+                "--device",
+                "--data-dir",
+                "--compile",
+                "--no-torchrun",
+                "--worker",
+                "--bogus",
+                "cpu",
+                "",
+                "none",
+                "x",
+                "-1",
+            ]
+        ),
+        max_size=6,
+    )
+)
 def test_fuzzed_command_lines_exit_0_or_2_and_write_nothing(tmp_path_factory, tokens):
     out = tmp_path_factory.mktemp("fuzz") / "never"
     try:

@@ -21,7 +21,6 @@ from theory import simplex, ssem
 TIMING_KEYS = {"images_per_s", "train_seconds"}
 
 
-
 @pytest.fixture(scope="module")
 def fixture_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("cifar_fixture")
@@ -39,8 +38,19 @@ def deterministic():
 
 def tiny_config(root, **changes):
     # 5 x 4 + 5 x 2 = 30 training images, batch 8: 3 steps per epoch.
-    settings = dict(dataset="fixture", data_dir=str(root), imbalance=2, model="small_cnn", width=4, dim=12,
-                    epochs=2, batch_size=8, lr=0.05, warmup_epochs=1, n_proto=10)
+    settings = dict(
+        dataset="fixture",
+        data_dir=str(root),
+        imbalance=2,
+        model="small_cnn",
+        width=4,
+        dim=12,
+        epochs=2,
+        batch_size=8,
+        lr=0.05,
+        warmup_epochs=1,
+        n_proto=10,
+    )
     return train.TrainConfig(**{**settings, **changes})
 
 
@@ -53,8 +63,19 @@ def without_timing(log):
 
 @pytest.mark.parametrize(
     "field, value",
-    [("imbalance", 0.5), ("tau", 0.0), ("alpha", 1.5), ("n_proto", -1), ("epochs", 0), ("batch_size", 1),
-     ("loss", "ce"), ("geometry", "cube"), ("device", "tpu"), ("momentum", 1.0), ("spread", 2.0)],
+    [
+        ("imbalance", 0.5),
+        ("tau", 0.0),
+        ("alpha", 1.5),
+        ("n_proto", -1),
+        ("epochs", 0),
+        ("batch_size", 1),
+        ("loss", "ce"),
+        ("geometry", "cube"),
+        ("device", "tpu"),
+        ("momentum", 1.0),
+        ("spread", 2.0),
+    ],
 )
 def test_bad_config_values_are_rejected_by_name(field, value):
     with pytest.raises(ValueError, match=field.split("_")[0]):
@@ -81,8 +102,11 @@ def test_global_batch_fits_the_data_and_the_processes():
 
 
 def test_prototype_geometries_have_the_theory_grams():
-    for geometry, gram in [("etf", simplex.etf_gram(10)), ("orthogonal", np.eye(10)),
-                           ("minority_spread", simplex.minority_spread_gram(10, 0.3))]:
+    for geometry, gram in [
+        ("etf", simplex.etf_gram(10)),
+        ("orthogonal", np.eye(10)),
+        ("minority_spread", simplex.minority_spread_gram(10, 0.3)),
+    ]:
         protos = train.prototypes(train.TrainConfig(geometry=geometry, spread=0.3, dim=16), 10)
         assert protos.shape == (10, 16)
         np.testing.assert_allclose(protos @ protos.T, gram, atol=1e-10)
@@ -113,8 +137,18 @@ def test_one_epoch_logs_every_metric(fixture_root, deterministic):
     result = train.run(tiny_config(fixture_root, epochs=1))
     assert result["status"] == "finished" and len(result["log"]) == 1
     record = result["log"][0]
-    expected = {"epoch", "loss", "lr", "images_per_s", "train_seconds", "delta_g", "total_var", "within_var",
-                "between_var", "nc1"} | {f"{s}_acc_{g}" for s in ("train", "test") for g in ("overall", "majority", "minority")}
+    expected = {
+        "epoch",
+        "loss",
+        "lr",
+        "images_per_s",
+        "train_seconds",
+        "delta_g",
+        "total_var",
+        "within_var",
+        "between_var",
+        "nc1",
+    } | {f"{s}_acc_{g}" for s in ("train", "test") for g in ("overall", "majority", "minority")}
     assert set(record) == expected | {"eval_precision"} and record["eval_precision"] == "float32"
     assert all(math.isfinite(record[k]) for k in expected)
     assert record["total_var"] == pytest.approx(record["within_var"] + record["between_var"])
@@ -128,8 +162,9 @@ def test_one_epoch_logs_every_metric(fixture_root, deterministic):
 
 def test_training_lowers_the_loss(fixture_root, deterministic):
     # Batch 12 > 10 classes: the combined loss needs a same-class pair in every batch.
-    result = train.run(tiny_config(fixture_root, epochs=4, warmup_epochs=0, lr=0.1, loss="combined", alpha=0.5,
-                                   batch_size=12))
+    result = train.run(
+        tiny_config(fixture_root, epochs=4, warmup_epochs=0, lr=0.1, loss="combined", alpha=0.5, batch_size=12)
+    )
     losses = [record["loss"] for record in result["log"]]
     assert losses[-1] < losses[0]
 
@@ -181,8 +216,9 @@ def test_corrupt_checkpoint_gives_a_clear_error(fixture_root, tmp_path, damage):
     if damage == "foreign":
         torch.save({"weights": torch.zeros(3)}, path)
     else:
-        ckpt.save_checkpoint(path, {"config": {}, "epoch": 0, "step": 0, "model": {"w": torch.zeros(1000)},
-                                    "optimizer": {}, "log": []})
+        ckpt.save_checkpoint(
+            path, {"config": {}, "epoch": 0, "step": 0, "model": {"w": torch.zeros(1000)}, "optimizer": {}, "log": []}
+        )
         raw = path.read_bytes()
         path.write_bytes(raw[: len(raw) // 2] if damage == "truncate" else b"not a checkpoint" * 10)
     with pytest.raises(ckpt.CheckpointError, match=str(path)) as caught:
@@ -218,8 +254,9 @@ def test_the_sync_counter_sees_every_kind_of_host_read():
         x.tolist()
         x[x > 0]
         torch.tensor([1.0, 2.0])
-    assert syncs == Counter({"item/bool/int/float": 2, "Tensor.tolist": 1, "boolean indexing": 1,
-                             "tensor from Python data": 1})
+    assert syncs == Counter(
+        {"item/bool/int/float": 2, "Tensor.tolist": 1, "boolean indexing": 1, "tensor from Python data": 1}
+    )
     with count_host_syncs() as syncs:
         (x * 2 / 0.5).exp().sum()
     assert sum(syncs.values()) == 0
@@ -231,7 +268,10 @@ def test_public_losses_synchronise_and_the_fast_path_does_not():
     z = torch.nn.functional.normalize(torch.randn(24, 8), dim=-1)
     w = torch.as_tensor(simplex.etf(4, 8), dtype=torch.float32)
     with count_host_syncs() as public:
-        expected = (losses.prototype_supcon_loss(z, labels, w, 10, 0.1), losses.combined_loss(z, labels, instances, 0.5, 0.1))
+        expected = (
+            losses.prototype_supcon_loss(z, labels, w, 10, 0.1),
+            losses.combined_loss(z, labels, instances, 0.5, 0.1),
+        )
     prototype_loss = losses.prototype_supcon_training_loss(w, 10, 0.1)
     combined = losses.combined_training_loss(0.5, 0.1)
     with count_host_syncs() as fast:
@@ -243,8 +283,14 @@ def test_public_losses_synchronise_and_the_fast_path_does_not():
 
 @pytest.mark.parametrize(
     "changes",
-    [dict(n_proto=10), dict(n_proto=10, anchors="all"), dict(n_proto=0), dict(augmentation="crop_flip"),
-     dict(loss="combined", alpha=0.5, batch_size=12), dict(loss="combined", alpha=0.5, variant="supcon", batch_size=12)],
+    [
+        dict(n_proto=10),
+        dict(n_proto=10, anchors="all"),
+        dict(n_proto=0),
+        dict(augmentation="crop_flip"),
+        dict(loss="combined", alpha=0.5, batch_size=12),
+        dict(loss="combined", alpha=0.5, variant="supcon", batch_size=12),
+    ],
     ids=["prototype", "prototype-all", "supcon", "crop_flip", "combined", "combined-supcon"],
 )
 def test_training_step_has_no_host_sync(fixture_root, monkeypatch, changes):
@@ -284,15 +330,23 @@ def test_final_geometry_is_float32_of_projector_and_backbone(fixture_root, tmp_p
     def heads(images):
         with torch.no_grad():
             h = network.backbone((images.double() / 255 - mean) / std)
-            return {"projector": torch.nn.functional.normalize(network.projector(h), dim=-1),
-                    "backbone": torch.nn.functional.normalize(h, dim=-1)}
+            return {
+                "projector": torch.nn.functional.normalize(network.projector(h), dim=-1),
+                "backbone": torch.nn.functional.normalize(h, dim=-1),
+            }
 
     train_z, test_z = heads(prepared.train.images), heads(prepared.test.images)
     target = torch.as_tensor(simplex.etf_gram(10))
     for head, measured in [("projector", result["final"]), ("backbone", result["final_backbone"])]:
-        reference, gram = evaluation.geometry_metrics(train_z[head], prepared.train.labels, test_z[head],
-                                                      prepared.test.labels, target, 10,
-                                                      simplex.minority_classes(10).tolist())
+        reference, gram = evaluation.geometry_metrics(
+            train_z[head],
+            prepared.train.labels,
+            test_z[head],
+            prepared.test.labels,
+            target,
+            10,
+            simplex.minority_classes(10).tolist(),
+        )
         for key in ("delta_g", "total_var", "within_var", "between_var"):
             assert measured[key] == pytest.approx(reference[key], abs=1e-5), (head, key)
         stored = result["gram" if head == "projector" else "gram_backbone"]

@@ -135,8 +135,10 @@ def test_symmetry_none_equals_full_with_non_exchangeable_prototypes():
     # A prototype Gram with no symmetry: every class is its own orbit.
     rng = np.random.default_rng(3)
     vectors = rng.standard_normal((3, 3))
-    gram = simplex.check_gram((vectors / np.linalg.norm(vectors, axis=1, keepdims=True)) @
-                              (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).T)
+    gram = simplex.check_gram(
+        (vectors / np.linalg.norm(vectors, axis=1, keepdims=True))
+        @ (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).T
+    )
     sizes = (3, 3, 3)
     reduced = exchangeable.certify_prototype(sizes, gram, 4, 0.3, "all")
     assert reduced.structure.orbits == ((0,), (1,), (2,))

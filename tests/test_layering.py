@@ -111,9 +111,15 @@ def private_uses(tree: ast.AST, modules: set[str]) -> list[tuple[int, str]]:
             found += [(node.lineno, f"{node.module}.{a.name}") for a in node.names if _is_private(a.name)]
         elif isinstance(node, ast.Attribute) and _is_private(node.attr) and target(node.value):
             found.append((node.lineno, f"{target(node.value)}.{node.attr}"))
-        elif (isinstance(node, ast.Call) and _dotted(node.func) in ("setattr", "getattr", "monkeypatch.setattr")
-              and len(node.args) >= 2 and target(node.args[0]) and isinstance(node.args[1], ast.Constant)
-              and isinstance(node.args[1].value, str) and _is_private(node.args[1].value)):
+        elif (
+            isinstance(node, ast.Call)
+            and _dotted(node.func) in ("setattr", "getattr", "monkeypatch.setattr")
+            and len(node.args) >= 2
+            and target(node.args[0])
+            and isinstance(node.args[1], ast.Constant)
+            and isinstance(node.args[1].value, str)
+            and _is_private(node.args[1].value)
+        ):
             found.append((node.lineno, f"{target(node.args[0])}.{node.args[1].value}"))
     return found
 
@@ -147,8 +153,10 @@ def test_no_module_uses_another_modules_private_names():
 def test_importing_theory_loads_no_torch_and_no_other_layer():
     """The same rule at run time, transitive imports included, in a fresh interpreter."""
     theory = sorted(name for name in MODULES if name.split(".")[0] == "theory")
-    code = (f"import sys\nfor name in {theory!r}:\n    __import__(name)\n"
-            "print(sorted({m.split('.')[0] for m in sys.modules}))")
+    code = (
+        f"import sys\nfor name in {theory!r}:\n    __import__(name)\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules}))"
+    )
     loaded = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     top_level = set(ast.literal_eval(loaded.stdout.strip()))
     assert "theory" in top_level
@@ -178,8 +186,14 @@ def f(monkeypatch):
 
 def test_layer_check_flags_torch_and_later_layers_in_theory():
     flagged = layer_violations(ast.parse(BAD_SOURCE), "theory")
-    assert flagged == ["2: torch", "3: simulate", "3: simulate.losses", "4: simulate.metrics",
-                       "9: empirical", "9: empirical.train"]
+    assert flagged == [
+        "2: torch",
+        "3: simulate",
+        "3: simulate.losses",
+        "4: simulate.metrics",
+        "9: empirical",
+        "9: empirical.train",
+    ]
     assert layer_violations(ast.parse(BAD_SOURCE), "proofs_checks") == []
     assert layer_violations(ast.parse("from theory import ssem\nimport numpy"), "theory") == []
 
@@ -187,5 +201,10 @@ def test_layer_check_flags_torch_and_later_layers_in_theory():
 def test_private_check_flags_every_form_of_use():
     modules = {"simulate.losses", "simulate.metrics", "theory.simplex", "theory.ssem", "empirical.train"}
     flagged = {use for _, use in private_uses(ast.parse(BAD_SOURCE), modules)}
-    assert flagged == {"theory.simplex._hidden", "simulate.losses._ids", "simulate.metrics._private",
-                       "theory.ssem._steps", "simulate.losses._embeddings"}
+    assert flagged == {
+        "theory.simplex._hidden",
+        "simulate.losses._ids",
+        "simulate.metrics._private",
+        "theory.ssem._steps",
+        "simulate.losses._embeddings",
+    }

@@ -106,9 +106,13 @@ def test_variances_and_gram_match_naive_with_an_absent_class():
 
 def test_leading_batch_dims():
     z = unit((2, 3, 12, 5), seed=8)
+
     def metrics(embeddings):
-        return (*variances(embeddings, IMBALANCED, 4), class_mean_gram(embeddings, IMBALANCED, 4),
-                nc1(embeddings, IMBALANCED, 4))
+        return (
+            *variances(embeddings, IMBALANCED, 4),
+            class_mean_gram(embeddings, IMBALANCED, 4),
+            nc1(embeddings, IMBALANCED, 4),
+        )
 
     batched = metrics(z)
     for i in range(2):
@@ -391,38 +395,114 @@ M3 = class_mean_gram(unit((6, 3), seed=48), torch.tensor([0, 0, 1, 1, 2, 2]), 3)
         (lambda: delta_g(torch.ones(3, 3, dtype=torch.int64), M3), r"^G must be a floating"),
         (lambda: delta_g(M3, torch.ones(2, 3, 4, dtype=torch.float64)), r"^G_target must be a floating"),
         (lambda: delta_g(torch.zeros(0, 0, dtype=torch.float64), M3), r"^G must have"),
-        (lambda: delta_g(M3.expand(1, 2, 3, 3), torch.eye(4, dtype=torch.float64)),
-         r"^G_target must be \(3, 3\) like G, got \(4, 4\)"),
-        (lambda: class_mean_gram(unit((4, 3), seed=1), torch.tensor([0, 0, 1, 1]), 4),
-         r"^labels must contain every class for class_mean_gram; classes \[2, 3\] have no sample"),
-        (lambda: nc1(unit((4, 3), seed=1), torch.tensor([0, 0, 1, 1]), 3),
-         r"^labels must contain every class for nc1; classes \[2\] have no sample"),
-        (lambda: ssem_distance(unit((8, 3), seed=1), *balanced_layout(2, 2, 2), 3),
-         r"^labels must contain every class for ssem_distance; classes \[2\] have no sample"),
-        (lambda: ssem_distance(unit((4, 3), seed=1), torch.zeros(4, dtype=torch.long), torch.tensor([0, 0, 1, 1]), 1),
-         r"^n_classes must be an integer >= 2"),
-        (lambda: ssem_distance(unit((4, 3), seed=1), torch.tensor([0, 0, 1, 1]), torch.zeros(4), 2),
-         r"^instances must be an integer tensor"),
-        (lambda: ssem_distance(unit((4, 3), seed=1), torch.tensor([0, 0, 1, 1]), torch.tensor([0, 1, 1, 2]), 2),
-         r"^instances must not span classes: views sharing an instance id must share a label$"),
-        (lambda: ncc_accuracy(unit((4, 3), seed=1), torch.zeros(4, dtype=torch.long), unit((2, 3), seed=2),
-                              torch.zeros(2, dtype=torch.long), 1), r"^n_classes must be an integer >= 2"),
-        (lambda: ncc_accuracy("z", torch.tensor([0, 1]), unit((2, 3), seed=2), torch.tensor([0, 1]), 2),
-         r"^z_train must be a floating tensor"),
-        (lambda: ncc_accuracy(unit((2, 3), seed=1), torch.tensor([0, 1]), "z", torch.tensor([0, 1]), 2),
-         r"^z_test must be a floating tensor"),
-        (lambda: ncc_accuracy(unit((2, 7, 4), seed=1), torch.tensor([0, 1] * 3 + [0]), unit((2, 5, 3), seed=2),
-                              torch.tensor([0, 1, 0, 1, 0]), 2), r"^z_test must have d = 4 like z_train"),
-        (lambda: ncc_accuracy(unit((3, 3), seed=1), torch.tensor([0, 0, 1]), unit((2, 3), seed=2),
-                              torch.tensor([0, 1]), 3), r"^labels must contain every class for ncc_accuracy \(y_train\)"),
-        (lambda: ncc_accuracy(unit((4, 3), seed=1), torch.tensor([0, 0, 1, 1]), unit((2, 3), seed=2),
-                              torch.tensor([0, 0]), 2, minority=[1]), r"^y_test has no sample of any minority class"),
-        (lambda: ncc_accuracy(unit((4, 3), seed=1), torch.tensor([0, 0, 1, 1]), unit((2, 3), seed=2),
-                              torch.tensor([1, 1]), 2, minority=[1]), r"^y_test has no sample of any majority class"),
-        (lambda: ncc_accuracy(unit((4, 3), seed=1), torch.tensor([0, 0, 1, 1]), unit((2, 3), seed=2),
-                              torch.tensor([0, 1]), 2, minority=[True]), r"^minority must be a collection of integer"),
-        (lambda: ncc_accuracy(unit((4, 3), seed=1), torch.tensor([0, 0, 1, 1]), unit((2, 3), seed=2),
-                              torch.tensor([0, 1]), 2, minority=[]), r"^minority must be distinct class ids"),
+        (
+            lambda: delta_g(M3.expand(1, 2, 3, 3), torch.eye(4, dtype=torch.float64)),
+            r"^G_target must be \(3, 3\) like G, got \(4, 4\)",
+        ),
+        (
+            lambda: class_mean_gram(unit((4, 3), seed=1), torch.tensor([0, 0, 1, 1]), 4),
+            r"^labels must contain every class for class_mean_gram; classes \[2, 3\] have no sample",
+        ),
+        (
+            lambda: nc1(unit((4, 3), seed=1), torch.tensor([0, 0, 1, 1]), 3),
+            r"^labels must contain every class for nc1; classes \[2\] have no sample",
+        ),
+        (
+            lambda: ssem_distance(unit((8, 3), seed=1), *balanced_layout(2, 2, 2), 3),
+            r"^labels must contain every class for ssem_distance; classes \[2\] have no sample",
+        ),
+        (
+            lambda: ssem_distance(
+                unit((4, 3), seed=1), torch.zeros(4, dtype=torch.long), torch.tensor([0, 0, 1, 1]), 1
+            ),
+            r"^n_classes must be an integer >= 2",
+        ),
+        (
+            lambda: ssem_distance(unit((4, 3), seed=1), torch.tensor([0, 0, 1, 1]), torch.zeros(4), 2),
+            r"^instances must be an integer tensor",
+        ),
+        (
+            lambda: ssem_distance(unit((4, 3), seed=1), torch.tensor([0, 0, 1, 1]), torch.tensor([0, 1, 1, 2]), 2),
+            r"^instances must not span classes: views sharing an instance id must share a label$",
+        ),
+        (
+            lambda: ncc_accuracy(
+                unit((4, 3), seed=1),
+                torch.zeros(4, dtype=torch.long),
+                unit((2, 3), seed=2),
+                torch.zeros(2, dtype=torch.long),
+                1,
+            ),
+            r"^n_classes must be an integer >= 2",
+        ),
+        (
+            lambda: ncc_accuracy("z", torch.tensor([0, 1]), unit((2, 3), seed=2), torch.tensor([0, 1]), 2),
+            r"^z_train must be a floating tensor",
+        ),
+        (
+            lambda: ncc_accuracy(unit((2, 3), seed=1), torch.tensor([0, 1]), "z", torch.tensor([0, 1]), 2),
+            r"^z_test must be a floating tensor",
+        ),
+        (
+            lambda: ncc_accuracy(
+                unit((2, 7, 4), seed=1),
+                torch.tensor([0, 1] * 3 + [0]),
+                unit((2, 5, 3), seed=2),
+                torch.tensor([0, 1, 0, 1, 0]),
+                2,
+            ),
+            r"^z_test must have d = 4 like z_train",
+        ),
+        (
+            lambda: ncc_accuracy(
+                unit((3, 3), seed=1), torch.tensor([0, 0, 1]), unit((2, 3), seed=2), torch.tensor([0, 1]), 3
+            ),
+            r"^labels must contain every class for ncc_accuracy \(y_train\)",
+        ),
+        (
+            lambda: ncc_accuracy(
+                unit((4, 3), seed=1),
+                torch.tensor([0, 0, 1, 1]),
+                unit((2, 3), seed=2),
+                torch.tensor([0, 0]),
+                2,
+                minority=[1],
+            ),
+            r"^y_test has no sample of any minority class",
+        ),
+        (
+            lambda: ncc_accuracy(
+                unit((4, 3), seed=1),
+                torch.tensor([0, 0, 1, 1]),
+                unit((2, 3), seed=2),
+                torch.tensor([1, 1]),
+                2,
+                minority=[1],
+            ),
+            r"^y_test has no sample of any majority class",
+        ),
+        (
+            lambda: ncc_accuracy(
+                unit((4, 3), seed=1),
+                torch.tensor([0, 0, 1, 1]),
+                unit((2, 3), seed=2),
+                torch.tensor([0, 1]),
+                2,
+                minority=[True],
+            ),
+            r"^minority must be a collection of integer",
+        ),
+        (
+            lambda: ncc_accuracy(
+                unit((4, 3), seed=1),
+                torch.tensor([0, 0, 1, 1]),
+                unit((2, 3), seed=2),
+                torch.tensor([0, 1]),
+                2,
+                minority=[],
+            ),
+            r"^minority must be distinct class ids",
+        ),
     ],
 )
 def test_error_messages_name_the_argument(call, message):

@@ -13,9 +13,10 @@ from simulate import optimize
 DIM = 3
 KAPPA = 8.0  # well width: neighbouring wells contribute e^{-8} at a well's centre
 #: Well depths per configuration (3 configurations x 6 wells at +e1, -e1, +e2, -e2, +e3, -e3).
-DEPTHS = torch.tensor([[1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
-                       [6.0, 1.0, 5.0, 2.0, 4.0, 3.0],
-                       [2.0, 2.5, 1.0, 4.5, 3.0, 1.5]], dtype=torch.float64)
+DEPTHS = torch.tensor(
+    [[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], [6.0, 1.0, 5.0, 2.0, 4.0, 3.0], [2.0, 2.5, 1.0, 4.5, 3.0, 1.5]],
+    dtype=torch.float64,
+)
 WELLS = torch.cat([torch.eye(DIM), -torch.eye(DIM)]).reshape(2, DIM, DIM).transpose(0, 1).reshape(2 * DIM, DIM)
 WELLS = WELLS.to(torch.float64)
 RESTARTS, SEED = 8, 4
@@ -48,8 +49,9 @@ def test_restarts_indexed_mode_keeps_the_best_too():
         cosines = z[:, 0, :] @ WELLS.T
         return -(DEPTHS[index] * torch.exp(KAPPA * (cosines - 1.0))).sum(-1)
 
-    indexed = optimize.minimize_with_restarts(indexed_loss, (len(DEPTHS),), 1, DIM, restarts=RESTARTS, seed=SEED,
-                                              indexed=True)
+    indexed = optimize.minimize_with_restarts(
+        indexed_loss, (len(DEPTHS),), 1, DIM, restarts=RESTARTS, seed=SEED, indexed=True
+    )
     full = optimize.minimize_with_restarts(wells_loss, (len(DEPTHS),), 1, DIM, restarts=RESTARTS, seed=SEED)
     np.testing.assert_allclose(indexed.loss.numpy(), full.loss.numpy(), rtol=1e-12)
     # The deepest well of each configuration is found (8 restarts over 6 wells): loss ~ -max depth.

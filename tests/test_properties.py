@@ -33,7 +33,6 @@ INVARIANT = {torch.float64: dict(rtol=1e-10, atol=1e-10)}
 SMALL_SIZES = [(m, n, p) for m in range(2, 7) for n in range(2, 7) for p in range(1, 4) if m * n * p <= 12]
 
 
-
 def _relative(a: float, b: float) -> float:
     return abs(a - b) / abs(b)
 
@@ -70,8 +69,15 @@ def test_closed_form_certificate_and_free_optimisation_agree(size, alpha, log_ta
     assert cert.ok
     labels, instances = losses.balanced_layout(m, n, p)
     free = optimize.minimize_with_restarts(
-        lambda z, index: losses.combined_loss(z, labels, instances, alpha, tau), (1,), m * n * p, m * n,
-        restarts=3, seed=seed, max_iter=1000, grad_tol=1e-8, indexed=True,
+        lambda z, index: losses.combined_loss(z, labels, instances, alpha, tau),
+        (1,),
+        m * n * p,
+        m * n,
+        restarts=3,
+        seed=seed,
+        max_iter=1000,
+        grad_tol=1e-8,
+        indexed=True,
     )
     assert _relative(cert.minimum, closed) < ROUTES
     assert _relative(float(free.loss[0]), closed) < ROUTES
@@ -100,8 +106,9 @@ def _permute_within_classes(z: torch.Tensor, m: int, n: int, p: int, generator: 
     tau=st.floats(0.05, 5.0),
     seed=st.integers(0, 2**16),
 )
-def test_combined_loss_and_metrics_invariant_under_rotation_and_within_class_permutation(size, extra_dim, alpha, tau,
-                                                                                         seed):
+def test_combined_loss_and_metrics_invariant_under_rotation_and_within_class_permutation(
+    size, extra_dim, alpha, tau, seed
+):
     m, n, p = size
     dim = m + extra_dim
     labels, instances = losses.balanced_layout(m, n, p)
@@ -109,16 +116,21 @@ def test_combined_loss_and_metrics_invariant_under_rotation_and_within_class_per
     rotation = torch.from_numpy(simplex.random_rotation(dim, seed))
     moved = _permute_within_classes(z @ rotation.T, m, n, p, torch.Generator().manual_seed(seed))
     for variant in ("instance", "supcon") if p >= 2 else ("instance",):
-        _close(losses.combined_loss(moved, labels, instances, alpha, tau, variant),
-               losses.combined_loss(z, labels, instances, alpha, tau, variant))
+        _close(
+            losses.combined_loss(moved, labels, instances, alpha, tau, variant),
+            losses.combined_loss(z, labels, instances, alpha, tau, variant),
+        )
     _close(torch.stack(list(metrics.variances(moved, labels, m))), torch.stack(list(metrics.variances(z, labels, m))))
     gram = metrics.class_mean_gram(z, labels, m)
     _close(metrics.class_mean_gram(moved, labels, m), gram)
-    _close(metrics.delta_g(metrics.class_mean_gram(moved, labels, m), simplex.etf_gram(m)),
-           metrics.delta_g(gram, simplex.etf_gram(m)))
+    _close(
+        metrics.delta_g(metrics.class_mean_gram(moved, labels, m), simplex.etf_gram(m)),
+        metrics.delta_g(gram, simplex.etf_gram(m)),
+    )
     _close(metrics.nc1(moved, labels, m), metrics.nc1(z, labels, m))
-    for after, before in zip(metrics.ssem_distance(moved, labels, instances, m),
-                             metrics.ssem_distance(z, labels, instances, m)):
+    for after, before in zip(
+        metrics.ssem_distance(moved, labels, instances, m), metrics.ssem_distance(z, labels, instances, m)
+    ):
         _close(after, before)
 
 
@@ -131,8 +143,9 @@ def test_combined_loss_and_metrics_invariant_under_rotation_and_within_class_per
     tau=st.floats(0.05, 5.0),
     seed=st.integers(0, 2**16),
 )
-def test_imbalanced_losses_invariant_under_rotation_and_within_class_permutation(class_sizes, extra_dim, n_proto,
-                                                                                 anchors, tau, seed):
+def test_imbalanced_losses_invariant_under_rotation_and_within_class_permutation(
+    class_sizes, extra_dim, n_proto, anchors, tau, seed
+):
     m = len(class_sizes)
     dim = m + extra_dim
     labels = torch.repeat_interleave(torch.arange(m), torch.tensor(class_sizes))
@@ -143,10 +156,13 @@ def test_imbalanced_losses_invariant_under_rotation_and_within_class_permutation
     order = torch.cat([start + torch.randperm(size, generator=generator) for start, size in zip(starts, class_sizes)])
     moved, turned = (z @ rotation.T)[order], prototypes @ rotation.T  # labels[order] == labels
     _close(losses.supcon_loss(moved, labels, tau), losses.supcon_loss(z, labels, tau))
-    _close(losses.prototype_supcon_loss(moved, labels, turned, n_proto, tau, anchors),
-           losses.prototype_supcon_loss(z, labels, prototypes, n_proto, tau, anchors))
-    _close(losses.fixed_classifier_ce(moved, labels, turned, tau),
-           losses.fixed_classifier_ce(z, labels, prototypes, tau))
+    _close(
+        losses.prototype_supcon_loss(moved, labels, turned, n_proto, tau, anchors),
+        losses.prototype_supcon_loss(z, labels, prototypes, n_proto, tau, anchors),
+    )
+    _close(
+        losses.fixed_classifier_ce(moved, labels, turned, tau), losses.fixed_classifier_ce(z, labels, prototypes, tau)
+    )
     _close(torch.stack(list(metrics.variances(moved, labels, m))), torch.stack(list(metrics.variances(z, labels, m))))
     _close(metrics.class_mean_gram(moved, labels, m), metrics.class_mean_gram(z, labels, m))
 
@@ -158,8 +174,12 @@ def test_imbalanced_losses_invariant_under_rotation_and_within_class_permutation
 
 @settings(max_examples=25, deadline=None)
 @given(
-    m=st.integers(2, 6), n=st.integers(2, 5), p=st.integers(1, 3), beta=st.floats(0.0, 1.0),
-    extra_dim=st.integers(0, 4), seed=st.integers(0, 2**16),
+    m=st.integers(2, 6),
+    n=st.integers(2, 5),
+    p=st.integers(1, 3),
+    beta=st.floats(0.0, 1.0),
+    extra_dim=st.integers(0, 4),
+    seed=st.integers(0, 2**16),
 )
 def test_metrics_of_an_ssem_construction_are_exact(m, n, p, beta, extra_dim, seed):
     dim = m * n - 1 + extra_dim
@@ -203,19 +223,24 @@ def _empirical_inputs(m: int, per_class: int, dim: int, seed: int):
 def test_empirical_evaluation_calls_simulate_metrics(monkeypatch):
     calls = _spy(monkeypatch, metrics, EMPIRICAL_METRICS)
     z_train, y_train, z_test, y_test = _empirical_inputs(4, 3, 6, seed=5)
-    evaluation.geometry_metrics(z_train, y_train, z_test, y_test, torch.from_numpy(simplex.etf_gram(4)), 4,
-                                minority=[2, 3])
+    evaluation.geometry_metrics(
+        z_train, y_train, z_test, y_test, torch.from_numpy(simplex.etf_gram(4)), 4, minority=[2, 3]
+    )
     assert all(calls[name] >= 1 for name in EMPIRICAL_METRICS), calls
 
 
 def test_empirical_evaluation_reports_what_simulate_metrics_returns(monkeypatch):
     # A within-class variance no real embedding has: the record must carry it through unchanged.
-    sentinel = metrics.Variances(torch.tensor(0.125, dtype=torch.float64), torch.tensor(-7.0, dtype=torch.float64),
-                                 torch.tensor(7.125, dtype=torch.float64))
+    sentinel = metrics.Variances(
+        torch.tensor(0.125, dtype=torch.float64),
+        torch.tensor(-7.0, dtype=torch.float64),
+        torch.tensor(7.125, dtype=torch.float64),
+    )
     monkeypatch.setattr(metrics, "variances", lambda z, labels, n_classes: sentinel)
     z_train, y_train, z_test, y_test = _empirical_inputs(3, 4, 5, seed=6)
-    record, _ = evaluation.geometry_metrics(z_train, y_train, z_test, y_test, torch.from_numpy(simplex.etf_gram(3)), 3,
-                                            minority=[2])
+    record, _ = evaluation.geometry_metrics(
+        z_train, y_train, z_test, y_test, torch.from_numpy(simplex.etf_gram(3)), 3, minority=[2]
+    )
     assert (record["total_var"], record["within_var"], record["between_var"]) == (0.125, -7.0, 7.125)
 
 
@@ -247,15 +272,17 @@ def test_empirical_metrics_of_an_ssem_construction_are_exact(m, n, beta, seed):
     z = torch.from_numpy(ssem.embeddings(m, n, p, dim, beta, seed=seed).reshape(m * n * p, dim))
     labels = losses.balanced_layout(m, n, p)[0]
     target = torch.from_numpy(simplex.etf_gram(m))
-    record, _ = evaluation.geometry_metrics(z, labels, z, labels, target, m,
-                                            minority=simplex.minority_classes(m).tolist())
+    record, _ = evaluation.geometry_metrics(
+        z, labels, z, labels, target, m, minority=simplex.minority_classes(m).tolist()
+    )
     assert abs(record["total_var"] - 1.0) < EXACT
     assert abs(record["between_var"] - beta) < EXACT
     assert abs(record["within_var"] - (1.0 - beta)) < EXACT
 
 
-@pytest.mark.parametrize("loss, name", [("combined", "combined_training_loss"),
-                                        ("prototype", "prototype_supcon_training_loss")])
+@pytest.mark.parametrize(
+    "loss, name", [("combined", "combined_training_loss"), ("prototype", "prototype_supcon_training_loss")]
+)
 def test_empirical_training_loss_is_simulate_losses(monkeypatch, loss, name):
     calls = _spy(monkeypatch, losses, [name])
     config = train.TrainConfig(loss=loss, alpha=0.3, n_proto=5, tau=0.4)

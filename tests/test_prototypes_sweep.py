@@ -32,8 +32,15 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.mark.parametrize(
     "m, majority, ratio, expected",
-    [(4, 10, 1, (10, 10, 10, 10)), (5, 10, 10, (10, 10, 10, 1, 1)), (4, 100, 100, (100, 100, 1, 1)),
-     (4, 10, 3, (10, 10, 3, 3)), (4, 10, 4, (10, 10, 2, 2)), (4, 10, 20, (10, 10, 1, 1)), (4, 10, 21, (10, 10, 1, 1))],
+    [
+        (4, 10, 1, (10, 10, 10, 10)),
+        (5, 10, 10, (10, 10, 10, 1, 1)),
+        (4, 100, 100, (100, 100, 1, 1)),
+        (4, 10, 3, (10, 10, 3, 3)),
+        (4, 10, 4, (10, 10, 2, 2)),
+        (4, 10, 20, (10, 10, 1, 1)),
+        (4, 10, 21, (10, 10, 1, 1)),
+    ],
 )
 def test_class_sizes_follow_the_step_convention(m, majority, ratio, expected):
     sizes = sweep.class_sizes(m, majority, ratio)
@@ -49,8 +56,11 @@ def test_class_sizes_errors(ratio, match):
 
 @pytest.mark.parametrize(
     "geometry, gram",
-    [("etf", simplex.etf_gram(4)), ("orthogonal", np.eye(4)),
-     ("minority-spread:0.3", simplex.minority_spread_gram(4, 0.3))],
+    [
+        ("etf", simplex.etf_gram(4)),
+        ("orthogonal", np.eye(4)),
+        ("minority-spread:0.3", simplex.minority_spread_gram(4, 0.3)),
+    ],
 )
 def test_prototype_vectors_have_the_named_gram(geometry, gram):
     W = sweep.prototype_vectors(geometry, 4, 6, seed=1)
@@ -67,9 +77,12 @@ def test_prototype_vectors_from_a_gram_file(tmp_path):
 
 @pytest.mark.parametrize(
     "matrix, match",
-    [(np.array([[1, 0.9, -0.9], [0.9, 1, 0.9], [-0.9, 0.9, 1.0]]), "positive semidefinite"),
-     (2 * np.eye(3), "unit diagonal"), (np.eye(4), r"\(3, 3\)"),
-     (np.array([[1, 0.5, 0], [0.2, 1, 0], [0, 0, 1.0]]), "symmetric")],
+    [
+        (np.array([[1, 0.9, -0.9], [0.9, 1, 0.9], [-0.9, 0.9, 1.0]]), "positive semidefinite"),
+        (2 * np.eye(3), "unit diagonal"),
+        (np.eye(4), r"\(3, 3\)"),
+        (np.array([[1, 0.5, 0], [0.2, 1, 0], [0, 0, 1.0]]), "symmetric"),
+    ],
 )
 def test_prototype_vectors_reject_bad_gram_files(tmp_path, matrix, match):
     np.save(tmp_path / "g.npy", matrix)
@@ -79,9 +92,14 @@ def test_prototype_vectors_reject_bad_gram_files(tmp_path, matrix, match):
 
 @pytest.mark.parametrize(
     "geometry, dim, match",
-    [("etf", 2, "dim"), ("orthogonal", 3, "dim"), ("minority-spread:1.5", 5, "spread"),
-     ("minority-spread:x", 5, "number"),
-     ("gram:/no/such/file.npy", 5, "cannot be read"), ("simplex", 5, "geometry must be")],
+    [
+        ("etf", 2, "dim"),
+        ("orthogonal", 3, "dim"),
+        ("minority-spread:1.5", 5, "spread"),
+        ("minority-spread:x", 5, "number"),
+        ("gram:/no/such/file.npy", 5, "cannot be read"),
+        ("simplex", 5, "geometry must be"),
+    ],
 )
 def test_prototype_vectors_errors(geometry, dim, match):
     with pytest.raises(ValueError, match=match):
@@ -172,8 +190,20 @@ def test_limit_convergence_curve_is_bounded_by_c_over_n():
 # Command line
 # ---------------------------------------------------------------------------
 
-SMALL = ["--m", "3", "--majority-size", "4", "--imbalance", "1,4", "--n-proto", "0,10", "--dim", "4",
-         "--certify-max-vectors", "12"]
+SMALL = [
+    "--m",
+    "3",
+    "--majority-size",
+    "4",
+    "--imbalance",
+    "1,4",
+    "--n-proto",
+    "0,10",
+    "--dim",
+    "4",
+    "--certify-max-vectors",
+    "12",
+]
 
 
 def test_command_line_writes_its_outputs(tmp_path, capsys):
@@ -195,16 +225,30 @@ def test_command_line_writes_its_outputs(tmp_path, capsys):
 
 @pytest.mark.parametrize(
     "arguments, message",
-    [(["--n-proto", "0,-1"], "--n-proto"), (["--imbalance", "0.5"], "--imbalance"),
-     (["--majority-size", "5000"], "--route certificate"), (["--route", "exact"], "--route"),
-     (["--geometry", "etf", "--dim", "1"], "--geometry"), (["--geometry", "gram:/no/such.npy"], "cannot be read"),
-     (["--tau", "0"], "--tau"), (["--n-proto", "x"], "--n-proto"), (["--batch-size", "1"], "--batch-size"),
-     (["--batch-size", "100"], "--batch-size"), (["--anchors", "some"], "--anchors"),
-     (["--seed", "99999999999999999999999"], "--seed"), (["--seed", "-1"], "--seed"),
-     (["--R", "1,1"], "must not repeat"), (["--n-proto", "10,10"], "--n-proto"), (["--n-proto", "0", "10"], "10"),
-     (["--tau", "1e-5"], "--tau"), (["--tau", "1e4"], "--tau"), (["--tau", "inf"], "--tau"),
-     (["--m", "1000", "--dim", "1000"], "--route certificate"), (["--max-iter", "0"], "--max-iter"),
-     (["--bogus", "1"], "--bogus")],
+    [
+        (["--n-proto", "0,-1"], "--n-proto"),
+        (["--imbalance", "0.5"], "--imbalance"),
+        (["--majority-size", "5000"], "--route certificate"),
+        (["--route", "exact"], "--route"),
+        (["--geometry", "etf", "--dim", "1"], "--geometry"),
+        (["--geometry", "gram:/no/such.npy"], "cannot be read"),
+        (["--tau", "0"], "--tau"),
+        (["--n-proto", "x"], "--n-proto"),
+        (["--batch-size", "1"], "--batch-size"),
+        (["--batch-size", "100"], "--batch-size"),
+        (["--anchors", "some"], "--anchors"),
+        (["--seed", "99999999999999999999999"], "--seed"),
+        (["--seed", "-1"], "--seed"),
+        (["--R", "1,1"], "must not repeat"),
+        (["--n-proto", "10,10"], "--n-proto"),
+        (["--n-proto", "0", "10"], "10"),
+        (["--tau", "1e-5"], "--tau"),
+        (["--tau", "1e4"], "--tau"),
+        (["--tau", "inf"], "--tau"),
+        (["--m", "1000", "--dim", "1000"], "--route certificate"),
+        (["--max-iter", "0"], "--max-iter"),
+        (["--bogus", "1"], "--bogus"),
+    ],
 )
 def test_command_line_bad_input_exits_2_with_one_line(tmp_path, capsys, arguments, message):
     out = tmp_path / "never"
@@ -250,16 +294,24 @@ def test_help_shows_every_default_in_input_syntax(capsys):
         prototypes_command.parse(["--help"])
     assert exit_info.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
-    for shown in ("--imbalance IMBALANCE, --R IMBALANCE", "(default: 1.0,2.0,10.0)", "(default: 0,1,10,100,1000)",
-                  "(default: none)", "(default: 1e-09)", "(default: results/prototypes)", "(default: data)"):
+    for shown in (
+        "--imbalance IMBALANCE, --R IMBALANCE",
+        "(default: 1.0,2.0,10.0)",
+        "(default: 0,1,10,100,1000)",
+        "(default: none)",
+        "(default: 1e-09)",
+        "(default: results/prototypes)",
+        "(default: data)",
+    ):
         assert shown in text
     assert text.count("(default:") == len(prototypes_command.Config.__dataclass_fields__)
     assert "(" + "1.0, " not in text  # no Python tuples
 
 
 def test_R_is_an_alias_of_imbalance(tmp_path):
-    config = prototypes_command.parse(["--R", "100", "--n-proto", "0", "--route", "certificate",
-                                       "--out", str(tmp_path / "o")])
+    config = prototypes_command.parse(
+        ["--R", "100", "--n-proto", "0", "--route", "certificate", "--out", str(tmp_path / "o")]
+    )
     assert config.imbalance == (100.0,) and not (tmp_path / "o").exists()
 
 
@@ -280,8 +332,7 @@ def test_rerun_replaces_the_whole_set_and_records_its_command(tmp_path, capsys):
     assert "criteria hold, exit 0" in capsys.readouterr().out
     (out / "stale.png").write_text("another configuration")
     assert prototypes_command.main([*SMALL[:-2], "--n-proto", "5", "--out", str(out)]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["deltag.png", "limit_gap.png", "prototypes.csv",
-                                                      "prototypes.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["deltag.png", "limit_gap.png", "prototypes.csv", "prototypes.json"]
     assert [p.name for p in tmp_path.iterdir()] == ["run"]  # no staging or retired folder left
     record = json.loads((out / "prototypes.json").read_text())
     assert record["config"]["n_proto"] == [5] and record["criteria"]["passed"] is True
@@ -289,12 +340,58 @@ def test_rerun_replaces_the_whole_set_and_records_its_command(tmp_path, capsys):
     assert (out / "prototypes.json").stat().st_mode & 0o777 == 0o666 & ~cli.current_umask()
 
 
-FUZZ_FLAGS = ["--m", "--majority-size", "--imbalance", "--R", "--n-proto", "--dim", "--tau", "--anchors", "--geometry",
-              "--batch-size", "--steps", "--lr", "--start", "--restarts", "--max-iter", "--grad-tol",
-              "--certify-max-vectors", "--route", "--seed", "--threads", "--bogus"]
-FUZZ_VALUES = ["0", "1", "-1", "2", "3", "0.5", "1e-5", "1e300", "nan", "inf", "x", "", "1,1", "0,10", "1,,2", "none",
-               "data", "all", "etf", "orthogonal", "minority-spread:2", "gram:/no/file.npy", "certificate", "optimise",
-               "clustered", "99999999999999999999", "2001"]
+FUZZ_FLAGS = [
+    "--m",
+    "--majority-size",
+    "--imbalance",
+    "--R",
+    "--n-proto",
+    "--dim",
+    "--tau",
+    "--anchors",
+    "--geometry",
+    "--batch-size",
+    "--steps",
+    "--lr",
+    "--start",
+    "--restarts",
+    "--max-iter",
+    "--grad-tol",
+    "--certify-max-vectors",
+    "--route",
+    "--seed",
+    "--threads",
+    "--bogus",
+]
+FUZZ_VALUES = [
+    "0",
+    "1",
+    "-1",
+    "2",
+    "3",
+    "0.5",
+    "1e-5",
+    "1e300",
+    "nan",
+    "inf",
+    "x",
+    "",
+    "1,1",
+    "0,10",
+    "1,,2",
+    "none",
+    "data",
+    "all",
+    "etf",
+    "orthogonal",
+    "minority-spread:2",
+    "gram:/no/file.npy",
+    "certificate",
+    "optimise",
+    "clustered",
+    "99999999999999999999",
+    "2001",
+]
 
 
 @settings(max_examples=150, deadline=None)
@@ -314,9 +411,29 @@ def test_sigint_ends_the_sweep_with_one_line_and_no_result(tmp_path):
     out.mkdir()
     (out / "prototypes.json").write_text("previous run")
     # A sweep of minutes (tight tolerance, many iterations); SIGINT arrives once it is under way.
-    command = [sys.executable, "-m", "simulate.prototypes", "--m", "10", "--majority-size", "60", "--R", "1",
-               "--n-proto", "0,1,10,100", "--dim", "32", "--max-iter", "100000", "--grad-tol", "1e-300",
-               "--certify-max-vectors", "0", "--out", str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "simulate.prototypes",
+        "--m",
+        "10",
+        "--majority-size",
+        "60",
+        "--R",
+        "1",
+        "--n-proto",
+        "0,1,10,100",
+        "--dim",
+        "32",
+        "--max-iter",
+        "100000",
+        "--grad-tol",
+        "1e-300",
+        "--certify-max-vectors",
+        "0",
+        "--out",
+        str(out),
+    ]
     imports = time.perf_counter()
     subprocess.run([sys.executable, "-c", "import simulate.prototypes_command"], check=True, timeout=120)
     imports = time.perf_counter() - imports
@@ -326,8 +443,9 @@ def test_sigint_ends_the_sweep_with_one_line_and_no_result(tmp_path):
     process.send_signal(signal.SIGINT)
     output, error = process.communicate(timeout=120)
     assert process.returncode == 130, error
-    assert error.strip().splitlines() == ["python -m simulate.prototypes: interrupted by SIGINT; no partial result "
-                                          "was published"]
+    assert error.strip().splitlines() == [
+        "python -m simulate.prototypes: interrupted by SIGINT; no partial result was published"
+    ]
     assert output == ""
     assert [p.name for p in tmp_path.iterdir()] == ["run"]
     assert [p.name for p in out.iterdir()] == ["prototypes.json"]
@@ -357,8 +475,27 @@ def test_benchmark_naive_loss_equals_the_reduced_loss(monkeypatch):
 def test_certificate_route_at_paper_size(tmp_path):
     # Every cell is the exchangeable certificate: exact at majority 5000, where free optimisation refuses.
     out = tmp_path / "out"
-    assert prototypes_command.main(["--route", "certificate", "--m", "4", "--majority-size", "5000", "--imbalance", "1,100",
-                       "--n-proto", "0,100", "--tau", "0.2", "--out", str(out)]) == 0
+    assert (
+        prototypes_command.main(
+            [
+                "--route",
+                "certificate",
+                "--m",
+                "4",
+                "--majority-size",
+                "5000",
+                "--imbalance",
+                "1,100",
+                "--n-proto",
+                "0,100",
+                "--tau",
+                "0.2",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     record = json.loads((out / "prototypes.json").read_text())
     assert "limit gap" in record["summary"]["not_computed"]
     cells = {(c["imbalance"], c["n_proto"]): c for c in record["cells"]}

@@ -162,8 +162,11 @@ def test_symbolic_derivation_detects_a_wrong_count():
     import sympy as sp
 
     tau, n_w, u0, u1 = sp.symbols("tau n_w u0 u1", positive=True)
-    groups = [prototypes_symbolic.copies(n_w, u0, tau, False), prototypes_symbolic.copies(n_w, u1, tau, False),
-              prototypes_symbolic.PairGroup(1, sp.Symbol("S"), sp.Symbol("E", positive=True))]
+    groups = [
+        prototypes_symbolic.copies(n_w, u0, tau, False),
+        prototypes_symbolic.copies(n_w, u1, tau, False),
+        prototypes_symbolic.PairGroup(1, sp.Symbol("S"), sp.Symbol("E", positive=True)),
+    ]
     ce = -u0 / tau + sp.log(sp.exp(u0 / tau) + sp.exp(u1 / tau))
     wrong = prototypes_symbolic.anchor_loss(groups, tau) - sp.log(n_w) - ce
     assert prototypes_symbolic.expansion(wrong, n_w)[0] != 0
@@ -277,8 +280,10 @@ def test_errors(call, match):
         (lambda: prototypes.prototype_loss_from_counts(Z, LABELS, W, -1, 0.5), r"^n_proto must be an integer >= 0"),
         (lambda: prototypes.prototype_loss_from_counts(Z, LABELS, W, [2, True], 0.5), r"^n_proto must be an integer"),
         (lambda: prototypes.prototype_loss_from_counts(Z, LABELS, W, 1, 0.5, "some"), r"^anchors must be one of"),
-        (lambda: prototypes.prototype_loss_from_counts(Z[[0, 2, 4]], np.array([0, 1, 2]), W, 0, 0.5),
-         r"^no anchor has a positive \(every class has one sample and n_proto = 0\)$"),
+        (
+            lambda: prototypes.prototype_loss_from_counts(Z[[0, 2, 4]], np.array([0, 1, 2]), W, 0, 0.5),
+            r"^no anchor has a positive \(every class has one sample and n_proto = 0\)$",
+        ),
         (lambda: prototypes.uniform_gap_bound_constant((2, "a", 1), W, 0.5), r"^class_sizes\[1\] must be an integer"),
         (lambda: prototypes.uniform_gap_bound_constant((2, 2), np.eye(3, 5), 0.5), r"^class_sizes must give m = 3 "),
     ],
@@ -290,9 +295,13 @@ def test_error_messages_name_the_argument(call, message):
 
 def test_defaults_are_the_data_anchors():
     z, labels, w = problem(SIZES["imbalanced"])
-    np.testing.assert_array_equal(prototypes.gap(z, labels, w, [1, 7], 0.5), prototypes.gap(z, labels, w, [1, 7], 0.5, "data"))
-    np.testing.assert_array_equal(prototypes.prototype_loss_from_counts(z, labels, w, 3, 0.5),
-                                  prototypes.prototype_loss_from_counts(z, labels, w, 3, 0.5, "data"))
+    np.testing.assert_array_equal(
+        prototypes.gap(z, labels, w, [1, 7], 0.5), prototypes.gap(z, labels, w, [1, 7], 0.5, "data")
+    )
+    np.testing.assert_array_equal(
+        prototypes.prototype_loss_from_counts(z, labels, w, 3, 0.5),
+        prototypes.prototype_loss_from_counts(z, labels, w, 3, 0.5, "data"),
+    )
 
 
 @pytest.mark.parametrize("anchors", ["data", "all"])
@@ -314,8 +323,11 @@ def test_uniform_gap_bound_constant_is_its_stated_formula():
     sizes, tau = (4, 0, 2), 0.7
     labels = np.repeat(np.arange(3), sizes)
     n = len(labels)
-    terms = [(sizes[y] - 1) * (np.linalg.norm(w[y]) + 1) / tau
-             + (n - 1) * math.exp((1 + np.linalg.norm(w.mean(axis=0))) / tau) / 3 for y in labels]
+    terms = [
+        (sizes[y] - 1) * (np.linalg.norm(w[y]) + 1) / tau
+        + (n - 1) * math.exp((1 + np.linalg.norm(w.mean(axis=0))) / tau) / 3
+        for y in labels
+    ]
     assert prototypes.uniform_gap_bound_constant(sizes, w, tau) == pytest.approx(sum(terms) / n, rel=1e-13)
     # a single sample in all is allowed (sizes >= 0, positive sum)
     assert prototypes.uniform_gap_bound_constant((1, 0, 0), w, tau) == pytest.approx(0.0, abs=0.0)
@@ -347,8 +359,10 @@ def test_limit_gram_forwards_its_options(monkeypatch):
         seen.append((anchors, restarts, seed))
         return np.eye(2)
 
-    expected_defaults = tuple(inspect.signature(prototypes.limit_minimisers).parameters[name].default
-                              for name in ("anchors", "restarts", "seed"))
+    expected_defaults = tuple(
+        inspect.signature(prototypes.limit_minimisers).parameters[name].default
+        for name in ("anchors", "restarts", "seed")
+    )
     monkeypatch.setattr(prototypes, "limit_minimisers", fake)
     prototypes.limit_gram(np.eye(2), 0.5)
     prototypes.limit_gram(np.eye(2), 0.5, "all", 7, 11)
@@ -358,8 +372,10 @@ def test_limit_gram_forwards_its_options(monkeypatch):
 def _riemannian_gradient(objective, h, eps=1e-6):
     """Central differences of objective along an orthonormal basis of the tangent space at unit h."""
     basis = np.linalg.svd(np.eye(len(h)) - np.outer(h, h))[0][:, : len(h) - 1]
-    steps = [(objective(np.cos(eps) * h + np.sin(eps) * v) - objective(np.cos(eps) * h - np.sin(eps) * v)) / (2 * eps)
-             for v in basis.T]
+    steps = [
+        (objective(np.cos(eps) * h + np.sin(eps) * v) - objective(np.cos(eps) * h - np.sin(eps) * v)) / (2 * eps)
+        for v in basis.T
+    ]
     return np.linalg.norm(steps)
 
 
@@ -370,6 +386,7 @@ def test_limit_minimisers_are_stationary_for_their_own_objective(anchors):
     h = prototypes.limit_minimisers(w, 0.5, anchors)
     rng = np.random.default_rng(0)
     for y in range(4):
+
         def objective(x, y=y):
             return float(prototypes.limit_objective(x, y, w, 0.5, anchors))
 
@@ -419,8 +436,10 @@ def test_limit_minimisers_random_starts_follow_the_seed(monkeypatch):
         (lambda: prototypes.limit_objective(W[0], -1, W, 0.5), r"^label must be an integer >= 0"),
         (lambda: prototypes.limit_objective(W[0], 3, np.eye(3, 5), 0.5), r"^label must lie in \[0, 3\), got 3"),
         (lambda: prototypes.etf_ce_minimum(1, 0.5), r"^n_classes must be an integer >= 2"),
-        (lambda: prototypes.jensen_candidate(np.array([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0]])),
-         r"^prototypes must not have w_y equal to the mean of the other prototypes$"),
+        (
+            lambda: prototypes.jensen_candidate(np.array([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0]])),
+            r"^prototypes must not have w_y equal to the mean of the other prototypes$",
+        ),
     ],
 )
 def test_more_error_messages_name_the_argument(call, message):

@@ -17,13 +17,16 @@ def test_agreement_is_two_sided_and_nan_breaks_it():
     assert not Agreement("nan", math.nan, 1.0, 1.0).holds
 
 
-@pytest.mark.parametrize("failures, unsettled, agreements, expected", [
-    ([], [], [CLOSE], "holds"),
-    (["claim false here"], [], [CLOSE], "fails"),
-    (["claim false here"], ["optimiser not converged at tau = 0.1"], [CLOSE], "inconclusive"),
-    (["claim false here"], [], [FAR], "inconclusive"),
-    ([], [], [FAR], "inconclusive"),
-])
+@pytest.mark.parametrize(
+    "failures, unsettled, agreements, expected",
+    [
+        ([], [], [CLOSE], "holds"),
+        (["claim false here"], [], [CLOSE], "fails"),
+        (["claim false here"], ["optimiser not converged at tau = 0.1"], [CLOSE], "inconclusive"),
+        (["claim false here"], [], [FAR], "inconclusive"),
+        ([], [], [FAR], "inconclusive"),
+    ],
+)
 def test_verdict_order(failures, unsettled, agreements, expected):
     result = verdict({"x": 1}, failures, unsettled=unsettled, agreements=agreements)
     assert result.verdict == expected

@@ -43,7 +43,9 @@ def test_pair_counts_match_enumeration(variant, m, n, p):
 
 
 @pytest.mark.parametrize("variant", ["instance", "supcon"])
-@pytest.mark.parametrize("field, index", [("denominator", 0), ("denominator", 1), ("denominator", 2), ("sup_positives", 2)])
+@pytest.mark.parametrize(
+    "field, index", [("denominator", 0), ("denominator", 1), ("denominator", 2), ("sup_positives", 2)]
+)
 def test_one_wrong_pair_count_changes_the_derived_threshold(variant, field, index):
     """The derivation depends on every count: one count off by one no longer gives the stated alpha*."""
     from proofs_checks.test_b1_closed_forms import STATED_ALPHA_STAR
@@ -120,7 +122,9 @@ def test_embeddings_have_the_ssem_gram(m, n, p, beta, seed):
     gram = np.einsum("ijkd,abcd->ijkabc", z, z)
     s_w, s_b = ssem.ssem_gram_entries(beta, m, n)
     same_class = np.arange(m)[:, None, None, None, None, None] == np.arange(m)[None, None, None, :, None, None]
-    same_instance = same_class & (np.arange(n)[None, :, None, None, None, None] == np.arange(n)[None, None, None, None, :, None])
+    same_instance = same_class & (
+        np.arange(n)[None, :, None, None, None, None] == np.arange(n)[None, None, None, None, :, None]
+    )
     expected = np.where(same_instance, 1.0, np.where(same_class, s_w, s_b))
     np.testing.assert_allclose(gram, np.broadcast_to(expected, gram.shape), atol=1e-12)
 
@@ -158,7 +162,10 @@ def test_guideline_audit_finds_the_design_counterexample():
         (lambda: ssem.optimal_beta("a", 1.0, 3, 4), "alpha must be a real number"),
         (lambda: ssem.restricted_loss(1.2, 0.5, 1.0, 3, 4), r"beta must lie in \[0, 1\]"),
         (lambda: ssem.tau_star(2.0, 3, 4), r"alpha must lie in \[0, 1\]"),
-        (lambda: ssem.embeddings(3, 4, 2, 10, 0.5), "dim must be >= n_classes \\* n_per_class - 1 = 11 for SSEM, got 10"),
+        (
+            lambda: ssem.embeddings(3, 4, 2, 10, 0.5),
+            "dim must be >= n_classes \\* n_per_class - 1 = 11 for SSEM, got 10",
+        ),
         (lambda: ssem.embeddings(3, 4, 2, 11, 1.5), r"beta must lie in \[0, 1\]"),
         (lambda: ssem.embeddings(3, 4, 0, 11, 0.5), "n_views must be an integer >= 1"),
         (lambda: ssem.small_tau_within(0.5, 0.1, 1), "n_per_class must be an integer >= 2"),
@@ -179,8 +186,15 @@ def test_tau_star_interior_solves_alpha_star_of_tau_equal_alpha(m, n, alpha):
     """tau*(alpha) is the root of alpha*(tau) = alpha, found here by bracketing in log tau (brentq)."""
     from scipy.optimize import brentq
 
-    root = np.exp(brentq(lambda log_tau: ssem.alpha_star(np.exp(log_tau), m, n) - alpha, np.log(1e-3), np.log(1e3),
-                         xtol=1e-14, rtol=1e-14))
+    root = np.exp(
+        brentq(
+            lambda log_tau: ssem.alpha_star(np.exp(log_tau), m, n) - alpha,
+            np.log(1e-3),
+            np.log(1e3),
+            xtol=1e-14,
+            rtol=1e-14,
+        )
+    )
     assert ssem.tau_star(alpha, m, n) == pytest.approx(root, rel=1e-9)
 
 
@@ -206,8 +220,14 @@ def test_small_tau_within_is_the_asymptote_of_the_optimum(m, n):
         np.testing.assert_allclose(within, ssem.small_tau_within(alphas, tau, n), rtol=1e-9)
 
 
-OPEN_POINTS = [(3, 4, 0.5, 0.5, "instance"), (3, 4, 0.8, 0.2, "instance"), (2, 2, 0.9, 1.0, "instance"),
-               (5, 3, 0.7, 0.1, "instance"), (3, 4, 0.2, 0.05, "supcon"), (2, 3, 0.9, 0.5, "supcon")]
+OPEN_POINTS = [
+    (3, 4, 0.5, 0.5, "instance"),
+    (3, 4, 0.8, 0.2, "instance"),
+    (2, 2, 0.9, 1.0, "instance"),
+    (5, 3, 0.7, 0.1, "instance"),
+    (3, 4, 0.2, 0.05, "supcon"),
+    (2, 3, 0.9, 0.5, "supcon"),
+]
 
 
 @pytest.mark.parametrize("m, n, alpha, tau, variant", OPEN_POINTS)
@@ -219,8 +239,12 @@ def test_optimal_beta_is_the_brute_force_minimiser_where_it_is_below_one(m, n, a
     losses = ssem.restricted_loss(grid, alpha, tau, m, n, 2, variant)
     k = int(np.argmin(losses))
     low, high = grid[max(k - 1, 0)], grid[min(k + 1, len(grid) - 1)]
-    refined = minimize_scalar(lambda b: float(ssem.restricted_loss(b, alpha, tau, m, n, 2, variant)),
-                              bounds=(low, high), method="bounded", options={"xatol": 1e-12}).x
+    refined = minimize_scalar(
+        lambda b: float(ssem.restricted_loss(b, alpha, tau, m, n, 2, variant)),
+        bounds=(low, high),
+        method="bounded",
+        options={"xatol": 1e-12},
+    ).x
     assert refined < 1 - 1e-2  # the point is away from collapse: a beta* stuck at 1 would fail below
     assert ssem.optimal_beta(alpha, tau, m, n, 2, variant) == pytest.approx(refined, abs=1e-6)
 
@@ -244,8 +268,9 @@ def test_embedding_errors_name_the_argument(call, message):
 def test_embedding_seed_rotates_the_construction():
     plain, rotated = ssem.embeddings(2, 3, 1, 8, 0.5), ssem.embeddings(2, 3, 1, 8, 0.5, seed=3)
     assert np.abs(plain - rotated).max() > 0.1  # a random rotation moves the vectors ...
-    np.testing.assert_allclose(np.einsum("ijkd,abcd->ijkabc", plain, plain),
-                               np.einsum("ijkd,abcd->ijkabc", rotated, rotated), atol=1e-12)  # ... not their Gram
+    np.testing.assert_allclose(
+        np.einsum("ijkd,abcd->ijkabc", plain, plain), np.einsum("ijkd,abcd->ijkabc", rotated, rotated), atol=1e-12
+    )  # ... not their Gram
 
 
 def test_tau_star_edges_without_floating_point_warnings_and_its_return_types():

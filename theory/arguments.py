@@ -69,8 +69,9 @@ def require_tau_in_range(tau: ArrayLike) -> np.ndarray:
     low, high = TAU_RANGE
     bad = (array < low) | (array > high)
     if bad.any():
-        raise ValueError(f"tau must lie in [{low:g}, {high:g}] (where the numerics are exact), "
-                         f"got {float(array[bad].flat[0])!r}")
+        raise ValueError(
+            f"tau must lie in [{low:g}, {high:g}] (where the numerics are exact), got {float(array[bad].flat[0])!r}"
+        )
     return array
 
 

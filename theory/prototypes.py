@@ -161,8 +161,9 @@ def _loss_from_counts(z, y, w, n_w: float, tau: float, anchors: str) -> float:
     return total / weight
 
 
-def prototype_loss_from_counts(z: ArrayLike, labels: ArrayLike, prototypes: ArrayLike, n_proto: ArrayLike, tau: float,
-                               anchors: str = "data") -> np.ndarray:
+def prototype_loss_from_counts(
+    z: ArrayLike, labels: ArrayLike, prototypes: ArrayLike, n_proto: ArrayLike, tau: float, anchors: str = "data"
+) -> np.ndarray:
     """Prototype SCL (docs/losses.md#prototype-scl) evaluated from pair counts (numpy, float64), for each n_proto.
 
     Every element of S is a batch sample or one of n_w identical copies of a prototype;
@@ -217,8 +218,9 @@ def extra_term(z: ArrayLike, labels: ArrayLike, prototypes: ArrayLike, tau: floa
     return limit_value(z, labels, prototypes, tau, anchors) - mean_cross_entropy(z, labels, prototypes, tau)
 
 
-def gap(z: ArrayLike, labels: ArrayLike, prototypes: ArrayLike, n_proto: ArrayLike, tau: float,
-        anchors: str = "data") -> np.ndarray:
+def gap(
+    z: ArrayLike, labels: ArrayLike, prototypes: ArrayLike, n_proto: ArrayLike, tau: float, anchors: str = "data"
+) -> np.ndarray:
     """mean loss - log n_w - limit_value, from `prototype_loss_from_counts`; n_proto >= 1 (array ok)."""
     counts = _n_proto_array(n_proto, 1)
     loss = prototype_loss_from_counts(z, labels, prototypes, counts.astype(int), tau, anchors)
@@ -261,8 +263,9 @@ def _prototype_anchor_terms(z, y, w, tau) -> dict:
     }
 
 
-def first_order_coefficient(z: ArrayLike, labels: ArrayLike, prototypes: ArrayLike, tau: float,
-                            anchors: str = "data") -> float:
+def first_order_coefficient(
+    z: ArrayLike, labels: ArrayLike, prototypes: ArrayLike, tau: float, anchors: str = "data"
+) -> float:
     """c1 = lim n_w * gap(n_w): the 1/n_w term of the gap (results 1 and 3).
 
     "data": mean_a [(q_a u_a - S_a)/tau + E_a/Z_a];
@@ -280,8 +283,9 @@ def first_order_coefficient(z: ArrayLike, labels: ArrayLike, prototypes: ArrayLi
     return float((len(y) * (data["ce"].mean() - kbar) + k1.sum()) / w.shape[0])
 
 
-def gap_bound_constant(z: ArrayLike, labels: ArrayLike, prototypes: ArrayLike, tau: float,
-                       anchors: str = "data") -> float:
+def gap_bound_constant(
+    z: ArrayLike, labels: ArrayLike, prototypes: ArrayLike, tau: float, anchors: str = "data"
+) -> float:
     """C with |gap(n_w)| <= C / n_w (results 1 and 3): an explicit O(1/n_w) bound.
 
     "data", for every n_w >= 1: C = mean_a [ |q_a u_a - S_a| / tau + E_a / Z_a ].
@@ -397,8 +401,9 @@ def limit_objective(h: ArrayLike, label: int, prototypes: ArrayLike, tau: float,
     return np.asarray(values).reshape(h.shape[:-1])
 
 
-def minimise_limit_objective(label: int, w: np.ndarray, tau: float, anchors: str,
-                             starts: Iterable[np.ndarray]) -> tuple[np.ndarray, float]:
+def minimise_limit_objective(
+    label: int, w: np.ndarray, tau: float, anchors: str, starts: Iterable[np.ndarray]
+) -> tuple[np.ndarray, float]:
     """Minimise `limit_objective` of class ``label`` over unit h, with prototypes w (m, k) in any coordinates.
 
     Best of BFGS runs on x with h = x/|x| from each start (k,); returns (h (k,), value). Arguments
@@ -421,8 +426,9 @@ def minimise_limit_objective(label: int, w: np.ndarray, tau: float, anchors: str
     return best_h, best_value
 
 
-def limit_minimisers(prototypes: ArrayLike, tau: float, anchors: str = "data", restarts: int = 4,
-                     seed: int = 0) -> np.ndarray:
+def limit_minimisers(
+    prototypes: ArrayLike, tau: float, anchors: str = "data", restarts: int = 4, seed: int = 0
+) -> np.ndarray:
     """Per class y, a minimiser over unit h of `limit_objective` (the n_w -> inf class mean); (m, d).
 
     Computed in span(W) plus one orthogonal direction (the objective depends on h only
@@ -447,8 +453,9 @@ def limit_minimisers(prototypes: ArrayLike, tau: float, anchors: str = "data", r
     return result
 
 
-def limit_gram(prototypes: ArrayLike, tau: float, anchors: str = "data", restarts: int = 4,
-               seed: int = 0) -> np.ndarray:
+def limit_gram(
+    prototypes: ArrayLike, tau: float, anchors: str = "data", restarts: int = 4, seed: int = 0
+) -> np.ndarray:
     """Class-mean Gram predicted for n_w -> inf (within-class collapse onto `limit_minimisers`); (m, m)."""
     h = limit_minimisers(prototypes, tau, anchors, restarts, seed)
     return h @ h.T

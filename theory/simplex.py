@@ -138,8 +138,9 @@ def check_gram(G: ArrayLike, dim: int | None = None, tol: float = GRAM_TOL) -> n
         raise ValueError(f"Gram matrix must have unit diagonal, max |diag - 1| = {diagonal_error:.3g} > {tol:g}")
     eigenvalues = np.linalg.eigvalsh((G + G.T) / 2)
     if eigenvalues[0] < -tol:
-        raise ValueError(f"Gram matrix must be positive semidefinite, "
-                         f"smallest eigenvalue {eigenvalues[0]:.3g} < -{tol:g}")
+        raise ValueError(
+            f"Gram matrix must be positive semidefinite, smallest eigenvalue {eigenvalues[0]:.3g} < -{tol:g}"
+        )
     rank = int((eigenvalues > tol).sum())
     if dim is not None and rank > dim:
         raise ValueError(f"Gram matrix has rank {rank} > dim = {dim}: it needs dim >= {rank}")

@@ -61,8 +61,9 @@ class PairCounts:
     sup_positives: tuple
 
 
-def pair_counts(variant: str, n_classes: int | sp.Expr, n_per_class: int | sp.Expr,
-                n_views: int | sp.Expr) -> PairCounts:
+def pair_counts(
+    variant: str, n_classes: int | sp.Expr, n_per_class: int | sp.Expr, n_views: int | sp.Expr
+) -> PairCounts:
     """Count, per pair type, the views an anchor meets in each set of its loss term.
 
     Views of a fixed anchor (class i, instance j, view k) are indexed by
@@ -118,8 +119,15 @@ def _validated(alpha, tau, n_classes, n_per_class, n_views, variant):
     return require_alpha(alpha), require_tau_in_range(tau), pair_counts(variant, m, n, p)
 
 
-def restricted_loss(beta: ArrayLike, alpha: ArrayLike, tau: ArrayLike, n_classes: int, n_per_class: int,
-                    n_views: int = 2, variant: str = "instance") -> np.ndarray:
+def restricted_loss(
+    beta: ArrayLike,
+    alpha: ArrayLike,
+    tau: ArrayLike,
+    n_classes: int,
+    n_per_class: int,
+    n_views: int = 2,
+    variant: str = "instance",
+) -> np.ndarray:
     """The combined loss on SSEM(beta), broadcasting over beta, alpha and tau (docs/ssem.md#restricted-loss).
 
     For "instance" this equals log p + log[e^{1/tau} + (n-1) e^{s_w/tau}
@@ -156,8 +164,9 @@ def _slope_sign(beta, alpha, tau, counts, n_classes, n_per_class):
     return rising - falling
 
 
-def optimal_beta(alpha: ArrayLike, tau: ArrayLike, n_classes: int, n_per_class: int, n_views: int = 2,
-                 variant: str = "instance") -> float | np.ndarray:
+def optimal_beta(
+    alpha: ArrayLike, tau: ArrayLike, n_classes: int, n_per_class: int, n_views: int = 2, variant: str = "instance"
+) -> float | np.ndarray:
     """beta* = argmin over [0, 1] of `restricted_loss`, broadcasting over alpha and tau.
 
     L is convex in beta, so L'(beta) is increasing: beta* = 1 where
@@ -178,8 +187,9 @@ def optimal_beta(alpha: ArrayLike, tau: ArrayLike, n_classes: int, n_per_class: 
     return beta[()] if beta.ndim == 0 else beta
 
 
-def optimal_variances(alpha: ArrayLike, tau: ArrayLike, n_classes: int, n_per_class: int, n_views: int = 2,
-                      variant: str = "instance") -> tuple[float | np.ndarray, float | np.ndarray]:
+def optimal_variances(
+    alpha: ArrayLike, tau: ArrayLike, n_classes: int, n_per_class: int, n_views: int = 2, variant: str = "instance"
+) -> tuple[float | np.ndarray, float | np.ndarray]:
     """(within, between) class variance at the optimum: W* = 1 - beta*, B* = beta* (T = 1)."""
     beta = optimal_beta(alpha, tau, n_classes, n_per_class, n_views, variant)
     return 1.0 - beta, beta
@@ -191,8 +201,9 @@ def collapse_ratio(tau: ArrayLike, n_classes: int) -> np.ndarray:
     return np.exp(-m / ((m - 1.0) * require_tau(tau)))
 
 
-def alpha_star(tau: ArrayLike, n_classes: int, n_per_class: int, n_views: int = 2,
-               variant: str = "instance") -> float | np.ndarray:
+def alpha_star(
+    tau: ArrayLike, n_classes: int, n_per_class: int, n_views: int = 2, variant: str = "instance"
+) -> float | np.ndarray:
     """Collapse threshold: beta* = 1 iff alpha <= alpha*(tau) (docs/ssem.md#collapse-threshold).
 
     "instance": [1 + (mn-1) r] / [n (1 + (m-1) r)];
@@ -232,8 +243,9 @@ def small_tau_within(alpha: ArrayLike, tau: ArrayLike, n_per_class: int) -> np.n
     return (n - 1) / n * tau * np.log((n - 1) * alpha / (1 - alpha))
 
 
-def embeddings(n_classes: int, n_per_class: int, n_views: int, dim: int, beta: float,
-               seed: int | None = None) -> np.ndarray:
+def embeddings(
+    n_classes: int, n_per_class: int, n_views: int, dim: int, beta: float, seed: int | None = None
+) -> np.ndarray:
     """An SSEM(beta) construction, shape (m, n, p, dim); needs dim >= m n - 1.
 
     Class centres occupy m-1 coordinates, each class's instance simplex its own n-1
@@ -269,8 +281,9 @@ class GuidelineCounterexample:
     alpha_star: float
 
 
-def guideline_audit(class_counts: Iterable[int] = range(2, 11),
-                    instance_counts: Iterable[int] = range(2, 11)) -> list[GuidelineCounterexample]:
+def guideline_audit(
+    class_counts: Iterable[int] = range(2, 11), instance_counts: Iterable[int] = range(2, 11)
+) -> list[GuidelineCounterexample]:
     """Audit the summarised guideline "alpha >= 1/n and tau <= 1/log m prevents collapse".
 
     alpha*(tau) increases with tau, so inside the guideline's region the collapsing
