@@ -10,7 +10,9 @@ Routes:
 * certificate (`simulate.certify.certify_supcon`): the global minimum over Gram matrices, its embeddings
   measured with `simulate.metrics` (within-class variance W, class-mean Gram, DeltaG* to the ETF Gram);
 * free optimisation (`simulate.optimize`, d = N, both temperatures of one class-size vector in one batch):
-  must reach the certified minimum (1e-6 relative) and the same DeltaG* (1e-3).
+  must reach the certified minimum (1e-6 relative) and the same DeltaG* (1e-3);
+* exchangeable certificate (`simulate.exchangeable.certify_supcon`, the program reduced by symmetry):
+  the same minimum (1e-7 relative) and DeltaG* (1e-3) as the full certificate.
 Collapse is certified, not just observed: the configuration with every sample moved to its class's
 normalised mean (W = 0) must attain the certified minimum to 1e-6 relative. The loss is strictly convex
 in the Gram matrix, so the minimiser is unique and is that collapsed configuration.
@@ -25,7 +27,7 @@ import numpy as np
 import torch
 
 from proofs_checks.registry import Agreement, Result, assert_claim, claim, verdict
-from simulate import losses, metrics, optimize
+from simulate import exchangeable, losses, metrics, optimize
 from simulate.certify import certify_supcon
 from simulate.optimize import single_thread
 from theory import simplex
@@ -75,6 +77,7 @@ def _cells(m: int, ratio: int) -> list[dict]:
     records = []
     for k, tau in enumerate(TAUS):
         cert = certify_supcon(sizes, tau, strict=False)
+        reduced = exchangeable.certify_supcon(sizes, tau, strict=False)
         z = torch.from_numpy(cert.embeddings())
         within, delta_g, gram = _geometry(z, labels, m)
         collapsed_loss = float(losses.supcon_loss(_collapsed(z, labels, m), labels, tau))
@@ -95,6 +98,9 @@ def _cells(m: int, ratio: int) -> list[dict]:
                 "free excess": abs(float(free.loss[k]) - cert.minimum) / abs(cert.minimum),
                 "free loss": float(free.loss[k]),
                 "minimum": cert.minimum,
+                "exchangeable minimum": reduced.minimum,
+                "exchangeable delta_g": reduced.delta_g(simplex.etf_gram(m)),
+                "exchangeable ok": reduced.ok and reduced.polished,
                 "converged": bool(free.converged[k]),
                 "minority cosine": float(gram[-2, -1] / (gram[-2, -2] * gram[-1, -1]).sqrt()) if m >= 4 else None,
             }
@@ -111,6 +117,8 @@ def _unsettled(records: list[dict]) -> list[str]:
             reasons.append(f"certificate not optimal at {where}")
         if not r["converged"]:
             reasons.append(f"free minimisation not converged at {where}")
+        if not r["exchangeable ok"]:
+            reasons.append(f"exchangeable certificate not optimal and polished at {where}")
     return reasons
 
 
@@ -125,6 +133,18 @@ def _agreements(records: list[dict]) -> list[Agreement]:
             ),
             Agreement(
                 f"{where}: DeltaG* to ETF, free vs certificate", r["free delta_g"], r["delta_g"], DELTA_G_RESOLUTION
+            ),
+            Agreement(
+                f"{where}: min loss, exchangeable vs full certificate",
+                r["exchangeable minimum"],
+                r["minimum"],
+                1e-7 * abs(r["minimum"]),
+            ),
+            Agreement(
+                f"{where}: DeltaG* to ETF, exchangeable vs full certificate",
+                r["exchangeable delta_g"],
+                r["delta_g"],
+                DELTA_G_RESOLUTION,
             ),
         ]
     return agreements
