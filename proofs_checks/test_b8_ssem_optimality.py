@@ -9,7 +9,10 @@ Routes, on a grid of small (m, n, p) and (alpha, tau):
 * free optimisation: batched L-BFGS over unit embeddings in d = m n (`simulate.optimize`), three
   random starts per point, every point of one size in one batch.
 The three minima must agree to 1e-6 relative (docs/verdicts.md#routes), and the certified optimal G must equal the
-SSEM Gram at beta* entrywise within 1e-4.
+SSEM Gram at beta* entrywise within 1e-4. The exchangeable certificate (`simulate.exchangeable`, the same
+program reduced by symmetry and polished) is pinned at every grid point, tau = 0.1 included: its minimum
+to the closed form (1e-9 relative) and its similarities (same instance, same class, other class) to the
+SSEM Gram entries at beta* (1e-6).
 
 Why the Gram comparison is asserted for tau >= 0.2 only. The loss is strictly convex in G (each
 off-diagonal entry is one logit of a log-sum-exp), so its minimiser is unique; but an entry enters the
@@ -25,7 +28,7 @@ import numpy as np
 import torch
 
 from proofs_checks.registry import Agreement, Result, assert_claim, claim, verdict
-from simulate import losses, metrics, optimize
+from simulate import exchangeable, losses, metrics, optimize
 from simulate.certify import certify_combined
 from simulate.optimize import single_thread
 from theory import ssem
@@ -156,6 +159,7 @@ def check() -> Result:
             RELATIVE * abs(worst["free"]["closed form"]),
         ),
     ]
+    agreements += _exchangeable_agreements(records)
     failures = []
     if worst["gram"]["gram"] > GRAM_TOLERANCE:
         failures.append(
@@ -163,6 +167,35 @@ def check() -> Result:
             f"at {_where(worst['gram'])}"
         )
     return verdict(figures, failures, unsettled=unsettled, agreements=agreements)
+
+
+def _exchangeable_agreements(records: list[dict]) -> list[Agreement]:
+    """The reduced program at every point: the worst minimum and the worst similarity against SSEM(beta*)."""
+    worst_minimum, worst_entry = (0.0, None), (0.0, None)
+    for r in records:
+        (m, n, p), alpha, tau, beta = r["size"], r["alpha"], r["tau"], r["beta"]
+        reduced = exchangeable.certify_combined(alpha, tau, m, n, p)
+        gap = abs(reduced.minimum - r["closed form"]) / abs(r["closed form"])
+        ssem_entries = {"a0": 1.0, "b0": (n * beta - 1) / (n - 1), "c0,0": -beta / (m - 1)}
+        entry = max(
+            abs(reduced.variables[key] - value) for key, value in ssem_entries.items() if key in reduced.variables
+        )
+        worst_minimum = max(worst_minimum, (gap, r), key=lambda item: item[0])
+        worst_entry = max(worst_entry, (entry, r), key=lambda item: item[0])
+    return [
+        Agreement(
+            f"exchangeable minimum vs closed form, relative, worst at {_where(worst_minimum[1])}",
+            worst_minimum[0],
+            0.0,
+            1e-9,
+        ),
+        Agreement(
+            f"exchangeable similarities vs SSEM Gram at beta*, worst at {_where(worst_entry[1])} (tau = 0.1 too)",
+            worst_entry[0],
+            0.0,
+            1e-6,
+        ),
+    ]
 
 
 def test_B8_ssem_is_the_certified_global_minimum():
