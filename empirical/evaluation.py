@@ -1,4 +1,4 @@
-"""The geometry of a network's embeddings of a dataset, as training measures it (DESIGN §3).
+"""The geometry of a network's embeddings of a dataset, as training measures it (docs/metrics.md).
 
 `evaluate` embeds the un-augmented train and test images (`embed`: every process a shard,
 then all-gathered) and measures, on the projector output z and on the backbone features h
@@ -90,7 +90,7 @@ def embed(
 def geometry_metrics(
     z_train: Tensor, y_train: Tensor, z_test: Tensor, y_test: Tensor, target_gram: Tensor, n_classes: int, minority
 ) -> tuple[dict, Tensor]:
-    """DESIGN §3 metrics of embeddings (from `simulate.metrics`), in float64.
+    """The metrics of docs/metrics.md of embeddings (from `simulate.metrics`), in float64.
 
     Returns the record {delta_g, total_var, within_var, between_var, nc1,
     {train,test}_acc_{overall,majority,minority}} and the class-mean Gram G (m, m).

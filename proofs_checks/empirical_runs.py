@@ -5,7 +5,7 @@ independent re-measurement of each trained network (docs/verdicts.md#converged-t
   algorithms, and keeps each run's final network in a checkpoint only long enough to re-measure it.
 * `remeasure` is the independent route of the measurement: it rebuilds the network from the
   checkpoint, embeds the un-augmented training images in one pass and computes the class means,
-  DeltaG* and W with numpy from DESIGN §3 (no `empirical.evaluation`, no `simulate.metrics`).
+  DeltaG* and W with numpy from their formulas in docs/metrics.md (no `empirical.evaluation`, no `simulate.metrics`).
 * `interval_order` compares mean +- 2 std intervals over seeds; `unsettled_runs` applies the
   convergence rule (`empirical.evaluation.training_settled`) to every run.
 """

@@ -13,7 +13,7 @@ from proofs_checks.registry import Agreement, Result, assert_claim, claim, verdi
 from theory import ssem
 from theory import ssem_symbolic as symbolic
 
-DESIGN_POINT = (3, 4, 0.26, float(1 / np.log(3)))  # (m, n, alpha, tau): inside the guideline
+STATED_POINT = (3, 4, 0.26, float(1 / np.log(3)))  # (m, n, alpha, tau): inside the guideline
 STEP = 1e-6  # beta step below 1 where the restricted loss is compared with its value at 1
 
 
@@ -26,7 +26,7 @@ STEP = 1e-6  # beta step below 1 where the restricted loss is compared with its 
 )
 def check() -> Result:
     counterexamples = ssem.guideline_audit(range(2, 11), range(2, 11))
-    m, n, alpha, tau = DESIGN_POINT
+    m, n, alpha, tau = STATED_POINT
     beta = float(ssem.optimal_beta(alpha, tau, m, n))
     figures = {
         "grid": "m = 2..10, n = 2..10",
@@ -57,7 +57,7 @@ def _agreements(counterexamples, beta: float) -> list[Agreement]:
     * The number of collapsing (m, n) pairs found with `optimal_beta` against the count from the closed
       form (the audit's alpha is the midpoint of [1/n, alpha*(1/log m)], which collapses iff 1/n < alpha*).
     """
-    m, n, alpha, tau = DESIGN_POINT
+    m, n, alpha, tau = STATED_POINT
     one_side = ssem.restricted_loss(np.array([1.0 - STEP, 1.0]), alpha, tau, m, n)
     above = 0.5 * (float(ssem.alpha_star(tau, m, n)) + 1.0)  # the exact condition says: no collapse
     closed_form_count = sum(

@@ -1,4 +1,4 @@
-"""Minimise losses over free unit embeddings, many configurations at once (DESIGN §6, route 2a).
+"""Minimise losses over free unit embeddings, many configurations at once (docs/verdicts.md#routes, free optimisation).
 
 Each configuration (say one (alpha, tau) point of a phase diagram) owns N free
 vectors; all configurations live in one tensor of shape (*batch, N, d) and are
