@@ -62,8 +62,8 @@ def parse_range(text: str, *, name: str) -> tuple[float, float, int]:
 
 
 def attach_range_values(argv, options) -> list[str]:
-    """Write `--opt VALUE` as `--opt=VALUE` for range options, so that a VALUE starting with '-'
-    (e.g. `--taus -1:1:3`) reaches the range check instead of being taken for an option."""
+    """Write `--opt VALUE` as `--opt=VALUE` for the given options, so that a VALUE starting with '-'
+    (e.g. `--taus -1:1:3`, `--tau -1`) reaches the value checks instead of being taken for an option."""
     argv, joined = list(argv), []
     while argv:
         token = argv.pop(0)
@@ -343,13 +343,7 @@ def _attach_values(argv, parser: ArgumentParser) -> list[str]:
         and not isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction))
         for name in action.option_strings
     }
-    argv, joined = list(argv), []
-    while argv:
-        token = argv.pop(0)
-        if token in takes_value and argv:
-            token = f"{token}={argv.pop(0)}"
-        joined.append(token)
-    return joined
+    return attach_range_values(argv, takes_value)
 
 
 def _typed_flag(field_, argv) -> str:
