@@ -251,16 +251,6 @@ def within_variance_figure(_: FigureInputs):
     return figure
 
 
-def _ssem_gram(beta: float, m: int, n: int, p: int) -> np.ndarray:
-    """Gram of SSEM(beta) in the certificate's row order (class, instance, view); (mnp, mnp)."""
-    from theory import ssem
-
-    s_w, s_b = (float(s) for s in ssem.ssem_gram_entries(beta, m, n))
-    index = np.arange(m * n * p)
-    instance, label = index // p, index // (n * p)
-    return np.where(instance[:, None] == instance[None, :], 1.0, np.where(label[:, None] == label[None, :], s_w, s_b))
-
-
 def certificate_figure(_: FigureInputs):
     """Certified minimum vs closed-form SSEM minimum, and certified Gram vs SSEM Gram, on small sizes."""
     from simulate import certify
@@ -278,7 +268,7 @@ def certificate_figure(_: FigureInputs):
                 beta = float(ssem.optimal_beta(alpha, tau, m, n, p))
                 closed = float(ssem.restricted_loss(beta, alpha, tau, m, n, p))
                 loss_gap.append(abs(cert.minimum - closed) / abs(closed))
-                gram_gap.append(np.abs(cert.gram - _ssem_gram(beta, m, n, p)).max())
+                gram_gap.append(np.abs(cert.gram - ssem.ssem_view_gram(beta, m, n, p)).max())
                 tau_of.append(tau * (1 + 0.04 * (index - 1.5)))  # small offsets keep the sizes apart
         style = dict(marker=markers[index], ls="none", ms=6, alpha=0.8, label=f"(m, n, p) = ({m}, {n}, {p})")
         left.plot(tau_of, np.maximum(loss_gap, 1e-16), **style)

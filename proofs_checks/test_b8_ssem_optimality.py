@@ -45,11 +45,6 @@ GRAM_MIN_TAU = 0.2  # below it some entries are not determined by the program (m
 FREE = dict(restarts=3, seed=0, max_iter=500, grad_tol=1e-7)
 
 
-def _ssem_gram(m: int, n: int, p: int, beta: float) -> np.ndarray:
-    z = ssem.embeddings(m, n, p, m * n, beta).reshape(m * n * p, m * n)
-    return z @ z.T
-
-
 def _free_minima(m: int, n: int, p: int, alphas: np.ndarray, taus: np.ndarray, restarts: int):
     """Best free-embedding loss of every (alpha, tau) point, all points in one batch, d = m n; (B,) each.
 
@@ -87,7 +82,7 @@ def _measure(m: int, n: int, p: int, alphas: np.ndarray, taus: np.ndarray, resta
                 "seconds": cert.seconds,
                 "certificate": abs(cert.minimum - closed[i]) / abs(closed[i]),
                 "free": abs(free[i] - closed[i]) / abs(closed[i]),
-                "gram": float(np.abs(cert.gram - _ssem_gram(m, n, p, float(beta[i]))).max()),
+                "gram": float(np.abs(cert.gram - ssem.ssem_view_gram(float(beta[i]), m, n, p)).max()),
                 "free residual": float(free_residual[i]),
                 "converged": bool(converged[i]),
                 "closed form": float(closed[i]),

@@ -314,3 +314,10 @@ def test_restricted_loss_reports_the_first_beta_outside_the_interval_and_default
     assert between != ssem.optimal_beta(0.2, 0.1, 3, 4, 2, "instance")
     with pytest.raises(ValueError, match=r"^n_classes must be an integer >= 2, got 1"):
         ssem.collapse_ratio(0.5, 1)
+
+
+@pytest.mark.parametrize("m, n, p, beta", [(2, 2, 1, 0.3), (3, 4, 2, 0.8), (4, 3, 3, 1.0), (3, 2, 2, 0.0)])
+def test_ssem_view_gram_is_the_gram_of_the_construction(m, n, p, beta):
+    # The closed-form Gram against the constructed vectors (an independent route: simplices placed in R^d).
+    z = ssem.embeddings(m, n, p, m * n, beta).reshape(m * n * p, m * n)
+    np.testing.assert_allclose(ssem.ssem_view_gram(beta, m, n, p), z @ z.T, atol=1e-12)

@@ -92,6 +92,20 @@ def ssem_gram_entries(beta: ArrayLike, n_classes: int, n_per_class: int) -> tupl
     return (n * beta - 1.0) / (n - 1.0), -beta / (m - 1.0)
 
 
+def ssem_view_gram(beta: float, n_classes: int, n_per_class: int, n_views: int) -> np.ndarray:
+    """The Gram of all m n p views of SSEM(beta), rows class-major, then instance, then view; (mnp, mnp).
+
+    Same instance 1, same class s_w, other class s_b (`ssem_gram_entries`): the order of
+    `simulate.losses.balanced_layout` and of the certificate programs.
+    """
+    m, n, p = require_balanced_sizes(n_classes, n_per_class, n_views)
+    s_w, s_b = (float(value) for value in ssem_gram_entries(beta, m, n))
+    index = np.arange(m * n * p)
+    instance, label = index // p, index // (n * p)
+    same_class = label[:, None] == label[None, :]
+    return np.where(instance[:, None] == instance[None, :], 1.0, np.where(same_class, s_w, s_b))
+
+
 def _pair_similarities(beta, n_classes, n_per_class):
     """(3, ...) similarities of the pair types at beta, and their derivatives d s / d beta."""
     s_w, s_b = ssem_gram_entries(beta, n_classes, n_per_class)
