@@ -10,115 +10,141 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
 from simulate import cli, phase
+from simulate.cli import option
 from theory import ssem
-from theory.arguments import VARIANTS, require_alpha, require_tau
+from theory.arguments import TAU_RANGE, VARIANTS, require_alpha, require_tau
 
 PROG = "python -m simulate.phase_diagram"
-
-
-@dataclass(frozen=True)
-class Config:
-    m: int = 4
-    n: int = 4
-    p: int = 2
-    dim: int | None = None  # default m * n
-    variant: str = "instance"
-    alphas: str = "0:1:11"  # linear
-    taus: str = "0.05:5:9"  # log-spaced
-    seed: int = 0
-    restarts: int = 1
-    max_iter: int = 1000
-    threads: int = 1
-    simulate: bool = True
-    device: str = "cpu"
-    dtype: str = "float64"
-    max_memory: str | None = None  # default: what the machine can spare now
-    out: str = "results/phase_diagram"
-
-
 DTYPES = {"float64": "float64", "float32": "float32"}
 #: Runs estimated longer than this print their estimate before starting.
 LONG_RUN_SECONDS = 60.0
 
 
-def parse(argv=None) -> Config:
-    parser = cli.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
-    defaults = Config()
-    parser.add_argument("--m", type=int, default=defaults.m, help="classes (>= 2)")
-    parser.add_argument("--n", type=int, default=defaults.n, help="instances per class (>= 2)")
-    parser.add_argument("--p", type=int, default=defaults.p, help="views per instance (>= 1; >= 2 for supcon)")
-    parser.add_argument("--dim", type=int, default=None, help="embedding dimension (default m*n; >= m*n - 1)")
-    parser.add_argument("--variant", choices=VARIANTS, default=defaults.variant)
-    parser.add_argument("--alphas", default=defaults.alphas, help="START:STOP:COUNT, linear, within [0, 1]")
-    parser.add_argument("--taus", default=defaults.taus, help="START:STOP:COUNT, log-spaced, START > 0")
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--restarts", type=int, default=defaults.restarts, help="random starts per point, best kept")
-    parser.add_argument("--max-iter", type=int, default=defaults.max_iter,
-                        help="iteration cap per point (L-BFGS and Newton iterations together)")
-    parser.add_argument("--threads", type=int, default=defaults.threads,
-                        help="torch CPU threads (default 1: the tensors are small, extra threads mostly wait)")
-    parser.add_argument("--no-simulate", dest="simulate", action="store_false", help="closed form only (fine grids)")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default=defaults.device,
-                        help="where the minimisation runs (cuda only where a GPU is present)")
-    parser.add_argument("--dtype", choices=tuple(DTYPES), default=defaults.dtype,
-                        help="float64 (default) or float32 (coarser tolerances: simulate.phase.CRITERIA)")
-    parser.add_argument("--max-memory", default=None,
-                        help="refuse runs estimated above this (e.g. 4G; default: the memory free now)")
-    parser.add_argument("--out", default=defaults.out, help="output folder")
-    config = Config(**vars(parser.parse_args(cli.attach_range_values(sys.argv[1:] if argv is None else argv,
-                                                                     ("--alphas", "--taus")))))
-    try:
-        validate(config)
-    except ValueError as error:
-        cli.fail(PROG, str(error))
-    return config
-
-
-def alpha_grid(config: Config) -> np.ndarray:
-    start, stop, count = cli.parse_range(config.alphas, name="--alphas")
+def alphas_from(text: str) -> np.ndarray:
+    """The alpha grid of `--alphas START:STOP:COUNT` (linear, within [0, 1]); ValueError naming the flag."""
+    start, stop, count = cli.parse_range(text, name="--alphas")
     alphas = np.linspace(start, stop, count)
     try:
         require_alpha(alphas)
     except ValueError:
-        raise ValueError(f"--alphas must lie in [0, 1], got {config.alphas}") from None
+        raise ValueError(f"--alphas must lie in [0, 1], got {text}") from None
     return alphas
 
 
-def tau_grid(config: Config) -> np.ndarray:
-    start, stop, count = cli.parse_range(config.taus, name="--taus")
+def taus_from(text: str) -> np.ndarray:
+    """The tau grid of `--taus START:STOP:COUNT` (log-spaced, within theory.arguments.TAU_RANGE)."""
+    start, stop, count = cli.parse_range(text, name="--taus")
     try:
         require_tau([start, stop])
     except ValueError:
-        raise ValueError(f"--taus must be > 0 (log-spaced), got {config.taus}") from None
+        raise ValueError(f"--taus must be > 0 (log-spaced), got {text}") from None
+    if not (TAU_RANGE[0] <= start and stop <= TAU_RANGE[1]):
+        raise ValueError(
+            f"--taus must lie in [{TAU_RANGE[0]:g}, {TAU_RANGE[1]:g}] (where the numerics are exact), got {text}"
+        )
     return np.geomspace(start, stop, count)
 
 
-def validate(config: Config) -> None:
-    """Every check that can fail, before any work or any file is written."""
-    for name, value, minimum in (("--m", config.m, 2), ("--n", config.n, 2), ("--p", config.p, 1),
-                                 ("--restarts", config.restarts, 1), ("--max-iter", config.max_iter, 1),
-                                 ("--threads", config.threads, 1)):
-        if value < minimum:
-            raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    if config.variant == "supcon" and config.p < 2:
-        raise ValueError(f"--p must be >= 2 for --variant supcon, got {config.p}")
-    if config.dim is not None and config.dim < config.m * config.n - 1:
-        raise ValueError(f"--dim must be >= m*n - 1 = {config.m * config.n - 1} (SSEM needs it), got {config.dim}")
-    alpha_grid(config), tau_grid(config)
-    if config.max_memory is not None:
-        cli.parse_bytes(config.max_memory, name="--max-memory")
-    if config.device == "cuda":
-        import torch
+def _check(parse_text, name: str):
+    """An option check from a parser raising 'NAME must ...': the message without the repeated name."""
 
-        if not torch.cuda.is_available():
-            raise ValueError("--device cuda: no CUDA GPU is available here (torch.cuda.is_available() is False); "
-                             "use --device cpu")
+    def check(text):
+        try:
+            parse_text(text)
+        except ValueError as error:
+            raise ValueError(str(error).removeprefix(f"{name} ")) from None
+
+    return check
+
+
+_check_bytes = _check(lambda text: cli.parse_bytes(text, name="--max-memory"), "--max-memory")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Paper B's collapse phase diagram: closed form against free-embedding minima."""
+
+    m: int = option(4, "classes", check=cli.at_least(2))
+    n: int = option(4, "instances per class", check=cli.at_least(2))
+    p: int = option(2, "views per instance (>= 2 for the supcon variant)", check=cli.at_least(1))
+    dim: int | None = option(None, "embedding dimension (none: m*n; at least m*n - 1)", check=cli.at_least(1))
+    variant: str = option(
+        "instance", "instance: anchor kept in its denominator (authors' CIFAR code); supcon: removed", choices=VARIANTS
+    )
+    alphas: str = option(
+        "0:1:11", "alpha grid START:STOP:COUNT, linear, within [0, 1]", check=_check(alphas_from, "--alphas")
+    )
+    taus: str = option(
+        "0.05:5:9",
+        f"tau grid START:STOP:COUNT, log-spaced, within [{TAU_RANGE[0]:g}, {TAU_RANGE[1]:g}] (where the numerics "
+        "are exact)",
+        check=_check(taus_from, "--taus"),
+    )
+    seed: int = option(0, "random seed of the starting points", check=cli.between(0, 2**32 - 1))
+    restarts: int = option(1, "random starts per point, best kept", check=cli.at_least(1))
+    max_iter: int = option(
+        1000, "iteration cap per point (L-BFGS and Newton iterations together)", check=cli.at_least(1)
+    )
+    threads: int = option(
+        1, "torch CPU threads (the tensors are small: extra threads mostly wait)", check=cli.at_least(1)
+    )
+    simulate: bool = option(True, "minimise free embeddings too (--no-simulate: closed form only, fine grids)")
+    device: str = option(
+        "cpu", "where the minimisation runs (cuda only where a GPU is present)", choices=("cpu", "cuda")
+    )
+    dtype: str = option(
+        "float64", "float32 is judged by coarser tolerances (simulate.phase.CRITERIA)", choices=tuple(DTYPES)
+    )
+    max_memory: str | None = option(
+        None, "refuse runs estimated above this, e.g. 4G (none: the memory free now)", check=_check_bytes
+    )
+    out: str = option("results/phase_diagram", "output folder (replaced as one set)")
+
+    def validate(self) -> None:
+        """The checks across options, before any work (raises ValueError naming the option)."""
+        if self.variant == "supcon" and self.p < 2:
+            raise ValueError(f"--p {self.p}: must be >= 2 for --variant supcon")
+        if self.dim is not None and self.dim < self.m * self.n - 1:
+            raise ValueError(f"--dim {self.dim}: must be >= m*n - 1 = {self.m * self.n - 1} (SSEM needs it)")
+        if self.device == "cuda":
+            import torch
+
+            if not torch.cuda.is_available():
+                raise ValueError(
+                    "--device cuda: no CUDA GPU is available here (torch.cuda.is_available() is "
+                    "False); use --device cpu"
+                )
+
+
+def parse(argv=None) -> Config:
+    """The validated configuration; bad input exits 2 with one line naming the flag, before any work."""
+    return cli.parse_config(Config, argv, PROG, Config.__doc__)
+
+
+def alpha_grid(config) -> np.ndarray:
+    return alphas_from(config.alphas)
+
+
+def tau_grid(config) -> np.ndarray:
+    return taus_from(config.taus)
+
+
+def validate(config: Config) -> None:
+    """Every check of `parse` on a Config built in code (raises ValueError naming the option)."""
+    for field_ in fields(config):
+        value, check = getattr(config, field_.name), field_.metadata.get("check")
+        if check is not None and value is not None and not isinstance(value, bool):
+            try:
+                check(value)
+            except ValueError as error:
+                raise ValueError(f"{cli.flag_name(field_)} {value!r}: {error}") from None
+    config.validate()
 
 
 def torch_dtype(config: Config):
@@ -127,9 +153,10 @@ def torch_dtype(config: Config):
     return getattr(torch, DTYPES[config.dtype])
 
 
-def sizing(config: Config) -> dict:
-    """Memory and time estimate of the simulation, before it starts (`simulate.optimize.estimate_memory`,
-    and one probed loss evaluation times the typical number of evaluations)."""
+def sizing(config: Config, available: int | None = None) -> dict:
+    """Memory and time estimate of the simulation, before it starts: the memory first
+    (`simulate.optimize.estimate_memory`, refused by `check_memory` before anything is allocated),
+    then one probed loss evaluation times the typical number of evaluations."""
     import torch
 
     from simulate import losses, optimize
@@ -138,30 +165,38 @@ def sizing(config: Config) -> dict:
     n_vectors, dim = config.m * config.n * config.p, config.dim or config.m * config.n
     configurations = n_points * config.restarts
     memory = optimize.estimate_memory(configurations, n_vectors, dim, dtype=torch_dtype(config))
+    size = {"bytes": memory, "configurations": configurations, "n_vectors": n_vectors, "dim": dim}
+    check_memory(config, size, available)
     labels, instances = losses.balanced_layout(config.m, config.n, config.p, device=config.device)
-    probe = optimize.random_start((min(configurations, 64),), n_vectors, dim, seed=config.seed,
-                                  dtype=torch_dtype(config), device=config.device)
+    probe = optimize.random_start(
+        (min(configurations, 64),), n_vectors, dim, seed=config.seed, dtype=torch_dtype(config), device=config.device
+    )
     per_evaluation = optimize.seconds_per_evaluation(
-        lambda z: losses.combined_loss(z, labels, instances, 0.5, 1.0, config.variant), probe)
+        lambda z: losses.combined_loss(z, labels, instances, 0.5, 1.0, config.variant), probe
+    )
     seconds = per_evaluation * max(1.0, configurations / len(probe)) * optimize.typical_evaluations(config.max_iter)
-    return {"bytes": memory, "seconds": seconds, "configurations": configurations, "n_vectors": n_vectors, "dim": dim}
+    return {**size, "seconds": seconds}
 
 
 def check_memory(config: Config, size: dict, available: int | None) -> None:
-    """Refuse (ValueError, one line) a run whose estimated memory exceeds --max-memory or, by default,
-    what the machine can spare."""
+    """Refuse (ValueError, one line naming the flags) a run whose estimated memory exceeds --max-memory or,
+    by default, what the machine can spare."""
     limit = cli.parse_bytes(config.max_memory, name="--max-memory") if config.max_memory else available
     if limit is not None and size["bytes"] > limit:
         source = "--max-memory" if config.max_memory else "the memory free now"
         raise ValueError(
-            f"needs about {cli.format_bytes(size['bytes'])} ({size['configurations']} configurations of "
-            f"N = {size['n_vectors']} vectors in d = {size['dim']}, Newton finish), more than {source} "
-            f"({cli.format_bytes(limit)}); use a smaller grid, fewer restarts or a larger --max-memory")
+            f"--m {config.m} --n {config.n} --p {config.p}: needs about {cli.format_bytes(size['bytes'])} "
+            f"({size['configurations']} configurations of N = {size['n_vectors']} vectors in d = {size['dim']}, "
+            f"Newton finish), more than {source} ({cli.format_bytes(limit)}); use a smaller size or grid, fewer "
+            f"restarts, --no-simulate or a larger --max-memory"
+        )
 
 
 def estimate_line(size: dict) -> str:
-    return (f"estimate: about {cli.format_bytes(size['bytes'])} and roughly {size['seconds'] / 60:.0f} min on this "
-            f"machine ({size['configurations']} configurations of N = {size['n_vectors']} vectors in d = {size['dim']})")
+    return (
+        f"estimate: about {cli.format_bytes(size['bytes'])} and roughly {size['seconds'] / 60:.0f} min on this "
+        f"machine ({size['configurations']} configurations of N = {size['n_vectors']} vectors in d = {size['dim']})"
+    )
 
 
 def run(config: Config, progress=None) -> dict:
@@ -173,11 +208,20 @@ def run(config: Config, progress=None) -> dict:
     theory = phase.theory_grid(alphas, taus, *sizes, config.variant)
     threshold = ssem.alpha_star(taus, *sizes, config.variant)
     simulated = summary = violations = None
+    dtype = torch_dtype(config)
     if config.simulate:
-        dtype = torch_dtype(config)
         simulated = phase.simulated_grid(
-            alphas, taus, *sizes, dim, config.variant, seed=config.seed, restarts=config.restarts,
-            max_iter=config.max_iter, progress=progress, dtype=dtype, device=config.device,
+            alphas,
+            taus,
+            *sizes,
+            dim,
+            config.variant,
+            seed=config.seed,
+            restarts=config.restarts,
+            max_iter=config.max_iter,
+            progress=progress,
+            dtype=dtype,
+            device=config.device,
         )
         summary, violations = phase.compare(alphas, taus, theory, simulated, threshold, phase.CRITERIA[dtype])
     summary = {**(summary or {}), "seconds": time.perf_counter() - started}
@@ -186,7 +230,8 @@ def run(config: Config, progress=None) -> dict:
         "metadata": cli.run_metadata(),
         "points": _points(alphas, taus, theory, simulated),
         "alpha_star": [{"tau": float(t), "alpha_star": float(a)} for t, a in zip(taus, threshold)],
-        "summary": summary,
+        "criteria": asdict(phase.CRITERIA[dtype]) if config.simulate else {},
+        "summary": {**summary, "passes": bool(summary.get("passes", True))},
         "violations": violations or [],
         "_grids": {"theory": theory, "simulated": simulated, "alphas": alphas, "taus": taus},
     }
@@ -202,8 +247,20 @@ def _points(alphas, taus, theory, simulated) -> list[dict]:
                 "theory": {key: _plain(theory[key][i, j]) for key in ("beta", "within", "loss", "collapsed")},
             }
             if simulated is not None:
-                keys = ("within", "between", "total", "loss", "collapsed", "converged", "grad_norm", "ssem_residual",
-                        "iterations", "newton_iterations", "seconds", "route")
+                keys = (
+                    "within",
+                    "between",
+                    "total",
+                    "loss",
+                    "collapsed",
+                    "converged",
+                    "grad_norm",
+                    "ssem_residual",
+                    "iterations",
+                    "newton_iterations",
+                    "seconds",
+                    "route",
+                )
                 point["simulated"] = {key: _plain(simulated[key][i, j]) for key in keys}
             points.append(point)
     return points
@@ -263,6 +320,9 @@ def figure(result: dict):
 
 
 def write(result: dict, out: Path) -> list[Path]:
+    """Write the run's files into the folder `out` (the staging folder of `cli.publish`)."""
+    import matplotlib.pyplot as plt
+
     public = {key: value for key, value in result.items() if not key.startswith("_")}
     written = [
         cli.write_json(out / "phase_diagram.json", public),
@@ -270,22 +330,31 @@ def write(result: dict, out: Path) -> list[Path]:
     ]
     fig = figure(result)
     written.append(cli.save_figure(fig, out / "phase_diagram.png"))
-    import matplotlib.pyplot as plt
-
     plt.close(fig)
     return written
+
+
+def _number(value, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
 
 
 def summary_line(result: dict, out: Path) -> str:
     s = result["summary"]
     n_points = len(result["points"])
     if "max_rel_loss_gap" not in s:
-        return f"theory only: {n_points} points in {s['seconds']:.1f} s -> {out}"
-    verdict = "all criteria met" if s["passes"] else f"{len(result['violations'])} violations (see JSON)"
+        return f"closed form only: {n_points} points in {s['seconds']:.1f} s; no criteria to judge, exit 0 -> {out}"
+    verdict = (
+        "all criteria hold, exit 0"
+        if s["passes"]
+        else f"criteria FAIL ({len(result['violations'])} violations, see JSON), exit 1"
+    )
+    within_tau = result["criteria"].get("within_min_tau", phase.Criteria.within_min_tau)
     return (
-        f"{n_points} points in {s['seconds']:.1f} s: max |W_sim - W*| = {s['max_abs_within_error']:.2e} (tau >= 0.05), "
-        f"max rel loss gap = {s['max_rel_loss_gap']:.2e}, collapse agreement = {s['agreement']:.3f}, "
-        f"converged {s['converged_fraction']:.0%} (max gradient {s['max_grad_norm']:.1e}); {verdict} -> {out}"
+        f"{n_points} points in {s['seconds']:.1f} s: max |W_sim - W*| = "
+        f"{_number(s['max_abs_within_error'], '.2e')} (tau >= {within_tau:g}), "
+        f"max rel loss gap = {_number(s['max_rel_loss_gap'], '.2e')}, collapse agreement = "
+        f"{_number(s['agreement'], '.3f')}, converged {_number(s['converged_fraction'], '.0%')} "
+        f"(max gradient {_number(s['max_grad_norm'], '.1e')}); {verdict} -> {out}"
     )
 
 
@@ -297,24 +366,23 @@ def main(argv=None) -> int:
     torch.set_num_threads(config.threads)
     if config.simulate:
         try:
-            size = sizing(config)
-            check_memory(config, size, cli.available_memory(config.device))
+            size = sizing(config, cli.available_memory(config.device))
         except ValueError as error:
             cli.fail(PROG, str(error))
         if size["seconds"] > LONG_RUN_SECONDS:
             print(estimate_line(size), flush=True)
 
     with tqdm(total=config.max_iter, desc="iterations", disable=not config.simulate, leave=False) as bar:
+
         def progress(iteration, converged):
             bar.update(iteration - bar.n)
             bar.set_postfix(converged=converged)
 
         result = run(config, progress)
-    out = Path(config.out)
-    write(result, out)
+    out = cli.publish(config.out, lambda folder: write(result, folder))
     print(summary_line(result, out))
-    return 0
+    return 0 if result["summary"]["passes"] else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run_command(PROG, main))

@@ -3,12 +3,15 @@
 import json
 import subprocess
 import sys
+from dataclasses import fields
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from simulate import losses, optimize, phase, phase_diagram
+from simulate import cli, losses, optimize, phase, phase_diagram
 from theory import ssem
 
 
@@ -88,12 +91,12 @@ def _run_cli(*args, cwd):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--m", "1"], "--m must be >= 2"),
-        (["--alphas", "0:2:5"], "--alphas must lie in [0, 1]"),
-        (["--taus", "-1:1:3"], "--taus must be > 0"),
-        (["--dim", "3"], "--dim must be >= m*n - 1 = 15"),
-        (["--alphas", "0:1"], "--alphas must be START:STOP:COUNT"),
-        (["--taus", "1:x:3"], "--taus must be START:STOP:COUNT"),
+        (["--m", "1"], "--m '1': must be >= 2"),
+        (["--alphas", "0:2:5"], "--alphas '0:2:5': must lie in [0, 1]"),
+        (["--taus", "-1:1:3"], "--taus '-1:1:3': must be > 0"),
+        (["--dim", "3"], "--dim 3: must be >= m*n - 1 = 15"),
+        (["--alphas", "0:1"], "--alphas '0:1': must be START:STOP:COUNT"),
+        (["--taus", "1:x:3"], "--taus '1:x:3': must be START:STOP:COUNT"),
         (["--alphas", "0:1:0"], "COUNT >= 1"),
     ],
 )
@@ -272,3 +275,106 @@ def test_cli_refuses_cuda_without_a_gpu(tmp_path, capsys, monkeypatch):
 def test_bad_max_memory_is_refused(size):
     with pytest.raises(ValueError, match="--max-memory"):
         phase_diagram.validate(phase_diagram.Config(max_memory=size))
+
+
+# --- one command-line pattern (issue 13) -------------------------------------------------------------------
+
+
+def test_cli_help_shows_every_default(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        phase_diagram.main(["--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    for field_ in fields(phase_diagram.Config):
+        if field_.type != "bool":
+            assert f"(default: {cli.input_syntax(field_.default)})" in text, field_.name
+    assert "--no-simulate" in text and "(default: on)" in text
+
+
+def _existing_file(tmp_path):
+    path = tmp_path / "a_file"
+    path.write_text("keep")
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "args, flag",
+    [
+        (["--out", "/proc/x"], "--out"),
+        (["--out", "EXISTING_FILE"], "--out"),
+        (["--out", "EXISTING_FILE/under"], "--out"),
+        (["--out", ""], "--out"),
+        (["--seed", "99999999999999999999999"], "--seed"),
+        (["--seed", "-1"], "--seed"),
+        (["--no-simulate", "--taus", "1e-300:1e300:7"], "--taus"),
+        (["--taus", "1e-4:1:3"], "--taus"),
+        (["--m", "1000"], "--m 1000"),
+        (["--variant", "supcon", "--p", "1"], "--p"),
+        (["--max-memory", "lots"], "--max-memory"),
+    ],
+)
+def test_issue_13_bad_inputs_exit_2_with_one_line_naming_the_flag(tmp_path, capsys, args, flag):
+    args = [arg.replace("EXISTING_FILE", _existing_file(tmp_path)) for arg in args]
+    before = sorted(tmp_path.iterdir())
+    out = [] if "--out" in args else ["--out", str(tmp_path / "out")]
+    with pytest.raises(SystemExit) as exit_info:
+        phase_diagram.main([*args, *out])
+    stderr = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert len(stderr.strip().splitlines()) == 1 and flag in stderr and "Traceback" not in stderr
+    assert sorted(tmp_path.iterdir()) == before  # nothing written
+    assert (tmp_path / "a_file").read_text() == "keep" if (tmp_path / "a_file").exists() else True
+
+
+def test_cli_single_tau_at_the_edge_of_the_range_runs(tmp_path):
+    """`--taus 1e-3:1e-3:1` is valid: it runs and its summary says W is not judged there (tau < 0.05)."""
+    out = tmp_path / "pd"
+    done = _run_cli("--m", "2", "--n", "2", "--alphas", "0:1:2", "--taus", "1e-3:1e-3:1", "--out", str(out),
+                    cwd=tmp_path)
+    assert done.returncode in (0, 1) and "Traceback" not in done.stderr, done.stderr
+    result = json.loads((out / "phase_diagram.json").read_text())
+    assert result["config"]["tau_values"] == [1e-3] and result["summary"]["max_abs_within_error"] is None
+    assert "max |W_sim - W*| = n/a" in done.stdout
+    assert (f"exit {done.returncode}") in done.stdout
+    assert result["criteria"]["within_abs"] == phase.CRITERIA[torch.float64].within_abs
+
+
+def test_cli_exit_code_1_when_its_criteria_fail(tmp_path):
+    """A run stopped after one iteration breaks the agreement criteria: exit 1, said in the summary line."""
+    out = tmp_path / "pd"
+    done = _run_cli("--m", "2", "--n", "2", "--alphas", "0:1:2", "--taus", "0.2:2:2", "--max-iter", "1",
+                    "--out", str(out), cwd=tmp_path)
+    result = json.loads((out / "phase_diagram.json").read_text())
+    assert not result["summary"]["passes"] and result["violations"]
+    assert done.returncode == 1 and "criteria FAIL" in done.stdout and "exit 1" in done.stdout
+
+
+def test_cli_closed_form_only_exits_0_and_says_nothing_was_judged(tmp_path):
+    out = tmp_path / "pd"
+    assert phase_diagram.main(["--no-simulate", "--alphas", "0:1:3", "--taus", "1e-3:1e3:5", "--out", str(out)]) == 0
+    result = json.loads((out / "phase_diagram.json").read_text())
+    assert len(result["points"]) == 15 and result["summary"]["passes"]
+    assert sorted(path.name for path in out.iterdir()) == ["phase_diagram.csv", "phase_diagram.json",
+                                                           "phase_diagram.png"]
+
+
+PHASE_FLAGS = ["--m", "--n", "--p", "--dim", "--variant", "--alphas", "--taus", "--seed", "--restarts",
+               "--max-iter", "--threads", "--device", "--dtype", "--max-memory", "--no-simulate", "--bogus"]
+PHASE_VALUES = ["0", "1", "-1", "2", "3", "1000", "0.5", "x", "", "none", "nan", "inf", "1e300",
+                "99999999999999999999999", "0:1:3", "0:2:3", "1:0:3", "0:1", "0:1:0", "-1:1:3", "1e-3:1e-3:1",
+                "1e-300:1e300:7", "0.05:5:9", "instance", "supcon", "cpu", "float32", "float64", "4G", "lots"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(pairs=st.lists(st.tuples(st.sampled_from(PHASE_FLAGS), st.sampled_from(PHASE_VALUES)), max_size=6))
+def test_fuzzed_phase_diagram_command_lines_parse_or_exit_2(tmp_path_factory, pairs):
+    out = tmp_path_factory.mktemp("fuzz") / "never"
+    argv = [token for flag, value in pairs for token in ((flag,) if flag == "--no-simulate" else (flag, value))]
+    try:
+        config = phase_diagram.parse([*argv, "--out", str(out)])
+    except SystemExit as exit_info:
+        assert exit_info.code == 2
+    else:
+        assert isinstance(config, phase_diagram.Config)
+        phase_diagram.validate(config)  # what parse accepted, the library accepts
+    assert not out.exists()
