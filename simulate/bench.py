@@ -28,13 +28,13 @@ import torch
 
 from simulate import cli, losses, metrics, phase
 from simulate.cli import option
-from simulate.phase_diagram import _check, alpha_grid, alphas_from, tau_grid, taus_from
+from simulate.phase_diagram import option_check, alpha_grid, alphas_from, tau_grid, taus_from
 from theory.arguments import TAU_RANGE
 from theory import ssem
 
 PROG = "python -m simulate.bench"
 BASELINE_GRAD_TOL = 1e-3
-RANGE_CHECKS = {"alphas": _check(alphas_from, "--alphas"), "taus": _check(taus_from, "--taus")}
+RANGE_CHECKS = {"alphas": option_check(alphas_from, "--alphas"), "taus": option_check(taus_from, "--taus")}
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,7 @@ def taus_from(text: str) -> np.ndarray:
     return np.geomspace(start, stop, count)
 
 
-def _check(parse_text, name: str):
+def option_check(parse_text, name: str):
     """An option check from a parser raising 'NAME must ...': the message without the repeated name."""
 
     def check(text):
@@ -63,7 +63,7 @@ def _check(parse_text, name: str):
     return check
 
 
-_check_bytes = _check(lambda text: cli.parse_bytes(text, name="--max-memory"), "--max-memory")
+_check_bytes = option_check(lambda text: cli.parse_bytes(text, name="--max-memory"), "--max-memory")
 
 
 @dataclass(frozen=True)
@@ -78,13 +78,13 @@ class Config:
         "instance", "instance: anchor kept in its denominator (authors' CIFAR code); supcon: removed", choices=VARIANTS
     )
     alphas: str = option(
-        "0:1:11", "alpha grid START:STOP:COUNT, linear, within [0, 1]", check=_check(alphas_from, "--alphas")
+        "0:1:11", "alpha grid START:STOP:COUNT, linear, within [0, 1]", check=option_check(alphas_from, "--alphas")
     )
     taus: str = option(
         "0.05:5:9",
         f"tau grid START:STOP:COUNT, log-spaced, within [{TAU_RANGE[0]:g}, {TAU_RANGE[1]:g}] (where the numerics "
         "are exact)",
-        check=_check(taus_from, "--taus"),
+        check=option_check(taus_from, "--taus"),
     )
     seed: int = option(0, "random seed of the starting points", check=cli.between(0, 2**32 - 1))
     restarts: int = option(1, "random starts per point, best kept", check=cli.at_least(1))
