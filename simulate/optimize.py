@@ -65,7 +65,40 @@ from typing import Callable
 
 import torch
 
+from simulate.newton import newton_finish
+from simulate.sphere import (  # the geometry and problem live there; re-exported as part of this module's API
+    HESSIAN_CHUNK_BYTES,
+    ROUTES,
+    Book,
+    SphereProblem,
+    normalise,
+    random_start,
+    rowdot,
+    tangent_projection,
+)
 from theory.arguments import require_choice, require_int, require_positive_real
+
+__all__ = [
+    "EXACT_HESSIAN_MAX_VARIABLES",
+    "GRAD_TOL",
+    "HESSIANS",
+    "LBFGS_BUDGET",
+    "METHODS",
+    "NEWTON_SWITCH_TOL",
+    "ROUTES",
+    "STEP_TOL",
+    "OptimResult",
+    "SphereProblem",
+    "estimate_memory",
+    "minimize_on_sphere",
+    "minimize_with_restarts",
+    "normalise",
+    "random_start",
+    "seconds_per_evaluation",
+    "single_thread",
+    "tangent_projection",
+    "typical_evaluations",
+]
 
 #: Default stopping tolerance on the Riemannian gradient norm, per dtype.
 GRAD_TOL = {torch.float64: 1e-9, torch.float32: 1e-4}
@@ -79,22 +112,14 @@ LBFGS_BUDGET = 300
 #: Up to this many variables (N d) per configuration the Newton finish builds the exact Hessian matrix.
 #: Measured (20 configurations, one thread): building it costs 20 Hessian-vector products at N d = 32,
 #: 42 at 72, 178 at 162, where a product with the matrix is already slower than one by double backward;
-#: a Newton step uses up to `_CG_MAX_INNER` = 50 products.
+#: a Newton step uses up to 50 products (`simulate.newton`).
 EXACT_HESSIAN_MAX_VARIABLES = 100
-#: How each configuration's run ended: index into this tuple is `OptimResult.route`.
-ROUTES = ("lbfgs", "newton", "iteration cap", "stalled")
 METHODS = ("newton", "lbfgs")
 HESSIANS = ("auto", "matrix", "hvp")
 
 _ARMIJO = 1e-4  # sufficient-decrease constant
 _MAX_BACKTRACKS = 30
 _CURVATURE_EPS = 1e-12  # pairs with s.y below this (relative) are skipped: no positive curvature seen
-_TR_ACCEPT = 0.1  # smallest ratio of actual to predicted decrease of a step taken (Manopt's default)
-_LAMBDA_MIN = 1e-3  # smallest regularisation mu / |g| of a Newton step
-_MAX_STEP = 1.0  # longest Newton step (norm over all N vectors, radians to first order)
-_TR_RHO_REGULARISATION = 1e3  # ratio computed with this many ulps of slack: decreases at rounding level still count
-_CG_KAPPA, _CG_THETA = 0.1, 0.0  # inner stopping |r| <= |g| min(|g|^theta, kappa)
-_CG_MAX_INNER = 50  # bound on CG iterations per Newton step: a truncated CG step is still a descent step
 
 
 @dataclass(frozen=True)
@@ -135,138 +160,6 @@ def single_thread():
         torch.set_num_threads(previous)
 
 
-def normalise(x: torch.Tensor) -> torch.Tensor:
-    """Rows of x scaled to unit length: (..., N, d) -> (..., N, d)."""
-    return x / x.norm(dim=-1, keepdim=True)
-
-
-def random_start(batch_shape, n_vectors: int, dim: int, *, seed: int, dtype=torch.float64, device=None) -> torch.Tensor:
-    """Gaussian starting parameters (*batch, N, d) from a seeded generator (uniform directions on the sphere).
-
-    Drawn on the CPU and moved to `device`, so a seed gives the same start on every device.
-    """
-    generator = torch.Generator(device="cpu").manual_seed(seed)
-    shape = (*tuple(batch_shape), require_int("n_vectors", n_vectors, 1), require_int("dim", dim, 1))
-    return torch.randn(shape, generator=generator, dtype=dtype).to(device)
-
-
-def tangent_projection(z: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Project v onto the tangent space of the product of spheres at z: v - <v, z> z per vector."""
-    return v - (v * z).sum(-1, keepdim=True) * z
-
-
-def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-configuration inner product of flat (B, D) tensors -> (B,)."""
-    return (a * b).sum(-1)
-
-
-class SphereProblem:
-    """The loss of every configuration as flat tensors (B, D), D = N d: values, gradients, Hessians.
-
-    `rows` (B,) bool selects the configurations to evaluate; the others get zeros. In indexed mode
-    only the selected configurations are passed to the loss.
-    """
-
-    def __init__(self, loss_fn, shape, indexed: bool):
-        self.loss_fn, self.indexed = loss_fn, indexed
-        self.batch_shape, (self.n_vectors, self.dim) = shape[:-2], shape[-2:]
-        self.n_configs = math.prod(self.batch_shape)
-
-    def _loss(self, z, index):
-        """Loss of the configurations `index` (k,) at unit vectors z (k, N, d), shape checked -> (k,)."""
-        if self.indexed:
-            loss, expected = self.loss_fn(z, index), torch.Size((len(index),))
-        else:
-            loss, expected = self.loss_fn(z.reshape(*self.batch_shape, self.n_vectors, self.dim)), self.batch_shape
-        if loss.shape != expected:
-            raise ValueError(
-                f"loss_fn must return one loss per configuration, shape {tuple(expected)}, got {tuple(loss.shape)}"
-            )
-        return loss.reshape(-1)
-
-    def value(self, z, rows):
-        """Loss (B,) of the configurations `rows` (zeros elsewhere), no gradient."""
-        index, zk = self._select(z, rows)
-        with torch.no_grad():
-            return self._scatter(z[:, 0], index, self._loss(zk, index))
-
-    def _select(self, z, rows):
-        """(index, z of those rows as (k, N, d)); every row when not indexed."""
-        index = rows.nonzero().squeeze(-1) if self.indexed else torch.arange(self.n_configs, device=z.device)
-        return index, z[index].reshape(len(index), self.n_vectors, self.dim)
-
-    def _scatter(self, like, index, values):
-        return torch.zeros_like(like).index_copy(0, index, values)
-
-    def evaluate(self, z, rows):
-        """Loss (B,), Riemannian gradient (B, D) and its norm (B,) for the configurations `rows`."""
-        index, zk = self._select(z, rows)
-        zk = zk.detach().requires_grad_(True)
-        loss = self._loss(zk, index)
-        (grad,) = torch.autograd.grad(loss.sum(), zk)
-        gradient = tangent_projection(zk.detach(), grad).reshape(len(index), -1)
-        loss_full = self._scatter(z[:, 0], index, loss.detach())
-        gradient_full = self._scatter(z, index, gradient)
-        return loss_full, gradient_full, gradient_full.norm(dim=-1)
-
-    def second_order(self, z, rows, hessian: str):
-        """Loss, Riemannian gradient and norm as `evaluate`, and the Riemannian Hessian operator
-        hess(v) for tangent v (B, D) -> (B, D) (zeros outside `rows`).
-
-        hessian="hvp": each call is one double-backward pass through the loss.
-        hessian="matrix": the exact Hessian of every selected configuration is built here, as (k, D, D),
-        with batched backward passes over the coordinate directions; each call is then a matrix product.
-        """
-        index, zk = self._select(z, rows)
-        zk = zk.detach().requires_grad_(True)
-        loss = self._loss(zk, index)
-        (egrad,) = torch.autograd.grad(loss.sum(), zk, create_graph=True)
-        point = zk.detach()
-        radial = (egrad.detach() * point).sum(-1, keepdim=True)  # (k, N, 1) <g_z, z> per vector
-        gradient = (egrad.detach() - radial * point).reshape(len(index), -1)
-        k, shape = len(index), zk.shape
-        if hessian == "matrix":
-            matrix = _hessian_matrix(egrad, zk)  # (k, D, D)
-
-            def euclidean(v):  # (k, N, d) -> (k, N, d)
-                return (matrix @ v.reshape(k, -1, 1)).reshape(shape)
-        else:
-
-            def euclidean(v):
-                return torch.autograd.grad(egrad, zk, grad_outputs=v, retain_graph=True)[0]
-
-        def hess(v):
-            vk = v[index].reshape(shape)
-            hv = tangent_projection(point, euclidean(vk)) - radial * vk
-            return self._scatter(v, index, hv.reshape(k, -1))
-
-        loss_full = self._scatter(z[:, 0], index, loss.detach())
-        gradient_full = self._scatter(z, index, gradient)
-        return loss_full, gradient_full, gradient_full.norm(dim=-1), hess
-
-
-#: Memory for one chunk of the batched backward passes that build an exact Hessian (bytes, approximate).
-_HESSIAN_CHUNK_BYTES = 2**28
-
-
-def _hessian_matrix(egrad: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """Exact Euclidean Hessians (k, D, D) of k independent losses, from their gradient egrad (k, N, d)
-    built with create_graph: column j is the backward pass of egrad along coordinate direction e_j,
-    many directions per call (`is_grads_batched`), in chunks that bound the memory."""
-    k, n_vectors, dim = z.shape
-    n_variables = n_vectors * dim
-    # The backward of one direction holds a few (k, N, N) intermediates of the loss.
-    per_direction = 8 * k * n_vectors * max(n_vectors, dim) * z.element_size()
-    chunk = max(1, min(n_variables, _HESSIAN_CHUNK_BYTES // per_direction))
-    identity = torch.eye(n_variables, dtype=z.dtype, device=z.device)
-    columns = []
-    for start in range(0, n_variables, chunk):
-        directions = identity[start : start + chunk].reshape(-1, 1, n_vectors, dim).expand(-1, k, -1, -1)
-        (rows,) = torch.autograd.grad(egrad, z, grad_outputs=directions, retain_graph=True, is_grads_batched=True)
-        columns.append(rows.reshape(-1, k, n_variables))
-    return torch.cat(columns).permute(1, 2, 0).contiguous()  # (k, D, D), symmetric up to rounding
-
-
 def _two_loop(gradient, S, Y, rho, gamma, newest: int):
     """L-BFGS direction -H g per configuration.
 
@@ -288,48 +181,6 @@ def _two_loop(gradient, S, Y, rho, gamma, newest: int):
     return -r
 
 
-def _shifted_cg(hess, gradient, shift, running):
-    """Conjugate gradients for the regularised Newton system (H + shift I) s = -g, batched.
-
-    gradient (B, D), shift (B,), running (B,) bool (the others get s = 0). A configuration stops when
-    its residual is below |g| min(|g|^theta, kappa) (fast enough for quadratic convergence), or when it
-    meets a direction of non-positive curvature of H + shift I; it then keeps the iterate so far (the
-    scaled gradient step -g / shift if it was the first). Returns s, H s (B, D) and the configurations
-    that met non-positive curvature (B,) (their shift was too small).
-    """
-    s, hs = torch.zeros_like(gradient), torch.zeros_like(gradient)
-    r = gradient.clone()
-    direction = torch.where(running[:, None], -r, 0.0)
-    rr = _rowdot(r, r)
-    g_norm = rr.sqrt()
-    target = g_norm * torch.clamp(g_norm**_CG_THETA, max=_CG_KAPPA)
-    running = running & (g_norm > 0)
-    negative = torch.zeros_like(running)
-    first = running.clone()
-    tiny = torch.finfo(gradient.dtype).tiny
-    for _ in range(_CG_MAX_INNER):
-        if not running.any():
-            break
-        h_dir = hess(direction)
-        curvature = _rowdot(direction, h_dir) + shift * _rowdot(direction, direction)
-        bad = running & (curvature <= 0)
-        fallback = bad & first  # no iterate yet: the gradient step of the regularised model
-        s = torch.where(fallback[:, None], direction / shift[:, None], s)
-        hs = torch.where(fallback[:, None], h_dir / shift[:, None], hs)
-        negative |= bad
-        step = rr / curvature.clamp(min=tiny)
-        inside = running & ~bad
-        s = torch.where(inside[:, None], s + step[:, None] * direction, s)
-        hs = torch.where(inside[:, None], hs + step[:, None] * h_dir, hs)
-        r = torch.where(inside[:, None], r + step[:, None] * (h_dir + shift[:, None] * direction), r)
-        rr_next = _rowdot(r, r)
-        running = inside & (rr_next.sqrt() > target)
-        first &= ~inside
-        direction = torch.where(running[:, None], -r + (rr_next / rr.clamp(min=tiny))[:, None] * direction, 0.0)
-        rr = rr_next
-    return s, hs, negative
-
-
 def _lbfgs(problem, z, loss, gradient, grad_norm, running, book, *, history, handoff_tol, budget, settle):
     """Batched Riemannian L-BFGS on the configurations `running` until each one is settled (if `settle`:
     gradient test only), its gradient is below `handoff_tol`, its line search fails (stalled) or it has
@@ -347,11 +198,11 @@ def _lbfgs(problem, z, loss, gradient, grad_norm, running, book, *, history, han
     while running.any():
         # Memory pairs live in earlier tangent spaces: the direction is projected onto the current one.
         direction = book.tangent(z, _two_loop(gradient, S, Y, rho, gamma, newest))
-        slope = _rowdot(direction, gradient)
+        slope = rowdot(direction, gradient)
         not_descent = slope >= 0
         direction = torch.where(not_descent[:, None], -gradient, direction)
         rho = torch.where(not_descent[:, None], torch.zeros_like(rho), rho)  # forget a misleading memory
-        slope = _rowdot(direction, gradient)
+        slope = rowdot(direction, gradient)
         first = rho.abs().sum(-1) == 0  # no curvature information yet: keep the first step short
         step = torch.where(first, torch.clamp(0.1 / direction.norm(dim=-1), max=1.0), torch.ones_like(slope))
         new_z, new_loss, new_gradient, new_grad_norm = z, loss, gradient, grad_norm
@@ -373,13 +224,13 @@ def _lbfgs(problem, z, loss, gradient, grad_norm, running, book, *, history, han
         # Curvature pair transported to the new point by projection.
         s = book.tangent(new_z, step[:, None] * direction)
         y = new_gradient - book.tangent(new_z, gradient)
-        sy = _rowdot(s, y)
+        sy = rowdot(s, y)
         usable = moved & (sy > _CURVATURE_EPS * (s.norm(dim=-1) * y.norm(dim=-1)).clamp(min=torch.finfo(z.dtype).tiny))
         # One ring slot per iteration for every configuration; a skipped pair gets rho = 0.
         newest = (newest + 1) % history
         S[:, newest], Y[:, newest] = s, y
         rho[:, newest] = torch.where(usable, 1 / sy.clamp(min=1e-300), 0.0)
-        gamma = torch.where(usable, sy / _rowdot(y, y).clamp(min=1e-300), gamma)
+        gamma = torch.where(usable, sy / rowdot(y, y).clamp(min=1e-300), gamma)
         book.record_step(running, moved, loss - new_loss)
         z, loss, gradient, grad_norm = new_z, new_loss, new_gradient, new_grad_norm
         stalled = running & pending
@@ -388,125 +239,6 @@ def _lbfgs(problem, z, loss, gradient, grad_norm, running, book, *, history, han
         running = running & ~done & ~stalled & (grad_norm > handoff_tol) & (book.counts < budget)
         book.tick()
     return z, loss, gradient, grad_norm, stalled_all & ~book.settled
-
-
-def _newton(problem, z, running, book, *, hessian: str):
-    """Batched regularised Riemannian Newton on the configurations `running`, until each is settled, has
-    used up its iterations (`book.max_iter`) or its regularisation has grown without bound (stalled).
-    Returns z, loss, gradient, grad_norm (at the final points) and the stalled mask.
-
-    Each iteration: loss, gradient and Hessian operator at z; the settling test; for the others the step
-    s solving (H + mu I) s = -g by CG with mu = lambda |g| (module docstring), at most `_MAX_STEP` long;
-    the loss at the retracted trial point; the ratio of actual to predicted decrease (model <g, s> +
-    <s, H s>/2); the step taken if the ratio is good enough; lambda / 4 after a very good step (down to
-    `_LAMBDA_MIN`), x 4 after a poor one or when CG met non-positive curvature.
-    """
-    n_configs = z.shape[0]
-    lam = z.new_ones(n_configs)
-    stalled = torch.zeros_like(running)
-    eps = torch.finfo(z.dtype).eps
-    loss, gradient, grad_norm = z.new_zeros(n_configs), torch.zeros_like(z), z.new_zeros(n_configs)
-    fresh = torch.zeros_like(running)  # loss and gradient are those of the current z
-    while True:
-        running = running & (book.counts < book.max_iter)
-        if not running.any():
-            break
-        loss_k, gradient_k, norm_k, hess = problem.second_order(z, running, hessian)
-        loss = torch.where(running, loss_k, loss)
-        gradient = torch.where(running[:, None], gradient_k, gradient)
-        grad_norm = torch.where(running, norm_k, grad_norm)
-        fresh |= running
-        first_look = running & (book.newton_counts == 0)
-        done = book.settle(running, loss, grad_norm)
-        book.route = torch.where(done & ~first_look, ROUTES.index("newton"), book.route)
-        running = running & ~done
-        if not running.any():
-            break
-        shift = lam * grad_norm
-        s, hs, negative = _shifted_cg(hess, gradient_k, shift.clamp(min=torch.finfo(z.dtype).tiny), running)
-        scale = (_MAX_STEP / s.norm(dim=-1).clamp(min=_MAX_STEP))[:, None]  # <= 1
-        s, hs = s * scale, hs * scale
-        predicted = -(_rowdot(gradient_k, s) + 0.5 * _rowdot(s, hs))
-        trial = torch.where(running[:, None], book.retract(z + s), z)
-        trial_loss, _, trial_norm = problem.evaluate(trial, running)
-        # Manopt's regularised ratio: near a minimum both decreases are at rounding level and must still count.
-        regulariser = _TR_RHO_REGULARISATION * eps * loss.abs().clamp(min=1.0)
-        ratio = (loss - trial_loss + regulariser) / (predicted.clamp(min=0) + regulariser)
-        # A change of the loss at rounding level says nothing: such a step must lower the gradient instead
-        # (measured: otherwise long steps along the flat directions of the minima undo the convergence).
-        decisive = loss - trial_loss > regulariser
-        accepted = running & (ratio > _TR_ACCEPT) & (decisive | (trial_norm < grad_norm))
-        # Nielsen's update: a taken step lowers lambda by up to 3 (by less the poorer the model); a refused one,
-        # or one that met non-positive curvature, raises it x 4.
-        relief = (1 - (2 * ratio.clamp(0, 1) - 1) ** 3).clamp(min=1 / 3)
-        lam = torch.where(accepted, (lam * relief).clamp(min=_LAMBDA_MIN), lam)
-        lam = torch.where(running & (~accepted | negative), 4 * lam, lam)
-        z = torch.where(accepted[:, None], trial, z)
-        book.record_step(running, accepted, loss - trial_loss)
-        book.newton_counts += running.long()
-        fresh &= ~accepted
-        blown = running & ~accepted & (shift > 1 / eps)  # no step of any length decreases the loss
-        stalled |= blown
-        running = running & ~blown
-        book.tick()
-    stale = ~fresh & (book.newton_counts > 0)  # stopped by the cap right after a step: evaluate the final point
-    if stale.any():
-        new_loss, new_gradient, new_norm = problem.evaluate(z, stale)
-        loss, grad_norm = torch.where(stale, new_loss, loss), torch.where(stale, new_norm, grad_norm)
-        gradient = torch.where(stale[:, None], new_gradient, gradient)
-    return z, loss, gradient, grad_norm, stalled
-
-
-class _Book:
-    """Per-configuration bookkeeping shared by both phases: iteration counts, the last step's decrease,
-    when and how each configuration stopped."""
-
-    def __init__(self, problem, z, *, grad_tol, step_tol, max_iter, progress):
-        n_configs = z.shape[0]
-        self.problem, self.grad_tol, self.step_tol, self.max_iter = problem, grad_tol, step_tol, max_iter
-        self.progress, self.started, self.iteration = progress, time.perf_counter(), 0
-        self.counts = torch.zeros(n_configs, dtype=torch.long, device=z.device)
-        self.newton_counts = torch.zeros_like(self.counts)
-        self.last_decrease = z.new_zeros(n_configs)  # no step taken yet
-        self.settled = torch.zeros(n_configs, dtype=torch.bool, device=z.device)
-        self.route = torch.full((n_configs,), ROUTES.index("iteration cap"), dtype=torch.long, device=z.device)
-        self.seconds = torch.full((n_configs,), math.nan, dtype=torch.float64)
-        self.eps = torch.finfo(z.dtype).eps
-
-    def retract(self, z):  # back onto the spheres: each vector renormalised
-        shape = (z.shape[0], self.problem.n_vectors, self.problem.dim)
-        return normalise(z.reshape(shape)).reshape(z.shape[0], -1)
-
-    def tangent(self, z, v):
-        shape = (z.shape[0], self.problem.n_vectors, self.problem.dim)
-        return tangent_projection(z.reshape(shape), v.reshape(shape)).reshape(z.shape[0], -1)
-
-    def slack(self, loss):
-        """Rounding slack: near the optimum, changes below a few ulps of the loss are noise."""
-        return 8 * self.eps * loss.abs().clamp(min=1.0)
-
-    def record_step(self, running, moved, decrease):
-        self.counts += running.long()
-        self.last_decrease = torch.where(moved, decrease, self.last_decrease)
-
-    def settle(self, running, loss, grad_norm):
-        """Mark and return the configurations of `running` that pass the convergence test: gradient norm
-        <= grad_tol and the last step changed the loss by at most step_tol max(1, |loss|) (module docstring)."""
-        done = running & (grad_norm <= self.grad_tol)
-        done &= self.last_decrease.abs() <= self.step_tol * loss.abs().clamp(min=1.0)
-        self.settled |= done
-        self.route = torch.where(done, ROUTES.index("lbfgs"), self.route)
-        self.stop(done)
-        return done
-
-    def stop(self, rows):
-        fresh = rows.cpu() & self.seconds.isnan()
-        self.seconds[fresh] = time.perf_counter() - self.started
-
-    def tick(self):
-        self.iteration += 1
-        if self.progress is not None:
-            self.progress(self.iteration, int(self.settled.sum()))
 
 
 def minimize_on_sphere(
@@ -540,31 +272,28 @@ def minimize_on_sphere(
         hessian: for the Newton finish: "matrix" (exact Hessian), "hvp" (Hessian-vector products),
             or "auto": "matrix" up to `EXACT_HESSIAN_MAX_VARIABLES` variables per configuration.
     """
-    if x0.ndim < 3:
-        raise ValueError(f"x0 must have shape (*batch, N, d) with at least one batch dimension, got {tuple(x0.shape)}")
-    max_iter = require_int("max_iter", max_iter, 1)
-    history = require_int("history", history, 1)
-    method, hessian = require_choice("method", method, METHODS), require_choice("hessian", hessian, HESSIANS)
-    if not x0.is_floating_point():
-        raise ValueError(f"x0 must be a floating tensor, got {x0.dtype}")
-    grad_tol = GRAD_TOL.get(x0.dtype, 1e-4) if grad_tol is None else require_positive_real("grad_tol", grad_tol)
-    batch_shape, (n_vectors, dim) = x0.shape[:-2], x0.shape[-2:]
-    if hessian == "auto":
-        hessian = "matrix" if n_vectors * dim <= EXACT_HESSIAN_MAX_VARIABLES else "hvp"
+    max_iter, history, method, hessian, grad_tol = _checked_options(x0, max_iter, history, method, hessian, grad_tol)
     problem = SphereProblem(loss_fn, x0.shape, indexed)
     z = x0.detach().reshape(problem.n_configs, -1)
     # The loss change allowed to the last step scales with the gradient tolerance (near a minimum both go as
     # the distance to it): STEP_TOL at the default tolerance.
     default_tol = GRAD_TOL.get(x0.dtype, GRAD_TOL[torch.float32])
     step_tol = STEP_TOL.get(x0.dtype, STEP_TOL[torch.float32]) * grad_tol / default_tol
-    book = _Book(problem, z, grad_tol=grad_tol, step_tol=step_tol, max_iter=max_iter, progress=progress)
+    book = Book(problem, z, grad_tol=grad_tol, step_tol=step_tol, max_iter=max_iter, progress=progress)
     z = book.retract(z.clone())
+    z, loss, grad_norm = _run(problem, z, book, method=method, history=history, hessian=hessian, max_iter=max_iter)
+    return _result(z, loss, grad_norm, book, x0.shape)
+
+
+def _run(problem, z, book, *, method, history, hessian, max_iter):
+    """Every configuration from z (B, D) on the spheres through L-BFGS, then the Newton finish if method is
+    "newton"; routes and stopping times recorded in `book`. Returns z (B, D), loss and grad_norm (B,)."""
     everyone = torch.ones(problem.n_configs, dtype=torch.bool, device=z.device)
     loss, gradient, grad_norm = problem.evaluate(z, everyone)
     newton = method == "newton"
     # With the Newton finish every configuration is tested there (gradient and predicted decrease).
     running = everyone & ~(torch.zeros_like(everyone) if newton else book.settle(everyone, loss, grad_norm))
-    switch = NEWTON_SWITCH_TOL.get(x0.dtype, NEWTON_SWITCH_TOL[torch.float32]) if newton else 0.0
+    switch = NEWTON_SWITCH_TOL.get(z.dtype, NEWTON_SWITCH_TOL[torch.float32]) if newton else 0.0
     z, loss, gradient, grad_norm, stalled = _lbfgs(
         problem,
         z,
@@ -579,11 +308,35 @@ def minimize_on_sphere(
         settle=not newton,
     )
     if newton:
-        z, loss, gradient, grad_norm, stalled = _newton(problem, z, everyone, book, hessian=hessian)
+        z, loss, gradient, grad_norm, stalled = newton_finish(problem, z, everyone, book, hessian=hessian)
     book.route = torch.where(stalled & ~book.settled, ROUTES.index("stalled"), book.route)
     book.stop(everyone)
+    return z, loss, grad_norm
+
+
+def _checked_options(x0, max_iter, history, method, hessian, grad_tol):
+    """The options of `minimize_on_sphere` checked (a clear error otherwise), with the default gradient tolerance
+    and the "auto" Hessian resolved: (max_iter, history, method, hessian, grad_tol)."""
+    if x0.ndim < 3:
+        raise ValueError(f"x0 must have shape (*batch, N, d) with at least one batch dimension, got {tuple(x0.shape)}")
+    max_iter = require_int("max_iter", max_iter, 1)
+    history = require_int("history", history, 1)
+    method, hessian = require_choice("method", method, METHODS), require_choice("hessian", hessian, HESSIANS)
+    if not x0.is_floating_point():
+        raise ValueError(f"x0 must be a floating tensor, got {x0.dtype}")
+    grad_tol = GRAD_TOL.get(x0.dtype, 1e-4) if grad_tol is None else require_positive_real("grad_tol", grad_tol)
+    n_vectors, dim = x0.shape[-2:]
+    if hessian == "auto":
+        hessian = "matrix" if n_vectors * dim <= EXACT_HESSIAN_MAX_VARIABLES else "hvp"
+    return max_iter, history, method, hessian, grad_tol
+
+
+def _result(z, loss, grad_norm, book, shape) -> OptimResult:
+    """The final flat tensors z (B, D), loss and grad_norm (B,) and the book's records in the input's
+    shape (*batch, N, d)."""
+    batch_shape = shape[:-2]
     return OptimResult(
-        z=z.reshape(*batch_shape, n_vectors, dim),
+        z=z.reshape(shape),
         loss=loss.reshape(batch_shape),
         grad_norm=grad_norm.reshape(batch_shape),
         converged=book.settled.reshape(batch_shape),
@@ -674,7 +427,7 @@ def estimate_memory(
     if method == "newton":
         total += 8 * n_configs * n_variables * element
         if hessian == "matrix" or (hessian == "auto" and n_variables <= EXACT_HESSIAN_MAX_VARIABLES):
-            total += n_configs * n_variables**2 * element + _HESSIAN_CHUNK_BYTES
+            total += n_configs * n_variables**2 * element + HESSIAN_CHUNK_BYTES
     return int(total)
 
 

@@ -1,0 +1,142 @@
+"""The regularised Riemannian Newton finish of `simulate.optimize` (its module docstring says why and how):
+batched conjugate gradients for the shifted Newton system (`shifted_cg`) and the Newton iteration (`newton_finish`).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from simulate.sphere import ROUTES, rowdot
+
+_TR_ACCEPT = 0.1  # smallest ratio of actual to predicted decrease of a step taken (Manopt's default)
+_LAMBDA_MIN = 1e-3  # smallest regularisation mu / |g| of a Newton step
+_MAX_STEP = 1.0  # longest Newton step (norm over all N vectors, radians to first order)
+_TR_RHO_REGULARISATION = 1e3  # ratio computed with this many ulps of slack: decreases at rounding level still count
+_CG_KAPPA, _CG_THETA = 0.1, 0.0  # inner stopping |r| <= |g| min(|g|^theta, kappa)
+_CG_MAX_INNER = 50  # bound on CG iterations per Newton step: a truncated CG step is still a descent step
+
+
+def shifted_cg(hess, gradient, shift, running):
+    """Conjugate gradients for the regularised Newton system (H + shift I) s = -g, batched.
+
+    gradient (B, D), shift (B,), running (B,) bool (the others get s = 0). A configuration stops when
+    its residual is below |g| min(|g|^theta, kappa) (fast enough for quadratic convergence), or when it
+    meets a direction of non-positive curvature of H + shift I; it then keeps the iterate so far (the
+    scaled gradient step -g / shift if it was the first). Returns s, H s (B, D) and the configurations
+    that met non-positive curvature (B,) (their shift was too small).
+    """
+    s, hs = torch.zeros_like(gradient), torch.zeros_like(gradient)
+    r = gradient.clone()
+    direction = torch.where(running[:, None], -r, 0.0)
+    rr = rowdot(r, r)
+    g_norm = rr.sqrt()
+    target = g_norm * torch.clamp(g_norm**_CG_THETA, max=_CG_KAPPA)
+    running = running & (g_norm > 0)
+    negative = torch.zeros_like(running)
+    first = running.clone()
+    tiny = torch.finfo(gradient.dtype).tiny
+    for _ in range(_CG_MAX_INNER):
+        if not running.any():
+            break
+        h_dir = hess(direction)
+        curvature = rowdot(direction, h_dir) + shift * rowdot(direction, direction)
+        bad = running & (curvature <= 0)
+        fallback = bad & first  # no iterate yet: the gradient step of the regularised model
+        s = torch.where(fallback[:, None], direction / shift[:, None], s)
+        hs = torch.where(fallback[:, None], h_dir / shift[:, None], hs)
+        negative |= bad
+        step = rr / curvature.clamp(min=tiny)
+        inside = running & ~bad
+        s = torch.where(inside[:, None], s + step[:, None] * direction, s)
+        hs = torch.where(inside[:, None], hs + step[:, None] * h_dir, hs)
+        r = torch.where(inside[:, None], r + step[:, None] * (h_dir + shift[:, None] * direction), r)
+        rr_next = rowdot(r, r)
+        running = inside & (rr_next.sqrt() > target)
+        first &= ~inside
+        direction = torch.where(running[:, None], -r + (rr_next / rr.clamp(min=tiny))[:, None] * direction, 0.0)
+        rr = rr_next
+    return s, hs, negative
+
+
+def _trial_step(problem, z, loss, gradient, hess, shift, running, book):
+    """The regularised Newton step for the configurations `running` at z (B, D) with loss (B,), gradient (B, D)
+    and Hessian operator `hess`: s from CG on (H + shift I) s = -g, at most `_MAX_STEP` long, and the retracted
+    trial point. Returns the trial point (B, D), its loss and gradient norm (B,), the ratio of actual to
+    predicted decrease (model <g, s> + <s, H s>/2), whether the decrease is above rounding level, and the
+    configurations whose CG met non-positive curvature (all (B,))."""
+    eps = torch.finfo(z.dtype).eps
+    s, hs, negative = shifted_cg(hess, gradient, shift.clamp(min=torch.finfo(z.dtype).tiny), running)
+    scale = (_MAX_STEP / s.norm(dim=-1).clamp(min=_MAX_STEP))[:, None]  # <= 1
+    s, hs = s * scale, hs * scale
+    predicted = -(rowdot(gradient, s) + 0.5 * rowdot(s, hs))
+    trial = torch.where(running[:, None], book.retract(z + s), z)
+    trial_loss, _, trial_norm = problem.evaluate(trial, running)
+    # Manopt's regularised ratio: near a minimum both decreases are at rounding level and must still count.
+    regulariser = _TR_RHO_REGULARISATION * eps * loss.abs().clamp(min=1.0)
+    ratio = (loss - trial_loss + regulariser) / (predicted.clamp(min=0) + regulariser)
+    decisive = loss - trial_loss > regulariser
+    return trial, trial_loss, trial_norm, ratio, decisive, negative
+
+
+def _updated_lambda(lam, ratio, accepted, running, negative):
+    """Nielsen's update: a taken step lowers lambda by up to 3 (by less the poorer the model); a refused one,
+    or one that met non-positive curvature, raises it x 4."""
+    relief = (1 - (2 * ratio.clamp(0, 1) - 1) ** 3).clamp(min=1 / 3)
+    lam = torch.where(accepted, (lam * relief).clamp(min=_LAMBDA_MIN), lam)
+    return torch.where(running & (~accepted | negative), 4 * lam, lam)
+
+
+def newton_finish(problem, z, running, book, *, hessian: str):
+    """Batched regularised Riemannian Newton on the configurations `running`, until each is settled, has
+    used up its iterations (`book.max_iter`) or its regularisation has grown without bound (stalled).
+    Returns z, loss, gradient, grad_norm (at the final points) and the stalled mask.
+
+    Each iteration: loss, gradient and Hessian operator at z; the settling test; for the others the step
+    s solving (H + mu I) s = -g by CG with mu = lambda |g| (module docstring), at most `_MAX_STEP` long;
+    the loss at the retracted trial point; the ratio of actual to predicted decrease (model <g, s> +
+    <s, H s>/2); the step taken if the ratio is good enough; lambda / 4 after a very good step (down to
+    `_LAMBDA_MIN`), x 4 after a poor one or when CG met non-positive curvature.
+    """
+    n_configs = z.shape[0]
+    lam = z.new_ones(n_configs)
+    stalled = torch.zeros_like(running)
+    eps = torch.finfo(z.dtype).eps
+    loss, gradient, grad_norm = z.new_zeros(n_configs), torch.zeros_like(z), z.new_zeros(n_configs)
+    fresh = torch.zeros_like(running)  # loss and gradient are those of the current z
+    while True:
+        running = running & (book.counts < book.max_iter)
+        if not running.any():
+            break
+        loss_k, gradient_k, norm_k, hess = problem.second_order(z, running, hessian)
+        loss = torch.where(running, loss_k, loss)
+        gradient = torch.where(running[:, None], gradient_k, gradient)
+        grad_norm = torch.where(running, norm_k, grad_norm)
+        fresh |= running
+        first_look = running & (book.newton_counts == 0)
+        done = book.settle(running, loss, grad_norm)
+        book.route = torch.where(done & ~first_look, ROUTES.index("newton"), book.route)
+        running = running & ~done
+        if not running.any():
+            break
+        shift = lam * grad_norm
+        trial, trial_loss, trial_norm, ratio, decisive, negative = _trial_step(
+            problem, z, loss, gradient_k, hess, shift, running, book
+        )
+        # A change of the loss at rounding level says nothing: such a step must lower the gradient instead
+        # (measured: otherwise long steps along the flat directions of the minima undo the convergence).
+        accepted = running & (ratio > _TR_ACCEPT) & (decisive | (trial_norm < grad_norm))
+        lam = _updated_lambda(lam, ratio, accepted, running, negative)
+        z = torch.where(accepted[:, None], trial, z)
+        book.record_step(running, accepted, loss - trial_loss)
+        book.newton_counts += running.long()
+        fresh &= ~accepted
+        blown = running & ~accepted & (shift > 1 / eps)  # no step of any length decreases the loss
+        stalled |= blown
+        running = running & ~blown
+        book.tick()
+    stale = ~fresh & (book.newton_counts > 0)  # stopped by the cap right after a step: evaluate the final point
+    if stale.any():
+        new_loss, new_gradient, new_norm = problem.evaluate(z, stale)
+        loss, grad_norm = torch.where(stale, new_loss, loss), torch.where(stale, new_norm, grad_norm)
+        gradient = torch.where(stale[:, None], new_gradient, gradient)
+    return z, loss, gradient, grad_norm, stalled
