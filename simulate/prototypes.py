@@ -19,9 +19,9 @@ its class-mean geometry, exact at any size, e.g. majority size 5000), so the nea
 accuracies and the limit gap (which need embeddings) are not computed; the record says so.
 Free optimisation refuses sizes above `OPTIMISE_MAX_VECTORS` vectors.
 
-Everything here is pure (no printing, no files): the figure functions return figures. The
-command line `python -m simulate.prototypes` (its options, files and exit codes) lives in
-`simulate.prototypes_command`."""
+Everything here is pure (no printing, no files): the figure functions (`simulate.prototypes_figures`,
+re-exported here, like the certified cells of `simulate.prototypes_certified`) return figures. The command
+line `python -m simulate.prototypes` (its options, files and exit codes) lives in `simulate.prototypes_command`."""
 
 from __future__ import annotations
 
@@ -35,6 +35,8 @@ import torch
 
 from simulate import metrics, optimize
 from simulate.losses import prototype_supcon_loss
+from simulate.prototypes_certified import certified_cell, exchangeable_cell
+from simulate.prototypes_figures import delta_g_figure, gram_figure, limit_figure  # noqa: F401 (re-exported)
 from theory import prototypes as theory_prototypes
 from theory import simplex
 from theory.arguments import require_choice, require_int, require_positive_real
@@ -305,62 +307,6 @@ def geometry_measures(z: torch.Tensor, labels: torch.Tensor, prototype_gram: tor
     }
 
 
-def certified_cell(sizes, prototype_gram: np.ndarray, n_proto: int, tau: float, anchors: str, max_vectors: int):
-    """Certified minimum and its class-mean geometry for one cell, or None when N + m > max_vectors.
-
-    Uses `simulate.certify.certify_prototype` (non-strict: a status other than "optimal" is
-    recorded, never counted). Class-mean Gram from the certified G: A G A^T with A the
-    (m, N + m) class-averaging matrix of the data rows.
-    """
-    if sum(sizes) + len(sizes) > max_vectors:
-        return None
-    from simulate import certify
-
-    started = time.perf_counter()
-    certificate = certify.certify_prototype(sizes, prototype_gram, n_proto, tau, anchors, strict=False)
-    gram = certify.nearest_gram(certificate.gram)
-    n_data = certificate.n_data
-    averaging = np.zeros((len(sizes), gram.shape[0]))
-    for c in range(len(sizes)):
-        rows = np.flatnonzero(certificate.labels[:n_data] == c)
-        averaging[c, rows] = 1.0 / len(rows)
-    means = averaging @ gram @ averaging.T
-    weights = np.asarray(sizes) / sum(sizes)
-    return {
-        "minimum": certificate.minimum,
-        "status": certificate.status,
-        "optimal": certificate.ok,
-        "residual": certificate.residual,
-        "delta_g": float(metrics.delta_g(torch.as_tensor(means), torch.as_tensor(prototype_gram))),
-        "within": float((weights * (1.0 - np.diag(means))).sum()),
-        "seconds": time.perf_counter() - started,
-    }
-
-
-def exchangeable_cell(sizes, prototype_gram: np.ndarray, n_proto: int, tau: float, anchors: str) -> dict:
-    """The exchangeable certificate of one cell (`simulate.exchangeable.certify_prototype`), any size.
-
-    Non-strict: a status other than "optimal" is recorded as such and the cell reads unconverged.
-    """
-    from simulate import exchangeable
-
-    started = time.perf_counter()
-    certificate = exchangeable.certify_prototype(sizes, prototype_gram, n_proto, tau, anchors, strict=False)
-    means = certificate.class_mean_gram()
-    return {
-        "minimum": certificate.minimum,
-        "gap": certificate.gap,
-        "status": certificate.status,
-        "optimal": certificate.ok,
-        "polished": certificate.polished,
-        "class_mean_gram": means,
-        "delta_g": certificate.delta_g(prototype_gram),
-        "delta_g_etf": certificate.delta_g(simplex.etf_gram(len(sizes))),
-        "within": certificate.variances()["within"],
-        "seconds": time.perf_counter() - started,
-    }
-
-
 def limit_convergence(
     z: np.ndarray, labels: np.ndarray, prototypes: np.ndarray, tau: float, anchors: str, n_values=None
 ) -> dict:
@@ -613,101 +559,6 @@ def summarise(config, cells: list[dict], limit_delta_g: float, seconds: float) -
         ),
         "seconds": seconds,
     }
-
-
-# ---------------------------------------------------------------------------
-# Outputs
-# ---------------------------------------------------------------------------
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _title(config: dict) -> str:
-    return (
-        f"m={config['n_classes']}, majority {config['majority_size']}, d={config['dim']}, tau={config['tau']:g}, "
-        f"anchors={config['anchors']}, W: {config['geometry']}"
-        + (f", batch {config['batch_size']}" if config["batch_size"] else ", full batch")
-    )
-
-
-def delta_g_figure(result: dict):
-    """DeltaG* to the prototype Gram against n_w (symlog x so that n_w = 0 shows), one curve per R."""
-    plt = _pyplot()
-    config = result["config"]
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    for entry in result["summary"]["per_imbalance"]:
-        values = np.maximum(entry["delta_g"], 1e-12)
-        ax.plot(entry["n_proto"], values, "o-", label=f"R = {entry['imbalance']:g}")
-    limit = result["theory"]["limit_delta_g"]
-    if limit > 1e-9:
-        ax.axhline(limit, color="k", ls="--", lw=1, label=r"theory, $n_w \to \infty$")
-    ax.set_xscale("symlog", linthresh=1)
-    ax.set_yscale("log")
-    ax.set_xlabel(r"prototype copies per class $n_w$ (symlog; 0 at left)")
-    ax.set_ylabel(r"$\Delta G^*$ to the prototype Gram")
-    ax.set_title(_title(config), fontsize=8)
-    ax.legend(fontsize=8)
-    ax.grid(True, which="both", alpha=0.3)
-    return fig
-
-
-def gram_figure(result: dict):
-    """Target Gram and learnt class-mean Grams at the smallest and largest n_w, one row per R."""
-    plt = _pyplot()
-    config = result["config"]
-    n_protos = list(config["n_proto"])
-    first, last = int(np.argmin(n_protos)), int(np.argmax(n_protos))
-    ratios = list(result["_grams"])
-    fig, axes = plt.subplots(len(ratios), 3, figsize=(9.5, 3.0 * len(ratios)), squeeze=False)
-    for row, ratio in enumerate(ratios):
-        cells = {c["n_proto"]: c for c in result["cells"] if c["imbalance"] == ratio}
-        panels = [("target W W^T", result["_target"])]
-        panels += [
-            (f"n_w={n_protos[i]}, DeltaG*={cells[n_protos[i]]['delta_g']:.3g}", result["_grams"][ratio][i])
-            for i in (first, last)
-        ]
-        for ax, (title, gram) in zip(axes[row], panels):
-            image = ax.imshow(gram, vmin=-1, vmax=1, cmap="RdBu_r")
-            ax.set_title(f"R={ratio:g}: {title}", fontsize=8)
-            ax.set_xticks([]), ax.set_yticks([])
-    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label="class-mean inner product")
-    fig.suptitle(_title(config), fontsize=8)
-    return fig
-
-
-def limit_figure(result: dict):
-    """|loss - log n_w - limit| against n_w (log-log) for the largest-n_w minimiser of each R, with c1/n_w and C/n_w."""
-    plt = _pyplot()
-    config = result["config"]
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    from matplotlib.lines import Line2D
-
-    handles = []
-    for index, (ratio, data) in enumerate(result["limit_convergence"].items()):
-        n = np.asarray(data["n_proto"], dtype=float)
-        colour = f"C{index}"
-        gaps = np.maximum(data["abs_gap"], 1e-300)  # log axis
-        handles += ax.loglog(n, gaps, "o-", ms=3, color=colour, label=f"R = {float(ratio):g}")
-        ax.loglog(n, abs(data["first_order"]) / n, "--", color=colour, lw=1)
-        ax.loglog(n, data["bound_constant"] / n, ":", color=colour, lw=1.5)
-    handles += [
-        Line2D([], [], color="k", ls="--", lw=1, label=r"$|c_1| / n_w$ (first-order term, 1/$n_w$ reference)"),
-        Line2D([], [], color="k", ls=":", lw=1.5, label=r"proven bound $C / n_w$"),
-    ]
-    ax.legend(handles=handles, fontsize=7)
-    ax.set_xlabel(r"prototype copies per class $n_w$")
-    reference = "mean CE" if config["anchors"] == "data" else r"$\bar K$ (mean prototype self-CE)"
-    ax.set_ylabel(f"|mean loss - log n_w - {reference}|")
-    ax.set_title(_title(config) + "\n(embeddings: the minimiser at the largest n_w)", fontsize=8)
-    ax.grid(True, which="both", alpha=0.3)
-    return fig
 
 
 if __name__ == "__main__":  # python -m simulate.prototypes: the command line lives in simulate.prototypes_command
