@@ -59,6 +59,29 @@ def _symbolic() -> tuple[list[str], dict]:
     }
 
 
+def _etf_case(m, sizes, figures, failures, settled) -> list:
+    """ETF prototypes in R^(m+2): the free minimiser against w_y and its CE against the closed form, over TAUS.
+    Adds to `figures` and `failures`; returns the agreements."""
+    W = simplex.etf(m, m + 2, seed=m)
+    result, labels = _free_minimiser(sizes, W, TAUS)
+    settled(result, f"ETF m={m}")
+    distance = float((result.z - torch.tensor(W)[labels]).norm(dim=-1).max())
+    closed = np.array([prototypes.etf_ce_minimum(m, tau) for tau in TAUS])
+    relative = float(np.max(np.abs(result.loss.numpy() - closed) / closed))
+    figures[f"ETF m={m} sizes {sizes[0]}:{sizes[-1]}: max |h_i - w_y| "] = distance
+    figures[f"ETF m={m}: max rel |min CE - closed form|"] = relative
+    if distance > 1e-5 or relative > 1e-9 or not bool(result.converged.all()):
+        failures.append(
+            f"ETF m={m}: free minimiser at distance {distance:.3g} from w_y, "
+            f"loss rel. error {relative:.3g}, "
+            f"converged {result.converged.tolist()}"
+        )
+    return [
+        Agreement(f"ETF m={m}, tau={tau}: free min CE vs closed form", float(free), float(exact), 1e-9 * float(exact))
+        for tau, free, exact in zip(TAUS, result.loss, closed)
+    ]
+
+
 @claim(
     "A2",
     source="Paper A: CE with a fixed classifier, the many-prototype limit",
@@ -76,26 +99,7 @@ def check() -> Result:
             unsettled.append(f"{where}: free minimisation not converged ({result.converged.tolist()})")
 
     for m, sizes in ((4, (30, 30, 3, 1)), (10, (20,) * 5 + (2,) * 5)):
-        W = simplex.etf(m, m + 2, seed=m)
-        result, labels = _free_minimiser(sizes, W, TAUS)
-        settled(result, f"ETF m={m}")
-        distance = float((result.z - torch.tensor(W)[labels]).norm(dim=-1).max())
-        closed = np.array([prototypes.etf_ce_minimum(m, tau) for tau in TAUS])
-        relative = float(np.max(np.abs(result.loss.numpy() - closed) / closed))
-        figures[f"ETF m={m} sizes {sizes[0]}:{sizes[-1]}: max |h_i - w_y| "] = distance
-        figures[f"ETF m={m}: max rel |min CE - closed form|"] = relative
-        agreements += [
-            Agreement(
-                f"ETF m={m}, tau={tau}: free min CE vs closed form", float(free), float(exact), 1e-9 * float(exact)
-            )
-            for tau, free, exact in zip(TAUS, result.loss, closed)
-        ]
-        if distance > 1e-5 or relative > 1e-9 or not bool(result.converged.all()):
-            failures.append(
-                f"ETF m={m}: free minimiser at distance {distance:.3g} from w_y, "
-                f"loss rel. error {relative:.3g}, "
-                f"converged {result.converged.tolist()}"
-            )
+        agreements += _etf_case(m, sizes, figures, failures, settled)
     m, sizes = 4, (8, 8, 2, 1)
     orthogonal = simplex.orthogonal_frame(m, 6)
     result, labels = _free_minimiser(sizes, orthogonal, TAUS)

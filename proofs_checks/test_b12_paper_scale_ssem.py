@@ -83,6 +83,34 @@ def _worst(records: list[dict], key) -> dict:
     return max(records, key=key)
 
 
+def _agreements(worst: dict, worst_within: dict, joined: list[dict]) -> list:
+    """The instance-variant worst cases against the closed forms, and the supcon points whose views do not
+    separate against the SSEM minimum."""
+    agreements = [
+        Agreement(
+            f"certified - SSEM minimum, relative, instance, worst at {worst['where']}", worst["relative"], 0.0, RELATIVE
+        ),
+        Agreement(
+            f"W of the certificate vs 1 - beta*, instance, worst at {worst_within['where']}",
+            worst_within["within"],
+            1 - worst_within["beta"],
+            WITHIN_TOLERANCE,
+        ),
+    ]
+    if joined:
+        worst_joined = _worst(joined, lambda r: r["relative"])
+        agreements.append(
+            Agreement(
+                f"certified - SSEM minimum, relative, supcon where views do not separate, worst at "
+                f"{worst_joined['where']}",
+                worst_joined["relative"],
+                0.0,
+                RELATIVE,
+            )
+        )
+    return agreements
+
+
 @claim(
     "B12",
     source="Paper B: optimal embeddings lie in SSEM (at CIFAR-10 and CIFAR-100 sizes)",
@@ -120,28 +148,7 @@ def check() -> Result:
             name: round(max(r["seconds"] for r in instance + supcon if r["size"] == name), 2) for name in SIZES
         },
     }
-    agreements = [
-        Agreement(
-            f"certified - SSEM minimum, relative, instance, worst at {worst['where']}", worst["relative"], 0.0, RELATIVE
-        ),
-        Agreement(
-            f"W of the certificate vs 1 - beta*, instance, worst at {worst_within['where']}",
-            worst_within["within"],
-            1 - worst_within["beta"],
-            WITHIN_TOLERANCE,
-        ),
-    ]
-    if joined:
-        worst_joined = _worst(joined, lambda r: r["relative"])
-        agreements.append(
-            Agreement(
-                f"certified - SSEM minimum, relative, supcon where views do not separate, worst at "
-                f"{worst_joined['where']}",
-                worst_joined["relative"],
-                0.0,
-                RELATIVE,
-            )
-        )
+    agreements = _agreements(worst, worst_within, joined)
     unsettled = [r["unsettled"] for r in instance + supcon if r["unsettled"]]
     unsettled += [
         f"views separate but the certified minimum is not below SSEM at {r['where']}"

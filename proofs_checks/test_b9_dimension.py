@@ -52,16 +52,9 @@ def _point(row) -> str:
     return f"{row[0]}, alpha = {row[1]:g}, tau = {row[2]:g}, beta* = {row[3]:.4f}"
 
 
-@claim(
-    "B9",
-    source="Paper B: optimal embeddings lie in SSEM, which needs d >= mn - 1",
-    statement='Variant "instance", d = mn - 2: without collapse (beta* < 1) the best free minimum stays above the '
-    "SSEM minimum by a clear margin; at collapse (beta* = 1) the SSEM minimum is attained (rank m - 1).",
-    routes=("exact", "free optimisation"),
-)
-def check() -> Result:
-    start = time.perf_counter()
-    alphas, taus = (a.ravel() for a in np.meshgrid(ALPHAS, TAUS, indexing="ij"))
+def _measure(alphas: np.ndarray, taus: np.ndarray) -> tuple[list, dict, list]:
+    """Per size and (alpha, tau): rows (size, alpha, tau, beta*, margin in d = mn - 2, control error in d = mn - 1),
+    minima {(size, alpha, tau): (free in mn - 2, free in mn - 1, SSEM minimum)} and the unsettled messages."""
     rows = []  # (size, alpha, tau, beta*, margin in d = mn - 2, control error in d = mn - 1)
     minima, unsettled = {}, []  # (size, alpha, tau) -> (free in mn - 2, free in mn - 1, SSEM minimum)
     for m, n, p in SIZES:
@@ -77,6 +70,20 @@ def check() -> Result:
         )
         if not (low_converged.all() and control_converged.all()):
             unsettled.append(f"(m, n, p) = {(m, n, p)}: free minimisation not converged at some (alpha, tau)")
+    return rows, minima, unsettled
+
+
+@claim(
+    "B9",
+    source="Paper B: optimal embeddings lie in SSEM, which needs d >= mn - 1",
+    statement='Variant "instance", d = mn - 2: without collapse (beta* < 1) the best free minimum stays above the '
+    "SSEM minimum by a clear margin; at collapse (beta* = 1) the SSEM minimum is attained (rank m - 1).",
+    routes=("exact", "free optimisation"),
+)
+def check() -> Result:
+    start = time.perf_counter()
+    alphas, taus = (a.ravel() for a in np.meshgrid(ALPHAS, TAUS, indexing="ij"))
+    rows, minima, unsettled = _measure(alphas, taus)
     spread = [r for r in rows if r[3] < 1.0]
     collapsed = [r for r in rows if r[3] == 1.0]
     control_error = max(abs(r[5]) for r in rows)
