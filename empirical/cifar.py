@@ -41,8 +41,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
-import math
 import os
 import signal
 import sys
@@ -51,8 +49,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
+from empirical.cifar_outputs import (  # the sweep's outputs (the constants and write_figures re-exported)
+    CRITERIA,  # noqa: F401
+    FIGURE_PATTERNS,  # noqa: F401
+    SUMMARY_FILES,  # noqa: F401
+    finished_result,
+    finite_final_metrics,
+    retire_summary,
+    run_files,
+    summary_line,
+    summary_row,
+    write_figures,  # noqa: F401
+    write_summary,
+)
 from simulate import cli
 from simulate.cli import option
 from theory.arguments import TAU_RANGE
@@ -113,18 +122,6 @@ PRESETS = {
 FIXTURE_SIZES = dict(n_train_per_class=10, n_test_per_class=5)
 EXIT_BAD_INPUT = 2
 PROG = "python -m empirical.cifar"
-#: The sweep's own criterion (recorded in summary.json): every run ends with these final metrics (summary.csv
-#: columns: the loss and DeltaG* of the last evaluation) finite.
-CRITERIA = {"finite_final_metrics": ("final_loss", "delta_g")}
-#: Files of the summary set, removed when a sweep starts (summary.json first: it is the set's manifest).
-SUMMARY_FILES = ("summary.json", "summary.csv")
-FIGURE_PATTERNS = (
-    "delta_g_vs_*.png",
-    "delta_g_epochs*.png",
-    "gram_heatmaps*.png",
-    "accuracy*.png",
-    "variances_vs_alpha*.png",
-)
 
 
 @dataclass(frozen=True)
@@ -381,134 +378,6 @@ def stop_on_signals():
 
 
 # ---------------------------------------------------------------------------
-# Outputs
-# ---------------------------------------------------------------------------
-
-
-def summary_row(run_id: str, result: dict) -> dict:
-    """One CSV row: identity of the run, its status and its final metrics."""
-    config, final = result["config"], result.get("final") or {}
-    speeds = [r["images_per_s"] for r in result.get("log", []) if r.get("images_per_s")]
-    row = {"run": run_id, "status": result["status"]}
-    row.update(
-        {
-            key: config[key]
-            for key in (
-                "dataset",
-                "imbalance",
-                "profile",
-                "loss",
-                "n_proto",
-                "anchors",
-                "geometry",
-                "alpha",
-                "variant",
-                "tau",
-                "model",
-                "augmentation",
-                "epochs",
-                "seed",
-            )
-        }
-    )
-    row["augmentation"] = result.get("augmentation", config["augmentation"])  # the recipe "auto" resolved to
-    row["epochs_done"] = len(result.get("log", []))
-    row["final_loss"] = final.get("loss")  # the column "loss" names the loss function
-    row.update(
-        {
-            key: value
-            for key, value in final.items()
-            if key not in ("epoch", "loss", "lr", "train_seconds", "images_per_s")
-        }
-    )
-    row.update(
-        {
-            f"backbone_{key}": value
-            for key, value in (result.get("final_backbone") or {}).items()
-            if key != "eval_precision"
-        }
-    )
-    row["mean_images_per_s"] = float(np.mean(speeds)) if speeds else None
-    return row
-
-
-def write_figures(out: Path, results: list[dict], key: str, anchors: tuple = ("data",)) -> list[Path]:
-    """The sweep's figures; with several anchor modes one set per mode (the n_w = 0 runs in each)."""
-    from empirical import figures
-
-    groups = {"": results}
-    if key == "n_proto" and len(anchors) > 1:
-        groups = {
-            f"_anchors-{mode}": [r for r in results if r["config"]["n_proto"] == 0 or r["config"]["anchors"] == mode]
-            for mode in anchors
-        }
-    paths = []
-    for suffix, subset in groups.items():
-        made = {
-            f"delta_g_vs_{key}": figures.metric_by_sweep(
-                subset, key, {"delta_g": r"$\Delta G^*$"}, r"$\Delta G^*$ at the last epoch"
-            ),
-            "delta_g_epochs": figures.delta_g_over_epochs(subset, key),
-            "gram_heatmaps": figures.gram_heatmaps(subset, key),
-            "accuracy": figures.accuracy_by_group(subset, key),
-        }
-        if key == "alpha":
-            made["variances_vs_alpha"] = figures.metric_by_sweep(
-                subset,
-                key,
-                {"within_var": "within-class W", "between_var": "between-class B"},
-                "variances at the last epoch",
-            )
-        for name, figure in made.items():
-            paths.append(cli.save_figure(figure, out / f"{name}{suffix}.png", dpi=120))
-    return paths
-
-
-def _finished_result(path: Path, config) -> dict | None:
-    """The stored result of a finished run with the same config (up to resumable changes), else None."""
-    from empirical.train import RESUMABLE_CHANGES
-
-    try:
-        stored = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    current = dataclasses.asdict(config)
-    same = all(stored.get("config", {}).get(k) == v for k, v in current.items() if k not in RESUMABLE_CHANGES)
-    return stored if same and stored.get("status") == "finished" else None
-
-
-def _summary_line(sweep: SweepConfig, results: list[dict], device: str, world: int, failures: list) -> str:
-    finished = [r for r in results if r["status"] == "finished"]
-    groups = {}
-    for r in finished:
-        config = r["config"]
-        value = config[sweep.sweep_key]
-        label = (
-            f"{value:g}"
-            if sweep.sweep_key == "alpha" or value == 0 or len(sweep.anchors) == 1
-            else f"{value:g}/{config['anchors']}"
-        )
-        groups.setdefault(label, []).append(r["final"]["delta_g"])
-    parts = []
-    for label, values in groups.items():
-        std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-        parts.append(f"{label}: {np.mean(values):.3f}±{std:.3f}")
-    name = "n_w" if sweep.sweep_key == "n_proto" else "alpha"
-    if sweep.sweep_key == "n_proto" and len(sweep.anchors) > 1:
-        name += "/anchors"
-    return (
-        f"{len(finished)} runs on {sweep.base.dataset} ({device}, {world} process{'es' * (world > 1)}); "
-        f"final DeltaG* by {name} (mean±std over seeds): {', '.join(parts)}; "
-        + (
-            f"exit 1: non-finite final loss or DeltaG* in {', '.join(failures)}"
-            if failures
-            else "exit 0: every run ended with a finite loss and DeltaG*"
-        )
-        + f"; results in {sweep.out}/"
-    )
-
-
-# ---------------------------------------------------------------------------
 # Main
 # ---------------------------------------------------------------------------
 
@@ -521,120 +390,90 @@ def _plan(sweep: SweepConfig, run_id: str, config, processes) -> tuple[dict | No
     out = Path(sweep.out)
     done, resume = None, False
     if processes.rank == 0 and sweep.resume:
-        done = _finished_result(out / "runs" / f"{run_id}.json", config)
+        done = finished_result(out / "runs" / f"{run_id}.json", config)
         resume = done is None and (out / "checkpoints" / f"{run_id}.pt").exists()
     finished, resume = processes.broadcast((done is not None, resume))
     return (done if processes.rank == 0 else ({} if finished else None)), resume
 
 
 def _run_all(sweep: SweepConfig, processes, stop: StopFlag) -> int:
-    from tqdm import tqdm
-
-    from empirical import train
-
+    """Every run of the sweep in turn (finished ones skipped on --resume), then the summary set; the exit code."""
     out, rank = Path(sweep.out), processes.rank
     provenance = {"versions": cli.library_versions(), "git_revision": cli.git_revision()} if rank == 0 else {}
     if rank == 0:
-        _retire_summary(out)
+        retire_summary(out)
     finished = []
     rows = []
     files = []
     for run_id, config in sweep.run_configs():
-        record_path = out / "runs" / f"{run_id}.json"
-        checkpoint = out / "checkpoints" / f"{run_id}.pt"
         done, resume = _plan(sweep, run_id, config, processes)
-        files += [
-            f"runs/{run_id}.jsonl",
-            f"runs/{run_id}.json",
-            f"checkpoints/{run_id}.pt",
-            f"runs/{run_id}.curves.csv",
-            f"runs/{run_id}.curves.png",
-        ]
+        files += run_files(run_id)
         if done is not None:  # --resume skips runs that already finished with this config
             if rank == 0:
                 finished.append(done)
                 rows.append(summary_row(run_id, done))
             continue
-        bar = tqdm(
-            total=config.epochs, desc=run_id, disable=not sweep.progress or rank != 0, leave=False, dynamic_ncols=True
-        )
-
-        def on_epoch(log, run_id=run_id, bar=bar):
-            bar.update(len(log) - bar.n)
-            bar.set_postfix(loss=f"{log[-1]['loss']:.3f}", dG=f"{log[-1].get('delta_g', float('nan')):.3f}")
-            if rank == 0:
-                cli.write_jsonl(out / "runs" / f"{run_id}.jsonl", log)
-
-        result = train.run(
-            config,
-            checkpoint=checkpoint,
-            resume=resume,
-            checkpoint_every=sweep.checkpoint_every,
-            should_stop=stop,
-            on_epoch=on_epoch,
-            processes=processes,
-        )
-        bar.close()
-        if rank == 0:
-            cli.write_jsonl(out / "runs" / f"{run_id}.jsonl", result["log"])
-            cli.write_json(record_path, {"run": run_id, "seed": config.seed, **provenance, **result})
-            if result["log"]:  # per-epoch loss, DeltaG*, W, accuracy: CSV and figure beside the run
-                from empirical import curves  # matplotlib only when a run has finished
-
-                curves.write_curves(result, out / "runs", f"{run_id}.curves")
+        result = _train_run(sweep, run_id, config, resume, processes, stop, provenance)
         if result["status"] == "interrupted":
-            if rank == 0:
-                name = signal.Signals(stop.signal).name if stop.signal else "a stop request"
-                print(
-                    f"interrupted by {name} in {run_id} at epoch {result['epoch'] + 1}, step {result['step']}: "
-                    f"checkpoint {checkpoint} written; rerun the same command with --resume to continue",
-                    file=sys.stderr,
-                )
-            return 128 + (stop.signal or signal.SIGINT)
+            return _interrupted(stop, run_id, result, out / "checkpoints" / f"{run_id}.pt", rank)
         finished.append(result)
         rows.append(summary_row(run_id, result))
         if rank == 0:
             cli.write_csv(out / "summary.csv", rows)
     failures = [row["run"] for row in rows if not finite_final_metrics(row)]
     if rank == 0:
-        figures = write_figures(out, finished, sweep.sweep_key, sweep.anchors)
-        files += ["summary.csv", *(path.name for path in figures)]
-        cli.write_json(
-            out / "summary.json",
-            {  # written last: the manifest of a complete set
-                "command": "empirical.cifar",
-                "metadata": cli.run_metadata(),
-                "sweep": sweep.sweep_key,
-                "values": list(sweep.sweep_values),
-                "anchors": list(sweep.anchors),
-                "seeds": list(sweep.seeds),
-                "base_config": dataclasses.asdict(sweep.base),
-                **provenance,
-                "criteria": CRITERIA,
-                "failed_runs": failures,
-                "passed": not failures,
-                "files": files,
-                "runs": rows,
-            },
-        )
-        print(_summary_line(sweep, finished, sweep.base.device, processes.world, failures))
+        write_summary(sweep, finished, rows, files, provenance, failures)
+        print(summary_line(sweep, finished, sweep.base.device, processes.world, failures))
     return 1 if failures else 0
 
 
-def finite_final_metrics(row: dict) -> bool:
-    """`CRITERIA`: the row's final metrics are finite numbers (a result read back from JSON has "nan" strings)."""
-    return all(
-        isinstance(row.get(key), (int, float)) and math.isfinite(row[key]) for key in CRITERIA["finite_final_metrics"]
+def _train_run(sweep: SweepConfig, run_id: str, config, resume: bool, processes, stop: StopFlag, provenance) -> dict:
+    """Train one run with a progress bar; rank 0 writes its epoch log, its record and its curves."""
+    from tqdm import tqdm
+
+    from empirical import train
+
+    out, rank = Path(sweep.out), processes.rank
+    bar = tqdm(
+        total=config.epochs, desc=run_id, disable=not sweep.progress or rank != 0, leave=False, dynamic_ncols=True
     )
 
+    def on_epoch(log):
+        bar.update(len(log) - bar.n)
+        bar.set_postfix(loss=f"{log[-1]['loss']:.3f}", dG=f"{log[-1].get('delta_g', float('nan')):.3f}")
+        if rank == 0:
+            cli.write_jsonl(out / "runs" / f"{run_id}.jsonl", log)
 
-def _retire_summary(out: Path) -> None:
-    """Remove the summary set of an earlier sweep (its manifest first), so none sits beside this sweep's runs."""
-    for name in SUMMARY_FILES:
-        (out / name).unlink(missing_ok=True)
-    for pattern in FIGURE_PATTERNS:
-        for path in out.glob(pattern):
-            path.unlink(missing_ok=True)
+    result = train.run(
+        config,
+        checkpoint=out / "checkpoints" / f"{run_id}.pt",
+        resume=resume,
+        checkpoint_every=sweep.checkpoint_every,
+        should_stop=stop,
+        on_epoch=on_epoch,
+        processes=processes,
+    )
+    bar.close()
+    if rank == 0:
+        cli.write_jsonl(out / "runs" / f"{run_id}.jsonl", result["log"])
+        cli.write_json(out / "runs" / f"{run_id}.json", {"run": run_id, "seed": config.seed, **provenance, **result})
+        if result["log"]:  # per-epoch loss, DeltaG*, W, accuracy: CSV and figure beside the run
+            from empirical import curves  # matplotlib only when a run has finished
+
+            curves.write_curves(result, out / "runs", f"{run_id}.curves")
+    return result
+
+
+def _interrupted(stop: StopFlag, run_id: str, result: dict, checkpoint: Path, rank: int) -> int:
+    """Say (rank 0) where the run stopped and how to continue; the exit code 128 + signal."""
+    if rank == 0:
+        name = signal.Signals(stop.signal).name if stop.signal else "a stop request"
+        print(
+            f"interrupted by {name} in {run_id} at epoch {result['epoch'] + 1}, step {result['step']}: "
+            f"checkpoint {checkpoint} written; rerun the same command with --resume to continue",
+            file=sys.stderr,
+        )
+    return 128 + (stop.signal or signal.SIGINT)
 
 
 def main(argv=None) -> int:
