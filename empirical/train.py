@@ -2,7 +2,8 @@
 
 `run(config)` trains one network and returns its epoch log and final metrics; the module reads
 top to bottom as setup -> data -> network -> training step -> the run, which is `build`, then
-`restore` (on resume), then `train_epoch` per epoch. Losses come from `simulate.losses` (docs/losses.md,
+`restore` (on resume), then `train_epoch` per epoch; the run's configuration, `TrainConfig`, lives in
+`empirical.train_config` (re-exported here). Losses come from `simulate.losses` (docs/losses.md,
 through its training fast path) and metrics from `simulate.metrics` (docs/metrics.md),
 measured by `empirical.evaluation`; nothing here defines either.
 
@@ -40,6 +41,7 @@ events. `configure_backends` sets the global cuDNN flags; the command line calls
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -53,148 +55,32 @@ from torch import Tensor
 from empirical.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from empirical.data import (
     AUGMENTATIONS,
-    DATASETS,
-    N_CLASSES,
-    PROFILES,
     PreparedData,
     channel_stats,
     imbalanced,
     load_dataset,
-    require_imbalance,
     two_view_batch,
 )
 from empirical.distributed import Processes, current_processes, distribute, gather_rows
 from empirical.evaluation import evaluate, to_model_layout
 from empirical.evaluation import full_float32 as full_float32  # re-exported: empirical/gpu_check.py uses it
-from empirical.models import MODELS, ContrastiveNet, build_model, count_parameters
-from simulate import losses
-from theory import simplex
-from theory.arguments import (
-    require_alpha,
-    require_choice,
-    require_int,
-    require_positive_real,
-    require_tau,
-    require_variant,
+from empirical.models import ContrastiveNet, build_model, count_parameters
+from empirical.train_config import (  # the configuration; every name re-exported (callers import it from here)
+    ANCHORS,  # noqa: F401
+    AUGMENTATION_CHOICES,  # noqa: F401
+    GEOMETRIES,  # noqa: F401
+    LOSSES,  # noqa: F401
+    RESUMABLE_CHANGES,
+    TrainConfig,
+    prototype_gram,
+    prototypes,
 )
-
-LOSSES = ("prototype", "combined")
-ANCHORS = ("data", "all")
-GEOMETRIES = ("etf", "orthogonal", "minority_spread")
-AUGMENTATION_CHOICES = ("auto", *AUGMENTATIONS)
-#: Config fields that may change between a checkpoint and the run that resumes from it.
-RESUMABLE_CHANGES = ("device", "data_dir", "download", "compile")
-
+from simulate import losses
+from theory.arguments import require_int
 
 # ---------------------------------------------------------------------------
-# Setup: configuration, devices
+# Setup: devices (the configuration is `empirical.train_config.TrainConfig`)
 # ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything that determines one training run. The defaults are a small CPU run on digits.
-
-    dataset, data_dir, download: which images (`empirical.data.DATASETS`) and where.
-    imbalance (R >= 1), profile ("step" | "exp"), subset_seed: the imbalanced training subset.
-    loss ("prototype" | "combined"); n_proto, anchors, geometry, spread: prototype SCL;
-    alpha, variant: the combined loss; tau: temperature of either.
-    model ("resnet18" | "small_cnn"), width (small_cnn), dim (embedding d), final_relu.
-    augmentation: "auto" | "supcon" | "crop_flip" | "digits" (`empirical.data.AUGMENTATIONS`).
-    epochs, batch_size (global), lr (peak), momentum, weight_decay, warmup_epochs: SGD
-    with linear warm-up then cosine decay, per step.
-    seed: network initialisation, batch order and augmentation. device: "cpu", "cuda", "cuda:k".
-    eval_every: evaluate the geometry every this many epochs (and after the last).
-    compile: train through torch.compile (same maths; may be switched on or off on resume).
-    """
-
-    dataset: str = "digits"
-    data_dir: str = "data"
-    download: bool = False
-    imbalance: float = 1.0
-    profile: str = "step"
-    subset_seed: int = 0
-    loss: str = "prototype"
-    n_proto: int = 0
-    anchors: str = "data"
-    geometry: str = "etf"
-    spread: float = 0.5
-    alpha: float = 0.0
-    variant: str = "instance"
-    tau: float = 0.1
-    model: str = "small_cnn"
-    width: int = 16
-    dim: int = 32
-    final_relu: bool = False
-    augmentation: str = "auto"
-    epochs: int = 30
-    batch_size: int = 64
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    warmup_epochs: int = 2
-    seed: int = 0
-    device: str = "cpu"
-    eval_every: int = 1
-    compile: bool = False
-
-    def __post_init__(self):
-        require_choice("dataset", self.dataset, DATASETS)
-        require_choice("profile", self.profile, PROFILES)
-        require_choice("loss", self.loss, LOSSES)
-        require_choice("anchors", self.anchors, ANCHORS)
-        require_choice("geometry", self.geometry, GEOMETRIES)
-        require_choice("model", self.model, MODELS)
-        require_choice("augmentation", self.augmentation, AUGMENTATION_CHOICES)
-        require_variant(self.variant, 2)
-        require_imbalance(self.imbalance)
-        require_alpha(self.alpha)
-        require_tau(self.tau)
-        spread = require_positive_real("spread", self.spread, allow_zero=True)
-        if spread > 1:
-            raise ValueError(f"spread must lie in [0, 1], got {self.spread}")
-        for name, minimum in [
-            ("subset_seed", 0),
-            ("n_proto", 0),
-            ("width", 1),
-            ("dim", 1),
-            ("epochs", 1),
-            ("batch_size", 2),
-            ("warmup_epochs", 0),
-            ("seed", 0),
-            ("eval_every", 1),
-        ]:
-            require_int(name, getattr(self, name), minimum)
-        require_positive_real("lr", self.lr)
-        require_positive_real("weight_decay", self.weight_decay, allow_zero=True)
-        if not 0 <= require_positive_real("momentum", self.momentum, allow_zero=True) < 1:
-            raise ValueError(f"momentum must lie in [0, 1), got {self.momentum}")
-        for name in ("download", "final_relu", "compile"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be a boolean, got {getattr(self, name)!r}")
-        try:
-            device = torch.device(self.device)
-        except (RuntimeError, TypeError):
-            raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:<index>', got {self.device!r}") from None
-        require_choice("device type", device.type, ("cpu", "cuda"))
-        m = N_CLASSES[self.dataset]
-        if self.loss == "prototype" and self.n_proto > 0:
-            prototypes(self, m)  # the prototypes must fit in dim: ValueError naming dim otherwise
-        if self.loss == "combined" and self.batch_size <= m:
-            raise ValueError(
-                f"batch_size must exceed the number of classes ({m}) for the combined loss, so that "
-                f"every batch holds two images of one class (L_sup needs a pair), got {self.batch_size}"
-            )
-
-    def replace(self, **changes) -> TrainConfig:
-        return dataclasses.replace(self, **changes)
-
-    @property
-    def augmentation_name(self) -> str:
-        """The recipe used: the configured one, or for "auto" "digits" on digits and "supcon" otherwise."""
-        if self.augmentation != "auto":
-            return self.augmentation
-        return "digits" if self.dataset.startswith("digits") else "supcon"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -232,24 +118,6 @@ def prepare_data(config: TrainConfig, device) -> PreparedData:
     mean, std = channel_stats(train.images)
     augmentation = AUGMENTATIONS[config.augmentation_name]
     return PreparedData(train.to(device), test.to(device), mean.to(device), std.to(device), augmentation)
-
-
-def prototypes(config: TrainConfig, n_classes: int) -> np.ndarray:
-    """The fixed prototypes w_c as rows, (m, dim), in the configured geometry."""
-    if config.geometry == "etf":
-        return simplex.etf(n_classes, config.dim)
-    if config.geometry == "orthogonal":
-        return simplex.orthogonal_frame(n_classes, config.dim)
-    return simplex.minority_spread(n_classes, config.dim, config.spread)
-
-
-def prototype_gram(config: TrainConfig, n_classes: int) -> np.ndarray:
-    """The Gram W^T W of the configured prototype geometry, (m, m): the target of DeltaG* (needs no dim)."""
-    if config.geometry == "etf":
-        return simplex.etf_gram(n_classes)
-    if config.geometry == "orthogonal":
-        return np.eye(n_classes)
-    return simplex.minority_spread_gram(n_classes, config.spread)
 
 
 def global_batch_size(batch_size: int, n_train: int, world: int) -> int:
@@ -618,23 +486,26 @@ def run(
         when finished also "final" (last record, its geometry measured in float32), "final_backbone" (the
         normalised backbone features), "gram", "gram_backbone" (class-mean Grams, m x m lists).
     """
-    if processes is None:
-        with current_processes() as processes:
-            return run(
-                config,
-                checkpoint=checkpoint,
-                resume=resume,
-                checkpoint_every=checkpoint_every,
-                should_stop=should_stop,
-                stop_check_every=stop_check_every,
-                on_epoch=on_epoch,
-                processes=processes,
-            )
-    require_int("stop_check_every", stop_check_every, 1)
-    training = build(config, processes)
-    progress = restore(training, checkpoint) if resume else Progress()
+    with contextlib.nullcontext(processes) if processes is not None else current_processes() as processes:
+        require_int("stop_check_every", stop_check_every, 1)
+        training = build(config, processes)
+        progress = restore(training, checkpoint) if resume else Progress()
+        check_every = 1 if processes.world == 1 else stop_check_every  # one process: a Python call, free
+        return _train_epochs(training, progress, checkpoint, checkpoint_every, should_stop, check_every, on_epoch)
+
+
+def _train_epochs(
+    training: Training,
+    progress: Progress,
+    checkpoint,
+    checkpoint_every: float,
+    should_stop: Callable[[], bool] | None,
+    check_every: int,
+    on_epoch: Callable[[list], None] | None,
+) -> dict:
+    """`run`'s epochs from where ``progress`` stands: train, evaluate, log, checkpoint; the run's result."""
+    config, processes = training.config, training.processes
     last_save, log, measured = time.monotonic(), progress.log, None
-    check_every = 1 if processes.world == 1 else stop_check_every  # one process: a Python call, free
     training.model.train()
     for epoch in range(progress.epoch, config.epochs):
         steps = train_epoch(training, epoch, progress, should_stop, check_every)
