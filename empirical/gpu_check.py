@@ -448,6 +448,14 @@ def main(argv=None) -> int:
     }
     if args.torchrun:
         sections["torchrun"] = lambda: torchrun_section(device, sizes, out, data_dir)
+    failed = _run_sections(sections, report, out / "gpu_check.json")
+    print(_verdict_line(report, device, len(sections), failed, out / "gpu_check.json"))
+    return 0 if not failed else 1
+
+
+def _run_sections(sections: dict, report: dict, path: Path) -> list[str]:
+    """Run each section in turn, recording it (or its error) in ``report`` and rewriting ``path`` after each;
+    then mark the report complete. Returns the names of the sections that failed."""
     start = time.perf_counter()
     for name, section in sections.items():
         began = time.perf_counter()
@@ -462,22 +470,26 @@ def main(argv=None) -> int:
         record["section_seconds"] = round(time.perf_counter() - began, 2)
         report["sections"][name] = record
         report["seconds"] = round(time.perf_counter() - start, 1)
-        cli.write_json(out / "gpu_check.json", report)
+        cli.write_json(path, report)
     failed = [name for name, record in report["sections"].items() if not record["passed"]]
     report.update(passed=not failed, complete=True)
-    cli.write_json(out / "gpu_check.json", report)
+    cli.write_json(path, report)
+    return failed
+
+
+def _verdict_line(report: dict, device, n_sections: int, failed: list[str], path: Path) -> str:
+    """The one-line summary printed at the end: sections passed, speed, host syncs, bf16 error, time, exit code."""
     fixture, fixed = report["sections"]["fixture"], report["sections"]["fixed_batch"]
-    print(
+    return (
         f"gpu check on {device} ({report['sections']['environment'].get('gpu', platform.processor() or 'cpu')}): "
-        f"{len(sections) - len(failed)}/{len(sections)} sections passed"
+        f"{n_sections - len(failed)}/{n_sections} sections passed"
         + (f" (failed: {', '.join(failed)})" if failed else "")
         + "; "
         f"fixture {fixture.get('images_per_s_last_epoch') or 0:.0f} images/s, "
         f"{fixture.get('host_syncs_in_step', '?')} host syncs per step; "
         f"bf16 loss error {fixed.get('bfloat16', {}).get('relative_error', float('nan')):.1e}; "
-        f"{report['seconds']:.0f} s; exit {1 if failed else 0}; {out / 'gpu_check.json'}"
+        f"{report['seconds']:.0f} s; exit {1 if failed else 0}; {path}"
     )
-    return 0 if not failed else 1
 
 
 if __name__ == "__main__":
