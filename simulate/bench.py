@@ -28,9 +28,8 @@ import torch
 
 from simulate import cli, losses, metrics, phase
 from simulate.cli import option
-from simulate.phase_diagram import option_check, alpha_grid, alphas_from, tau_grid, taus_from
+from simulate.phase_diagram import alpha_grid, alphas_from, option_check, tau_grid, taus_from
 from theory.arguments import TAU_RANGE
-from theory import ssem
 
 PROG = "python -m simulate.bench"
 BASELINE_GRAD_TOL = 1e-3

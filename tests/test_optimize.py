@@ -308,7 +308,7 @@ def _existing_file(tmp_path):
         (["--seed", "-1"], "--seed"),
         (["--no-simulate", "--taus", "1e-300:1e300:7"], "--taus"),
         (["--taus", "1e-4:1:3"], "--taus"),
-        (["--m", "1000"], "--m 1000"),
+        (["--m", "2,2"], "--m"),
         (["--variant", "supcon", "--p", "1"], "--p"),
         (["--max-memory", "lots"], "--max-memory"),
     ],
@@ -359,17 +359,17 @@ def test_cli_closed_form_only_exits_0_and_says_nothing_was_judged(tmp_path):
 
 
 PHASE_FLAGS = ["--m", "--n", "--p", "--dim", "--variant", "--alphas", "--taus", "--seed", "--restarts",
-               "--max-iter", "--threads", "--device", "--dtype", "--max-memory", "--no-simulate", "--bogus"]
+               "--max-iter", "--threads", "--device", "--dtype", "--max-memory", "--no-simulate", "--certify", "--bogus"]
 PHASE_VALUES = ["0", "1", "-1", "2", "3", "1000", "0.5", "x", "", "none", "nan", "inf", "1e300",
                 "99999999999999999999999", "0:1:3", "0:2:3", "1:0:3", "0:1", "0:1:0", "-1:1:3", "1e-3:1e-3:1",
-                "1e-300:1e300:7", "0.05:5:9", "instance", "supcon", "cpu", "float32", "float64", "4G", "lots"]
+                "1e-300:1e300:7", "0.05:5:9", "2,3", "2,2", "4,x", "instance", "supcon", "cpu", "float32", "float64", "4G", "lots"]
 
 
 @settings(max_examples=150, deadline=None)
 @given(pairs=st.lists(st.tuples(st.sampled_from(PHASE_FLAGS), st.sampled_from(PHASE_VALUES)), max_size=6))
 def test_fuzzed_phase_diagram_command_lines_parse_or_exit_2(tmp_path_factory, pairs):
     out = tmp_path_factory.mktemp("fuzz") / "never"
-    argv = [token for flag, value in pairs for token in ((flag,) if flag == "--no-simulate" else (flag, value))]
+    argv = [token for flag, value in pairs for token in ((flag,) if flag in ("--no-simulate", "--certify") else (flag, value))]
     try:
         config = phase_diagram.parse([*argv, "--out", str(out)])
     except SystemExit as exit_info:
@@ -378,3 +378,51 @@ def test_fuzzed_phase_diagram_command_lines_parse_or_exit_2(tmp_path_factory, pa
         assert isinstance(config, phase_diagram.Config)
         phase_diagram.validate(config)  # what parse accepted, the library accepts
     assert not out.exists()
+
+
+# --- certified route and (m, n) sweeps (issue 10 item 4) ---------------------------------------------------
+
+
+def test_cli_certify_sweeps_sizes_and_agrees_with_the_closed_form(tmp_path):
+    out = tmp_path / "pd"
+    done = _run_cli("--m", "2,3", "--n", "2", "--alphas", "0:1:3", "--taus", "0.1:2:2", "--certify",
+                    "--out", str(out), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    result = json.loads((out / "phase_diagram.json").read_text())
+    assert {(point["m"], point["n"]) for point in result["points"]} == {(2, 2), (3, 2)}
+    assert len(result["points"]) == 12 and result["violations"] == []
+    for point in result["points"]:
+        certified, closed_form, free = point["certified"]["minimum"], point["theory"]["loss"], point["simulated"]["loss"]
+        assert abs(certified - closed_form) <= 1e-9 * abs(closed_form)
+        assert free >= certified - 1e-9 * abs(certified)
+        assert 0 <= point["certified"]["within"] <= 1 and isinstance(point["certified"]["polished"], bool)
+        # the certified within-class variance matches the closed form's W* away from the threshold
+        assert abs(point["certified"]["within"] - point["theory"]["within"]) < 1e-3
+    assert {row["m"] for row in result["alpha_star"]} == {2, 3}
+    assert result["criteria"]["certified_rel_tol"] == 1e-9 and "certified at every point" in done.stdout
+
+
+def test_cli_large_size_skips_free_optimisation_and_says_so(tmp_path):
+    out = tmp_path / "pd"
+    done = _run_cli("--m", "1000", "--alphas", "0:1:2", "--taus", "0.1:1:2", "--out", str(out), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    result = json.loads((out / "phase_diagram.json").read_text())
+    assert result["summary"]["free_optimisation"] == [
+        {"m": 1000, "n": 4, "ran": False, "reason": "m n p = 8000 > 64 vectors (give --max-memory to allow larger)"}
+    ]
+    assert "free optimisation skipped at m=1000,n=4" in done.stdout
+    assert all("simulated" not in point for point in result["points"])
+
+
+def test_certified_criteria_catch_a_wrong_minimum_and_a_free_minimum_below_it():
+    alphas, taus = np.array([0.0, 1.0]), np.array([0.5])
+    theory = phase.theory_grid(alphas, taus, 2, 2, 2)
+    certified = {"minimum": theory["loss"].copy()}
+    assert phase_diagram.certified_violations(alphas, taus, theory, certified, None, "instance") == []
+    certified["minimum"][0, 0] *= 1 + 1e-8
+    simulated = {"loss": theory["loss"] - 1e-6}
+    found = phase_diagram.certified_violations(alphas, taus, theory, certified, simulated, "instance")
+    assert [v["criterion"] for v in found].count("certified minimum equals the closed form") == 1
+    assert [v["criterion"] for v in found].count("free minimum not below the certified minimum") == 2
+    # the supcon variant has no closed form to compare the certificate with
+    assert phase_diagram.certified_violations(alphas, taus, theory, certified, None, "supcon") == []
