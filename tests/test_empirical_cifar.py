@@ -184,7 +184,8 @@ def no_data_loading(monkeypatch):
     [
         (["--dim", "5", "--n-proto", "1"], "--dim: dim must be >= n_classes - 1 = 9"),
         (["--R", "0"], "--R '0': must be >= 1"),
-        (["--seeds", "99999999999999999999999"], "--seeds '99999999999999999999999': must lie in [0, 4294967295]"),
+        (["--seeds", "99999999999999999999999"], "--seeds '99999999999999999999999': must be an integer of magnitude"),
+        (["--seeds", "9999999999999"], "--seeds '9999999999999': must lie in [0, 4294967295]"),
         (["--seeds", "-1"], "--seeds '-1': must lie in"),
         (["--seeds", "0,0"], "--seeds '0,0': must not repeat"),
         (["--n-proto", "10,10"], "--n-proto '10,10': must not repeat"),
