@@ -31,7 +31,10 @@ COLLAPSE_TOL_FLOAT32 = 1e-4
 
 @dataclass(frozen=True)
 class Criteria:
-    """Agreement criteria between the free-embedding minimum and the closed form (issue 3)."""
+    """Agreement criteria between the free-embedding minimum and the closed form (this suite's criteria).
+
+    docs/commands.md describes them for the phase diagram.
+    """
 
     loss_floor: float = 1e-9  # simulated loss >= closed-form minimum - loss_floor (absolute)
     loss_rel_gap: float = 1e-7  # simulated - closed form <= loss_rel_gap |closed form| + loss_abs_gap
@@ -84,7 +87,8 @@ def simulated_grid(
     """Free-embedding minima of the combined loss on the grid, all points in one batch.
 
     Returns arrays of shape (len(alphas), len(taus)): within, between, total, loss, collapsed
-    (W < COLLAPSE_TOL, or COLLAPSE_TOL_FLOAT32 in float32), converged, grad_norm, ssem_beta, ssem_residual (distance to SSEM),
+    (W < COLLAPSE_TOL, or COLLAPSE_TOL_FLOAT32 in float32), converged, grad_norm, ssem_beta,
+    ssem_residual (distance to SSEM),
     iterations and newton_iterations (of the kept start), seconds (until the point stopped),
     route (how its run ended, a name of `optimize.ROUTES`); and max_iterations (int).
     `dtype` and `device` are those of the computation (float64 on the CPU by default).
@@ -101,8 +105,19 @@ def simulated_grid(
         return losses.combined_loss(z, labels, instances, alpha_t[index], tau_t[index], variant)
 
     result = optimize.minimize_with_restarts(
-        loss_fn, (alpha.size,), m * n * p, dim, restarts=restarts, seed=seed, max_iter=max_iter, progress=progress,
-        grad_tol=grad_tol, indexed=True, method=method, dtype=dtype, device=device,
+        loss_fn,
+        (alpha.size,),
+        m * n * p,
+        dim,
+        restarts=restarts,
+        seed=seed,
+        max_iter=max_iter,
+        progress=progress,
+        grad_tol=grad_tol,
+        indexed=True,
+        method=method,
+        dtype=dtype,
+        device=device,
     )
     variance = metrics.variances(result.z, labels, m)
     ssem_beta, ssem_residual = metrics.ssem_distance(result.z, labels, instances, m)
@@ -128,8 +143,9 @@ def simulated_grid(
     }
 
 
-def compare(alphas, taus, theory: dict, simulated: dict, threshold, criteria: Criteria = CRITERIA[torch.float64]
-            ) -> tuple[dict, list]:
+def compare(
+    alphas, taus, theory: dict, simulated: dict, threshold, criteria: Criteria = CRITERIA[torch.float64]
+) -> tuple[dict, list]:
     """Agreement figures and the list of grid points that break `criteria`.
 
     `threshold` is alpha*(tau) for each tau (the collapse boundary of the closed form). The loss gap is
@@ -149,8 +165,13 @@ def compare(alphas, taus, theory: dict, simulated: dict, threshold, criteria: Cr
         "collapse verdicts disagree": disagree,
     }
     violations = [
-        {"alpha": float(alpha[i, j]), "tau": float(tau[i, j]), "problem": name, "loss_gap": float(gap[i, j]),
-         "within_error": float(within_error[i, j])}
+        {
+            "alpha": float(alpha[i, j]),
+            "tau": float(tau[i, j]),
+            "problem": name,
+            "loss_gap": float(gap[i, j]),
+            "within_error": float(within_error[i, j]),
+        }
         for name, mask in problems.items()
         for i, j in zip(*np.nonzero(mask))
     ]

@@ -12,7 +12,9 @@ from simulate import bench, cli, losses
 
 def test_naive_baseline_loss_equals_the_suite_loss_where_it_is_finite():
     labels, instances = losses.balanced_layout(2, 3, 2)
-    z = torch.nn.functional.normalize(torch.randn(12, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0)), dim=-1)
+    z = torch.nn.functional.normalize(
+        torch.randn(12, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0)), dim=-1
+    )
     for alpha, tau in ((0.0, 0.5), (0.4, 0.1), (1.0, 2.0)):
         naive = bench.naive_combined_loss(z, labels, instances, alpha, tau)
         assert torch.allclose(naive, losses.combined_loss(z, labels, instances, alpha, tau), rtol=1e-12)
@@ -68,8 +70,9 @@ def test_bad_input_exits_2_with_one_line_naming_the_flag(tmp_path, capsys, args,
 
 def test_command_publishes_bench_json_and_exit_0_when_its_criteria_hold(tmp_path, capsys):
     out = tmp_path / "bench"
-    code = bench.main(["--m", "2", "--n", "2", "--alphas", "0:1:2", "--taus", "0.3:1:2", "--steps", "50",
-                       "--out", str(out)])
+    code = bench.main(
+        ["--m", "2", "--n", "2", "--alphas", "0:1:2", "--taus", "0.3:1:2", "--steps", "50", "--out", str(out)]
+    )
     result = json.loads((out / "bench.json").read_text())
     assert code == (0 if result["passes"] else 1)
     assert ("criteria hold, exit 0" if result["passes"] else "exit 1") in capsys.readouterr().out

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -279,3 +280,16 @@ def test_slug_follows_github():
 
 def test_readme_links_the_docs():
     assert "](docs/README.md)" in (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def test_no_reference_to_private_notes_or_issue_numbers():
+    # The repository documents itself: code and docs cite docs/ pages, papers or this suite's criteria,
+    # never the team's private design notes or an issue number, which a reader of the repo cannot follow.
+    tracked = subprocess.run(["git", "ls-files", "*.py", "*.md"], cwd=ROOT, capture_output=True, text=True).stdout
+    pattern = re.compile("DES" + "IGN" + "|(?i:iss" + "ue [0-9])")  # split: this file must not match itself
+    found = []
+    for name in tracked.split():
+        for number, line in enumerate((ROOT / name).read_text().splitlines(), 1):
+            if pattern.search(line):
+                found.append(f"{name}:{number}: {line.strip()[:80]}")
+    assert not found, "\n".join(found)

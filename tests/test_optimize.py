@@ -85,7 +85,9 @@ def test_phase_grid_agrees_with_theory_on_a_small_grid():
 
 
 def _run_cli(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "simulate.phase_diagram", *args], cwd=cwd, capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "simulate.phase_diagram", *args], cwd=cwd, capture_output=True, text=True
+    )
 
 
 @pytest.mark.parametrize(
@@ -133,7 +135,7 @@ def test_cli_writes_json_csv_png(tmp_path):
     assert "points in" in done.stdout
 
 
-# --- Newton finish, honest flags, sizing (issue 11) ---------------------------------------------------------
+# --- Newton finish, honest flags, sizing ---------------------------------------------------------------------
 
 
 def _riemannian_gradient_norm(loss_fn, z):
@@ -169,8 +171,9 @@ def test_converged_flag_and_route_agree_with_the_gradient(method):
     def loss_fn(z):
         return losses.supcon_loss(z, labels, taus)
 
-    result = optimize.minimize_on_sphere(loss_fn, optimize.random_start((3,), 6, 4, seed=1), method=method,
-                                         max_iter=2000)
+    result = optimize.minimize_on_sphere(
+        loss_fn, optimize.random_start((3,), 6, 4, seed=1), method=method, max_iter=2000
+    )
     routes = result.route_names()
     assert result.converged.tolist() == [route in ("lbfgs", "newton") for route in routes]
     assert (result.grad_norm[result.converged] <= 1e-9).all()
@@ -190,8 +193,9 @@ def test_riemannian_hessian_matches_second_differences_and_the_exact_matrix():
     problem = optimize.SphereProblem(loss_fn, (2, 8, 3), indexed=False)
     z = optimize.normalise(optimize.random_start((2,), 8, 3, seed=4)).reshape(2, -1)
     rows = torch.ones(2, dtype=torch.bool)
-    v = optimize.tangent_projection(z.reshape(2, 8, 3), torch.randn(2, 8, 3, dtype=torch.float64,
-                          generator=torch.Generator().manual_seed(5))).reshape(2, -1)
+    v = optimize.tangent_projection(
+        z.reshape(2, 8, 3), torch.randn(2, 8, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    ).reshape(2, -1)
     *_, hess_hvp = problem.second_order(z, rows, "hvp")
     *_, hess_matrix = problem.second_order(z, rows, "matrix")
     torch.testing.assert_close(hess_matrix(v), hess_hvp(v), rtol=1e-10, atol=1e-12)
@@ -227,13 +231,20 @@ def test_memory_estimate_grows_with_the_problem_and_counts_the_exact_hessian():
 def test_loss_gap_has_an_absolute_floor_for_minima_near_zero():
     alphas, taus = np.array([1.0]), np.array([0.05])
     theory = {"loss": np.array([[8.2e-9]]), "within": np.array([[0.0]]), "collapsed": np.array([[True]])}
-    simulated = {"loss": theory["loss"] + 5.6e-12, "within": np.array([[0.0]]), "collapsed": np.array([[True]]),
-                 "converged": np.array([[True]]), "grad_norm": np.array([[1e-10]]), "ssem_residual": np.array([[0.0]])}
+    simulated = {
+        "loss": theory["loss"] + 5.6e-12,
+        "within": np.array([[0.0]]),
+        "collapsed": np.array([[True]]),
+        "converged": np.array([[True]]),
+        "grad_norm": np.array([[1e-10]]),
+        "ssem_residual": np.array([[0.0]]),
+    }
     summary, violations = phase.compare(alphas, taus, theory, simulated, np.array([0.5]))
     assert summary["max_rel_loss_gap"] > 1e-4 and violations == []  # 6.8e-4 relative, 5.6e-12 absolute: no alarm
     simulated["loss"] = theory["loss"] + 1e-9  # a real gap still counts
     assert [v["problem"] for v in phase.compare(alphas, taus, theory, simulated, np.array([0.5]))[1]] == [
-        "loss gap above tolerance"]
+        "loss gap above tolerance"
+    ]
 
 
 def test_single_view_grid_has_no_false_alarm():
@@ -248,8 +259,9 @@ def test_float32_grid_meets_its_own_criteria():
     alphas, taus = np.array([0.0, 0.6, 1.0]), np.array([0.2, 1.0])
     theory = phase.theory_grid(alphas, taus, 2, 3, 2)
     simulated = phase.simulated_grid(alphas, taus, 2, 3, 2, dtype=torch.float32)
-    summary, violations = phase.compare(alphas, taus, theory, simulated, ssem.alpha_star(taus, 2, 3),
-                                        phase.CRITERIA[torch.float32])
+    summary, violations = phase.compare(
+        alphas, taus, theory, simulated, ssem.alpha_star(taus, 2, 3), phase.CRITERIA[torch.float32]
+    )
     assert violations == [] and simulated["converged"].all()
     assert (simulated["grad_norm"] <= optimize.GRAD_TOL[torch.float32]).all()
 
@@ -277,7 +289,7 @@ def test_bad_max_memory_is_refused(size):
         phase_diagram.validate(phase_diagram.Config(max_memory=size))
 
 
-# --- one command-line pattern (issue 13) -------------------------------------------------------------------
+# --- one command-line pattern -------------------------------------------------------------------------------
 
 
 def test_cli_help_shows_every_default(capsys):
@@ -329,8 +341,9 @@ def test_issue_13_bad_inputs_exit_2_with_one_line_naming_the_flag(tmp_path, caps
 def test_cli_single_tau_at_the_edge_of_the_range_runs(tmp_path):
     """`--taus 1e-3:1e-3:1` is valid: it runs and its summary says W is not judged there (tau < 0.05)."""
     out = tmp_path / "pd"
-    done = _run_cli("--m", "2", "--n", "2", "--alphas", "0:1:2", "--taus", "1e-3:1e-3:1", "--out", str(out),
-                    cwd=tmp_path)
+    done = _run_cli(
+        "--m", "2", "--n", "2", "--alphas", "0:1:2", "--taus", "1e-3:1e-3:1", "--out", str(out), cwd=tmp_path
+    )
     assert done.returncode in (0, 1) and "Traceback" not in done.stderr, done.stderr
     result = json.loads((out / "phase_diagram.json").read_text())
     assert result["config"]["tau_values"] == [1e-3] and result["summary"]["max_abs_within_error"] is None
@@ -342,8 +355,21 @@ def test_cli_single_tau_at_the_edge_of_the_range_runs(tmp_path):
 def test_cli_exit_code_1_when_its_criteria_fail(tmp_path):
     """A run stopped after one iteration breaks the agreement criteria: exit 1, said in the summary line."""
     out = tmp_path / "pd"
-    done = _run_cli("--m", "2", "--n", "2", "--alphas", "0:1:2", "--taus", "0.2:2:2", "--max-iter", "1",
-                    "--out", str(out), cwd=tmp_path)
+    done = _run_cli(
+        "--m",
+        "2",
+        "--n",
+        "2",
+        "--alphas",
+        "0:1:2",
+        "--taus",
+        "0.2:2:2",
+        "--max-iter",
+        "1",
+        "--out",
+        str(out),
+        cwd=tmp_path,
+    )
     result = json.loads((out / "phase_diagram.json").read_text())
     assert not result["summary"]["passes"] and result["violations"]
     assert done.returncode == 1 and "criteria FAIL" in done.stdout and "exit 1" in done.stdout
@@ -354,22 +380,78 @@ def test_cli_closed_form_only_exits_0_and_says_nothing_was_judged(tmp_path):
     assert phase_diagram.main(["--no-simulate", "--alphas", "0:1:3", "--taus", "1e-3:1e3:5", "--out", str(out)]) == 0
     result = json.loads((out / "phase_diagram.json").read_text())
     assert len(result["points"]) == 15 and result["summary"]["passes"]
-    assert sorted(path.name for path in out.iterdir()) == ["phase_diagram.csv", "phase_diagram.json",
-                                                           "phase_diagram.png"]
+    assert sorted(path.name for path in out.iterdir()) == [
+        "phase_diagram.csv",
+        "phase_diagram.json",
+        "phase_diagram.png",
+    ]
 
 
-PHASE_FLAGS = ["--m", "--n", "--p", "--dim", "--variant", "--alphas", "--taus", "--seed", "--restarts",
-               "--max-iter", "--threads", "--device", "--dtype", "--max-memory", "--no-simulate", "--certify", "--bogus"]
-PHASE_VALUES = ["0", "1", "-1", "2", "3", "1000", "0.5", "x", "", "none", "nan", "inf", "1e300",
-                "99999999999999999999999", "0:1:3", "0:2:3", "1:0:3", "0:1", "0:1:0", "-1:1:3", "1e-3:1e-3:1",
-                "1e-300:1e300:7", "0.05:5:9", "2,3", "2,2", "4,x", "instance", "supcon", "cpu", "float32", "float64", "4G", "lots"]
+PHASE_FLAGS = [
+    "--m",
+    "--n",
+    "--p",
+    "--dim",
+    "--variant",
+    "--alphas",
+    "--taus",
+    "--seed",
+    "--restarts",
+    "--max-iter",
+    "--threads",
+    "--device",
+    "--dtype",
+    "--max-memory",
+    "--no-simulate",
+    "--certify",
+    "--bogus",
+]
+PHASE_VALUES = [
+    "0",
+    "1",
+    "-1",
+    "2",
+    "3",
+    "1000",
+    "0.5",
+    "x",
+    "",
+    "none",
+    "nan",
+    "inf",
+    "1e300",
+    "99999999999999999999999",
+    "0:1:3",
+    "0:2:3",
+    "1:0:3",
+    "0:1",
+    "0:1:0",
+    "-1:1:3",
+    "1e-3:1e-3:1",
+    "1e-300:1e300:7",
+    "0.05:5:9",
+    "2,3",
+    "2,2",
+    "4,x",
+    "instance",
+    "supcon",
+    "cpu",
+    "float32",
+    "float64",
+    "4G",
+    "lots",
+]
 
 
 @settings(max_examples=150, deadline=None)
 @given(pairs=st.lists(st.tuples(st.sampled_from(PHASE_FLAGS), st.sampled_from(PHASE_VALUES)), max_size=6))
 def test_fuzzed_phase_diagram_command_lines_parse_or_exit_2(tmp_path_factory, pairs):
     out = tmp_path_factory.mktemp("fuzz") / "never"
-    argv = [token for flag, value in pairs for token in ((flag,) if flag in ("--no-simulate", "--certify") else (flag, value))]
+    argv = [
+        token
+        for flag, value in pairs
+        for token in ((flag,) if flag in ("--no-simulate", "--certify") else (flag, value))
+    ]
     try:
         config = phase_diagram.parse([*argv, "--out", str(out)])
     except SystemExit as exit_info:
@@ -380,19 +462,24 @@ def test_fuzzed_phase_diagram_command_lines_parse_or_exit_2(tmp_path_factory, pa
     assert not out.exists()
 
 
-# --- certified route and (m, n) sweeps (issue 10 item 4) ---------------------------------------------------
+# --- certified route and (m, n) sweeps ----------------------------------------------------------------------
 
 
 def test_cli_certify_sweeps_sizes_and_agrees_with_the_closed_form(tmp_path):
     out = tmp_path / "pd"
-    done = _run_cli("--m", "2,3", "--n", "2", "--alphas", "0:1:3", "--taus", "0.1:2:2", "--certify",
-                    "--out", str(out), cwd=tmp_path)
+    done = _run_cli(
+        "--m", "2,3", "--n", "2", "--alphas", "0:1:3", "--taus", "0.1:2:2", "--certify", "--out", str(out), cwd=tmp_path
+    )
     assert done.returncode == 0, done.stderr
     result = json.loads((out / "phase_diagram.json").read_text())
     assert {(point["m"], point["n"]) for point in result["points"]} == {(2, 2), (3, 2)}
     assert len(result["points"]) == 12 and result["violations"] == []
     for point in result["points"]:
-        certified, closed_form, free = point["certified"]["minimum"], point["theory"]["loss"], point["simulated"]["loss"]
+        certified, closed_form, free = (
+            point["certified"]["minimum"],
+            point["theory"]["loss"],
+            point["simulated"]["loss"],
+        )
         assert abs(certified - closed_form) <= 1e-9 * abs(closed_form)
         assert free >= certified - 1e-9 * abs(certified)
         assert 0 <= point["certified"]["within"] <= 1 and isinstance(point["certified"]["polished"], bool)

@@ -155,8 +155,9 @@ def test_report_json_holds_the_same_verdicts_and_is_valid_json():
 
 
 def test_plain_makes_numpy_and_odd_values_json_ready():
-    value = report.plain({"a": np.float32(1.5), 2: (1, np.int64(2)), "c": np.array([[1.0]]), "d": object(),
-                          "e": np.bool_(True)})
+    value = report.plain(
+        {"a": np.float32(1.5), 2: (1, np.int64(2)), "c": np.array([[1.0]]), "d": object(), "e": np.bool_(True)}
+    )
     assert json.loads(json.dumps(value))["a"] == 1.5
     assert value["2"] == [1, 2] and value["c"] == [[1.0]] and isinstance(value["d"], str) and value["e"] is True
 
@@ -180,8 +181,14 @@ def test_marked_block_is_replaced_and_nothing_else_changes():
     assert report.replace_marked_block(updated, "new table") == updated
 
 
-@pytest.mark.parametrize("text", ["no markers", f"{report.README_END}\n{report.README_START}",
-                                  f"{report.README_START}{report.README_START}{report.README_END}"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "no markers",
+        f"{report.README_END}\n{report.README_START}",
+        f"{report.README_START}{report.README_START}{report.README_END}",
+    ],
+)
 def test_marked_block_needs_both_markers_once_in_order(text):
     with pytest.raises(ValueError, match="verdicts:start"):
         report.replace_marked_block(text, "x")
@@ -240,14 +247,17 @@ def _exits_2(argv, capsys) -> str:
     return err
 
 
-@pytest.mark.parametrize("argv, says", [
-    (["--claims", ""], "--claims"),
-    (["--claims", " , "], "--claims"),
-    (["--claims", "X1", "--update-readme"], "drop --claims"),
-    (["--empirical-results", "/nonexistent/folder"], "--empirical-results"),
-    (["--update-readme", "--readme", "/nonexistent/README.md"], "--readme"),
-    (["--bogus"], "unrecognized arguments"),
-])
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (["--claims", ""], "--claims"),
+        (["--claims", " , "], "--claims"),
+        (["--claims", "X1", "--update-readme"], "drop --claims"),
+        (["--empirical-results", "/nonexistent/folder"], "--empirical-results"),
+        (["--update-readme", "--readme", "/nonexistent/README.md"], "--readme"),
+        (["--bogus"], "unrecognized arguments"),
+    ],
+)
 def test_bad_arguments_exit_2_with_one_line(argv, says, tmp_path, capsys, fake_registry):
     out = tmp_path / "report"
     assert says in _exits_2(["--out", str(out), *argv], capsys)
@@ -268,8 +278,14 @@ def test_help_shows_every_default_in_input_syntax(capsys):
         command.parse(["--help"])
     assert stop.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
-    for shown in ("--out OUT output folder (replaced as one set) (default: report)", "(default: none)",
-                  "--no-figures", "(default: on)", "(default: off)", f"(default: {command.PROJECT_README})"):
+    for shown in (
+        "--out OUT output folder (replaced as one set) (default: report)",
+        "(default: none)",
+        "--no-figures",
+        "(default: on)",
+        "(default: off)",
+        f"(default: {command.PROJECT_README})",
+    ):
         assert shown in text
     assert text.count("(default:") == len(command.Config.__dataclass_fields__)
 
@@ -316,8 +332,13 @@ def test_readme_without_markers_exits_2(fake_registry, tmp_path, capsys):
 
 
 def test_the_module_entry_point_exits_2_without_traceback():
-    done = subprocess.run([sys.executable, "-m", "proofs_checks", "--claims", ","], capture_output=True, text=True,
-                          cwd=PROJECT_ROOT, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "proofs_checks", "--claims", ","],
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_ROOT,
+        timeout=120,
+    )
     assert done.returncode == 2 and "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
 
@@ -327,14 +348,22 @@ def test_the_module_entry_point_exits_2_without_traceback():
 
 
 def _write_summary(folder: Path) -> Path:
-    runs = [{"status": "finished", "n_proto": n_w, "seed": seed, "delta_g": value, "test_acc_minority": 0.5}
-            for (n_w, seed, value) in ((0, 0, 1.0), (0, 1, 3.0), (10, 0, 0.5), (10, 1, 0.7))]
+    runs = [
+        {"status": "finished", "n_proto": n_w, "seed": seed, "delta_g": value, "test_acc_minority": 0.5}
+        for (n_w, seed, value) in ((0, 0, 1.0), (0, 1, 3.0), (10, 0, 0.5), (10, 1, 0.7))
+    ]
     runs.append({"status": "interrupted", "n_proto": 10, "seed": 2, "delta_g": 100.0})
     folder.mkdir(parents=True)
     path = folder / "summary.json"
-    path.write_text(json.dumps({"sweep": "n_proto", "base_config": {"dataset": "digits", "imbalance": 10.0,
-                                                                    "loss": "prototype", "tau": 0.1, "epochs": 3},
-                                "runs": runs}))
+    path.write_text(
+        json.dumps(
+            {
+                "sweep": "n_proto",
+                "base_config": {"dataset": "digits", "imbalance": 10.0, "loss": "prototype", "tau": 0.1, "epochs": 3},
+                "runs": runs,
+            }
+        )
+    )
     return path
 
 
