@@ -225,26 +225,37 @@ def _steps_per_epoch(config) -> int:
     return len(data.train) // train.global_batch_size(config.batch_size, len(data.train), 1)
 
 
-def fixture_config(device, sizes: dict, data_dir: Path, compiled: bool, epochs: int | None = None, batch=None):
+def _train_config(device, sizes: dict, data_dir: Path, compiled: bool, **run):
+    """A prototype-SCL training config on the check's network and device; `run` sets the data and schedule."""
     from empirical import train
 
     return train.TrainConfig(
-        dataset="fixture",
         data_dir=str(data_dir),
-        imbalance=1.0,
         loss="prototype",
         n_proto=10,
         tau=TAU,
         model=sizes["model"],
         width=sizes["width"],
         dim=sizes["dim"],
+        device=str(device),
+        compile=compiled,
+        **run,
+    )
+
+
+def fixture_config(device, sizes: dict, data_dir: Path, compiled: bool, epochs: int | None = None, batch=None):
+    return _train_config(
+        device,
+        sizes,
+        data_dir,
+        compiled,
+        dataset="fixture",
+        imbalance=1.0,
         epochs=epochs or sizes["fixture_epochs"],
         batch_size=batch or sizes["batch_size"],
         lr=0.05,
         warmup_epochs=0,
         eval_every=1,
-        device=str(device),
-        compile=compiled,
     )
 
 
@@ -253,25 +264,18 @@ def fixture_section(device, sizes: dict, out: Path, data_dir: Path, compiled: bo
 
 
 def digits_section(device, sizes: dict, out: Path, data_dir: Path, compiled: bool) -> dict:
-    from empirical import train
-
-    config = train.TrainConfig(
+    config = _train_config(
+        device,
+        sizes,
+        data_dir,
+        compiled,
         dataset="digits32",
-        data_dir=str(data_dir),
         imbalance=10.0,
-        loss="prototype",
-        n_proto=10,
-        tau=TAU,
-        model=sizes["model"],
-        width=sizes["width"],
-        dim=sizes["dim"],
         epochs=sizes["digits_epochs"],
         batch_size=sizes["digits_batch"],
         lr=0.1,
         warmup_epochs=min(2, sizes["digits_epochs"] - 1),
         eval_every=sizes["digits_epochs"],
-        device=str(device),
-        compile=compiled,
     )
     record = training_run(config, out, "digits32")
     if config.epochs > 1:  # real images: training must lower the loss
