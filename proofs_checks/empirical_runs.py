@@ -25,7 +25,7 @@ from empirical.data import channel_stats, imbalanced, load_dataset, standardise
 from empirical.evaluation import SETTLING_TOLERANCES, training_settled
 from empirical.models import build_model
 from empirical.train import TrainConfig, prototype_gram, run
-from simulate.optimize import single_thread
+from simulate.optimise import single_thread
 
 #: A re-measured DeltaG* or W against the training's own float32 measurement: the two embed the same network
 #: in float32 (in chunks there, in one pass here) and differ by float32 rounding, ~1e-6.

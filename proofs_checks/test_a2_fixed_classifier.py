@@ -9,7 +9,7 @@ do not matter. For an orthonormal frame the minimiser is the centred direction
 (<h, w_y> = sqrt((m-1)/m)); for the minority-spread family no closed form (numerical).
 
 Routes: exact (sympy: the Jensen bound decreases in t = <h, w_y> and is attained at h = w_y;
-the orthogonal minimiser by Lagrange) and free optimisation (`simulate.optimize` on
+the orthogonal minimiser by Lagrange) and free optimisation (`simulate.optimise` on
 `simulate.losses.fixed_classifier_ce` for imbalanced class sizes, against the closed forms
 and against `theory.prototypes.limit_minimisers`).
 """
@@ -21,9 +21,9 @@ import sympy as sp
 import torch
 
 from proofs_checks.registry import Agreement, Result, assert_claim, claim, verdict
-from simulate import optimize
+from simulate import optimise
 from simulate.losses import fixed_classifier_ce
-from simulate.optimize import single_thread
+from simulate.optimise import single_thread
 from theory import prototypes, prototypes_symbolic, simplex
 
 TAUS = (0.2, 0.5, 2.0)
@@ -33,9 +33,9 @@ def _free_minimiser(sizes, W, taus):
     """Minimise mean CE over free unit h for each tau (one batch); returns z (B, N, d), loss (B,), labels."""
     labels = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
     classifier, tau = torch.tensor(W), torch.tensor(taus, dtype=torch.float64)
-    x0 = optimize.random_start((len(taus),), len(labels), W.shape[1], seed=0)
+    x0 = optimise.random_start((len(taus),), len(labels), W.shape[1], seed=0)
     with single_thread():
-        result = optimize.minimize_on_sphere(
+        result = optimise.minimise_on_sphere(
             lambda z: fixed_classifier_ce(z, labels, classifier, tau), x0, grad_tol=1e-11
         )
     return result, labels

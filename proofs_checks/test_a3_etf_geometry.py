@@ -13,7 +13,7 @@ import numpy as np
 from proofs_checks.registry import Agreement, Result, assert_claim, claim, verdict
 from simulate import prototypes as sweep
 from simulate.certify import MAX_VECTORS
-from simulate.optimize import single_thread
+from simulate.optimise import single_thread
 from theory import simplex
 
 N_PROTO = (0, 1, 10, 100, 1000, 10000)

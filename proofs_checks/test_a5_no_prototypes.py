@@ -14,7 +14,7 @@ import torch
 from proofs_checks.registry import Agreement, Result, assert_claim, claim, verdict
 from simulate import certify, metrics
 from simulate import prototypes as sweep
-from simulate.optimize import single_thread
+from simulate.optimise import single_thread
 from theory import simplex
 
 TAU = 0.5

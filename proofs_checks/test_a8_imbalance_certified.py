@@ -9,7 +9,7 @@ this claim adds the certificate, the within-class collapse, m = 3 and a smaller 
 Routes:
 * certificate (`simulate.certify.certify_supcon`): the global minimum over Gram matrices, its embeddings
   measured with `simulate.metrics` (within-class variance W, class-mean Gram, DeltaG* to the ETF Gram);
-* free optimisation (`simulate.optimize`, d = N, both temperatures of one class-size vector in one batch):
+* free optimisation (`simulate.optimise`, d = N, both temperatures of one class-size vector in one batch):
   must reach the certified minimum (1e-6 relative) and the same DeltaG* (1e-3);
 * exchangeable certificate (`simulate.exchangeable.certify_supcon`, the program reduced by symmetry):
   the same minimum (1e-7 relative) and DeltaG* (1e-3) as the full certificate.
@@ -27,9 +27,9 @@ import numpy as np
 import torch
 
 from proofs_checks.registry import Agreement, Result, assert_claim, claim, verdict
-from simulate import exchangeable, losses, metrics, optimize
+from simulate import exchangeable, losses, metrics, optimise
 from simulate.certify import certify_supcon
-from simulate.optimize import single_thread
+from simulate.optimise import single_thread
 from theory import simplex
 
 CLASS_COUNTS = (3, 4)
@@ -66,7 +66,7 @@ def _cells(m: int, ratio: int) -> list[dict]:
     labels = torch.repeat_interleave(torch.arange(m), torch.tensor(sizes))
     taus = torch.tensor(TAUS, dtype=torch.float64)
     with single_thread():
-        free = optimize.minimize_with_restarts(
+        free = optimise.minimise_with_restarts(
             lambda z, index: losses.supcon_loss(z, labels, taus[index]),
             (len(TAUS),),
             len(labels),

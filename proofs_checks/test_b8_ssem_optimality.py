@@ -6,7 +6,7 @@ Routes, on a grid of small (m, n, p) and (alpha, tau):
 * exact: beta* and L(beta*) from the closed form (`theory.ssem`);
 * certificate: the convex program over the Gram matrix of all views (`simulate.certify`), whose
   value is the global minimum in any dimension >= N = m n p;
-* free optimisation: batched L-BFGS over unit embeddings in d = m n (`simulate.optimize`), three
+* free optimisation: batched L-BFGS over unit embeddings in d = m n (`simulate.optimise`), three
   random starts per point, every point of one size in one batch.
 The three minima must agree to 1e-6 relative (docs/verdicts.md#routes), and the certified optimal G must equal the
 SSEM Gram at beta* entrywise within 1e-4. The exchangeable certificate (`simulate.exchangeable`, the same
@@ -28,9 +28,9 @@ import numpy as np
 import torch
 
 from proofs_checks.registry import Agreement, Result, assert_claim, claim, verdict
-from simulate import exchangeable, losses, metrics, optimize
+from simulate import exchangeable, losses, metrics, optimise
 from simulate.certify import certify_combined
-from simulate.optimize import single_thread
+from simulate.optimise import single_thread
 from theory import ssem
 
 SIZES = [(2, 2, 1), (2, 2, 2), (2, 3, 2), (3, 2, 2), (3, 3, 1)]
@@ -58,7 +58,7 @@ def _free_minima(m: int, n: int, p: int, alphas: np.ndarray, taus: np.ndarray, r
 
     options = dict(FREE, restarts=restarts)
     with single_thread():
-        result = optimize.minimize_with_restarts(loss_fn, (len(alphas),), m * n * p, m * n, indexed=True, **options)
+        result = optimise.minimise_with_restarts(loss_fn, (len(alphas),), m * n * p, m * n, indexed=True, **options)
     residual = metrics.ssem_distance(result.z, labels, instances, m)[1].numpy()
     return result.loss.numpy(), residual, result.converged.numpy()
 

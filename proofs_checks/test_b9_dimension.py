@@ -5,7 +5,7 @@ The caveat is part of the finding: at collapse (beta* = 1) every view of class i
 vertex c_i, a configuration of rank m - 1 <= mn - 2, so the SSEM minimum is attained in d = mn - 2 and
 the unconditional form "for d < mn - 1 the minimum is strictly above" holds only without collapse.
 
-Route: free optimisation (`simulate.optimize`), several random starts per point, every point of one size
+Route: free optimisation (`simulate.optimise`), several random starts per point, every point of one size
 in one batch, in d = mn - 2 and, as a control of the optimiser's accuracy, in d = mn - 1 (where B8 shows
 the minimum is the SSEM minimum). Free optimisation only bounds the low-dimensional minimum from above,
 so a margin is evidence, not proof: it counts as clear when it exceeds 1000 times the control's largest
@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from proofs_checks.registry import Agreement, Result, assert_claim, claim, verdict
-from simulate import losses, optimize
-from simulate.optimize import single_thread
+from simulate import losses, optimise
+from simulate.optimise import single_thread
 from theory import ssem
 
 SIZES = [(2, 2, 2), (3, 2, 2), (2, 3, 1)]
@@ -42,7 +42,7 @@ def _relative_excess(m: int, n: int, p: int, dim: int, alphas: np.ndarray, taus:
         return losses.combined_loss(z, labels, instances, alpha[index], tau[index])
 
     with single_thread():
-        result = optimize.minimize_with_restarts(loss_fn, (len(alphas),), m * n * p, dim, indexed=True, **FREE)
+        result = optimise.minimise_with_restarts(loss_fn, (len(alphas),), m * n * p, dim, indexed=True, **FREE)
     closed = ssem.restricted_loss(ssem.optimal_beta(alphas, taus, m, n, p), alphas, taus, m, n, p)
     free = result.loss.numpy()
     return (free - closed) / np.abs(closed), free, closed, result.converged.numpy()

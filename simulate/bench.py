@@ -6,7 +6,7 @@ computed with plain exponentials (exp, sum, log — no log-sum-exp). Its loss is
 separate, naive implementation: it is the thing being measured, not a definition the suite uses.
 
 Ours: `simulate.phase.simulated_grid` — every configuration in one batch, float64 Riemannian L-BFGS
-with the regularised Newton finish of `simulate.optimize` — run twice: at the default tolerance
+with the regularised Newton finish of `simulate.optimise` — run twice: at the default tolerance
 (Riemannian gradient norm 1e-9, "tight"), and stopped at `--matched-grad-tol` ("matched"), to compare speed
 at equal or better accuracy than the baseline.
 Errors are compared on the configurations where the baseline's result is finite (NaN results are

@@ -1,4 +1,4 @@
-"""The regularised Riemannian Newton finish of `simulate.optimize` (its module docstring says why and how):
+"""The regularised Riemannian Newton finish of `simulate.optimise` (its module docstring says why and how):
 batched conjugate gradients for the shifted Newton system (`shifted_cg`) and the Newton iteration (`newton_finish`).
 """
 

@@ -4,7 +4,7 @@ For a grid of alpha (rows) and tau (columns) and fixed (m, n, p, d):
 
 * `theory_grid`: the SSEM optimum from `theory.ssem` (beta*, W* = 1 - beta*, L(beta*), collapse).
 * `simulated_grid`: the combined loss minimised over free unit embeddings, every grid
-  point in one batch (`simulate.optimize`), with its variances, distance to SSEM and
+  point in one batch (`simulate.optimise`), with its variances, distance to SSEM and
   convergence flags.
 * `compare`: the agreement figures and every point that breaks the agreement criteria
   (reported, never dropped).
@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from simulate import losses, metrics, optimize
+from simulate import losses, metrics, optimise
 from theory import ssem
 from theory.arguments import require_balanced_sizes, require_int, require_variant
 
@@ -90,7 +90,7 @@ def simulated_grid(
     (W < COLLAPSE_TOL, or COLLAPSE_TOL_FLOAT32 in float32), converged, grad_norm, ssem_beta,
     ssem_residual (distance to SSEM),
     iterations and newton_iterations (of the kept start), seconds (until the point stopped),
-    route (how its run ended, a name of `optimize.ROUTES`); and max_iterations (int).
+    route (how its run ended, a name of `optimise.ROUTES`); and max_iterations (int).
     `dtype` and `device` are those of the computation (float64 on the CPU by default).
     """
     m, n, p = require_balanced_sizes(n_classes, n_per_class, n_views)
@@ -104,7 +104,7 @@ def simulated_grid(
     def loss_fn(z, index):
         return losses.combined_loss(z, labels, instances, alpha_t[index], tau_t[index], variant)
 
-    result = optimize.minimize_with_restarts(
+    result = optimise.minimise_with_restarts(
         loss_fn,
         (alpha.size,),
         m * n * p,

@@ -182,24 +182,24 @@ def torch_dtype(config: Config):
 
 def sizing(config: Config, available: int | None = None) -> dict:
     """Memory and time estimate of the simulation, before it starts: the memory first
-    (`simulate.optimize.estimate_memory`, refused by `check_memory` before anything is allocated),
+    (`simulate.optimise.estimate_memory`, refused by `check_memory` before anything is allocated),
     then one probed loss evaluation times the typical number of evaluations."""
-    from simulate import losses, optimize
+    from simulate import losses, optimise
 
     n_points = len(alpha_grid(config)) * len(tau_grid(config))
     n_vectors, dim = config.m * config.n * config.p, config.dim or config.m * config.n
     configurations = n_points * config.restarts
-    memory = optimize.estimate_memory(configurations, n_vectors, dim, dtype=torch_dtype(config))
+    memory = optimise.estimate_memory(configurations, n_vectors, dim, dtype=torch_dtype(config))
     size = {"bytes": memory, "configurations": configurations, "n_vectors": n_vectors, "dim": dim}
     check_memory(config, size, available)
     labels, instances = losses.balanced_layout(config.m, config.n, config.p, device=config.device)
-    probe = optimize.random_start(
+    probe = optimise.random_start(
         (min(configurations, 64),), n_vectors, dim, seed=config.seed, dtype=torch_dtype(config), device=config.device
     )
-    per_evaluation = optimize.seconds_per_evaluation(
+    per_evaluation = optimise.seconds_per_evaluation(
         lambda z: losses.combined_loss(z, labels, instances, 0.5, 1.0, config.variant), probe
     )
-    seconds = per_evaluation * max(1.0, configurations / len(probe)) * optimize.typical_evaluations(config.max_iter)
+    seconds = per_evaluation * max(1.0, configurations / len(probe)) * optimise.typical_evaluations(config.max_iter)
     return {**size, "seconds": seconds}
 
 

@@ -4,7 +4,7 @@ For each imbalance R (majority classes: the first ceil(m/2) ids, `majority_size`
 each; minority classes: max(1, floor(majority_size / R)) each) and each number of prototype
 copies n_w, the free unit embeddings of all samples are optimised under prototype SCL
 with fixed prototypes W of the chosen geometry — full batch (all n_w of one R share one
-batched L-BFGS call of `simulate.optimize`) or, with a batch size B, a first-order loop
+batched L-BFGS call of `simulate.optimise`) or, with a batch size B, a first-order loop
 on batches redrawn every step. Per cell: the minimiser's loss and convergence, DeltaG*
 of its class-mean Gram to the prototype Gram W W^T (and to the ETF Gram), within-class
 variance, nearest-class-centre accuracy of majority and minority classes, the gap
@@ -33,7 +33,7 @@ from dataclasses import asdict
 import numpy as np
 import torch
 
-from simulate import metrics, optimize
+from simulate import metrics, optimise
 from simulate.losses import prototype_supcon_loss
 from simulate.prototypes_certified import certified_cell, exchangeable_cell
 from simulate.prototypes_figures import delta_g_figure, gram_figure, limit_figure  # noqa: F401 (re-exported)
@@ -148,7 +148,7 @@ def starting_points(
 ) -> torch.Tensor:
     """Starting parameters x0 (*batch, N, dim) for the free-embedding minimisation.
 
-    "uniform": every vector uniform on the sphere (`simulate.optimize.random_start`).
+    "uniform": every vector uniform on the sphere (`simulate.optimise.random_start`).
     "clustered": one Gaussian random centre per class and configuration (isotropic, so
     it carries no information about the prototypes) plus `spread` times Gaussian noise
     per sample: it skips the initial within-class gathering, which is most of the
@@ -157,12 +157,12 @@ def starting_points(
     require_choice("start", start, STARTS)
     batch_shape = tuple(batch_shape)
     if start == "uniform":
-        return optimize.random_start(batch_shape, len(labels), dim, seed=seed, dtype=dtype)
+        return optimise.random_start(batch_shape, len(labels), dim, seed=seed, dtype=dtype)
     generator = torch.Generator().manual_seed(seed)
     n_classes = int(labels.max()) + 1
     centres = torch.randn((*batch_shape, n_classes, dim), generator=generator, dtype=dtype)
     noise = torch.randn((*batch_shape, len(labels), dim), generator=generator, dtype=dtype)
-    return optimize.normalise(centres)[..., labels, :] + spread * noise
+    return optimise.normalise(centres)[..., labels, :] + spread * noise
 
 
 def minimise_full_batch(
@@ -178,18 +178,18 @@ def minimise_full_batch(
     max_iter=3000,
     grad_tol=None,
     progress=None,
-) -> optimize.OptimResult:
+) -> optimise.OptimResult:
     """Free-embedding minimiser of every n_w cell of one class-size vector, in one batched L-BFGS.
 
     All restarts of all cells are one flat (restarts * B, N, d) batch of
-    `simulate.optimize.minimize_on_sphere` (indexed mode: converged cells drop out of the
+    `simulate.optimise.minimise_on_sphere` (indexed mode: converged cells drop out of the
     loss evaluations); each cell keeps its best restart.
 
     Args:
         labels: (N,) int64; prototypes: (m, d) float tensor (its dtype is used); n_protos: B ints >= 0;
         start: "uniform" | "clustered" (`starting_points`).
     Returns:
-        `simulate.optimize.OptimResult` with z (B, N, d).
+        `simulate.optimise.OptimResult` with z (B, N, d).
     """
     restarts = require_int("restarts", restarts, 1)
     n_protos = list(n_protos)
@@ -199,16 +199,16 @@ def minimise_full_batch(
     )  # flat index = restart * B + cell
 
     def running_losses(z, index):
-        # Only the configurations still running are passed (optimize's indexed mode).
+        # Only the configurations still running are passed (optimise's indexed mode).
         cells = [n_protos[i % n_cells] for i in index.tolist()]
         return cell_losses(labels, prototypes, cells, tau, anchors)(z)
 
-    result = optimize.minimize_on_sphere(
+    result = optimise.minimise_on_sphere(
         running_losses, x0, max_iter=max_iter, grad_tol=grad_tol, indexed=True, progress=progress
     )
     loss = result.loss.reshape(restarts, n_cells)
     best = loss.argmin(0) * n_cells + torch.arange(n_cells)  # flat index of each cell's best restart
-    return optimize.OptimResult(
+    return optimise.OptimResult(
         z=result.z[best],
         loss=result.loss[best],
         grad_norm=result.grad_norm[best],
@@ -241,7 +241,7 @@ def minimise_stochastic(
     start="uniform",
     seed=0,
     progress=None,
-) -> optimize.OptimResult:
+) -> optimise.OptimResult:
     """Minimise the expected batch loss: Adam on x (z = x/|x|), a fresh batch of `batch_size` samples per step.
 
     Every cell sees the same batches; the prototypes are in every batch.
@@ -265,14 +265,14 @@ def minimise_stochastic(
         index = draw_batch(generator, labels, batch_size, need_pair=0 in n_protos)
         loss_fn = cell_losses(labels[index], prototypes, n_protos, tau, anchors)
         optimiser.zero_grad(set_to_none=True)
-        loss_fn(optimize.normalise(x[:, index])).sum().backward()
+        loss_fn(optimise.normalise(x[:, index])).sum().backward()
         optimiser.step()
         schedule.step()
         if progress is not None:
             progress(step + 1, 0)
-    z = optimize.normalise(x.detach())
+    z = optimise.normalise(x.detach())
     loss, grad_norm = full_batch_loss_and_grad_norm(cell_losses(labels, prototypes, n_protos, tau, anchors), z)
-    return optimize.OptimResult(
+    return optimise.OptimResult(
         z=z, loss=loss, grad_norm=grad_norm, converged=torch.zeros_like(loss, dtype=torch.bool), iterations=steps
     )
 

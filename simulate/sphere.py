@@ -1,8 +1,8 @@
-"""The product of unit spheres on which `simulate.optimize` works: the geometry (normalisation, tangent
+"""The product of unit spheres on which `simulate.optimise` works: the geometry (normalisation, tangent
 projection), the loss of many configurations as flat tensors with their Riemannian gradients and Hessians
 (`SphereProblem`), and the per-configuration bookkeeping of a run (`Book`).
 
-Split out of `simulate.optimize` (its module docstring explains the method); it re-exports the public names.
+Split out of `simulate.optimise` (its module docstring explains the method); it re-exports the public names.
 """
 
 from __future__ import annotations

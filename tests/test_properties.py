@@ -2,7 +2,7 @@
 
 * The three routes agree: over random small (m, n, p, alpha, tau) the closed-form SSEM minimum
   (`theory.ssem`), the certified minimum (`simulate.certify`) and the free-embedding minimum
-  (`simulate.optimize`) are one number, to 1e-6 relative.
+  (`simulate.optimise`) are one number, to 1e-6 relative.
 * Losses and metrics are invariant under rotations of the embeddings and permutations of the
   samples within a class, for random sizes, dimensions, class sizes and parameters.
 * `simulate.metrics` on an SSEM(beta) construction returns T = 1, B = beta, W = 1 - beta exactly.
@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from empirical import evaluation, train
-from simulate import losses, metrics, optimize
+from simulate import losses, metrics, optimise
 from simulate.certify import certify_combined
 from theory import simplex, ssem
 
@@ -68,7 +68,7 @@ def test_closed_form_certificate_and_free_optimisation_agree(size, alpha, log_ta
     cert = certify_combined(alpha, tau, m, n, p)
     assert cert.ok
     labels, instances = losses.balanced_layout(m, n, p)
-    free = optimize.minimize_with_restarts(
+    free = optimise.minimise_with_restarts(
         lambda z, index: losses.combined_loss(z, labels, instances, alpha, tau),
         (1,),
         m * n * p,

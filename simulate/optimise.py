@@ -90,8 +90,8 @@ __all__ = [
     "OptimResult",
     "SphereProblem",
     "estimate_memory",
-    "minimize_on_sphere",
-    "minimize_with_restarts",
+    "minimise_on_sphere",
+    "minimise_with_restarts",
     "normalise",
     "random_start",
     "seconds_per_evaluation",
@@ -127,7 +127,7 @@ class OptimResult:
     """Result of a batched minimisation; every tensor has the batch shape of the input except `z`.
 
     The per-configuration records (`config_iterations`, `seconds`, `route`) are None when the result
-    did not come from `minimize_on_sphere` (e.g. a baseline built elsewhere).
+    did not come from `minimise_on_sphere` (e.g. a baseline built elsewhere).
     """
 
     z: torch.Tensor  # (*batch, N, d) unit vectors
@@ -241,7 +241,7 @@ def _lbfgs(problem, z, loss, gradient, grad_norm, running, book, *, history, han
     return z, loss, gradient, grad_norm, stalled_all & ~book.settled
 
 
-def minimize_on_sphere(
+def minimise_on_sphere(
     loss_fn: Callable[[torch.Tensor], torch.Tensor],
     x0: torch.Tensor,
     *,
@@ -315,7 +315,7 @@ def _run(problem, z, book, *, method, history, hessian, max_iter):
 
 
 def _checked_options(x0, max_iter, history, method, hessian, grad_tol):
-    """The options of `minimize_on_sphere` checked (a clear error otherwise), with the default gradient tolerance
+    """The options of `minimise_on_sphere` checked (a clear error otherwise), with the default gradient tolerance
     and the "auto" Hessian resolved: (max_iter, history, method, hessian, grad_tol)."""
     if x0.ndim < 3:
         raise ValueError(f"x0 must have shape (*batch, N, d) with at least one batch dimension, got {tuple(x0.shape)}")
@@ -348,7 +348,7 @@ def _result(z, loss, grad_norm, book, shape) -> OptimResult:
     )
 
 
-def minimize_with_restarts(
+def minimise_with_restarts(
     loss_fn: Callable[[torch.Tensor], torch.Tensor],
     batch_shape,
     n_vectors: int,
@@ -372,9 +372,9 @@ def minimize_with_restarts(
     x0 = random_start((restarts, *tuple(batch_shape)), n_vectors, dim, seed=seed, dtype=dtype, device=device)
     if options.get("indexed"):
         n_configs = math.prod(batch_shape)
-        result = minimize_on_sphere(lambda z, index: loss_fn(z, index % n_configs), x0, **options)
+        result = minimise_on_sphere(lambda z, index: loss_fn(z, index % n_configs), x0, **options)
     else:
-        result = minimize_on_sphere(loss_fn, x0, **options)
+        result = minimise_on_sphere(loss_fn, x0, **options)
     best = result.loss.argmin(dim=0)  # (*batch,)
 
     def pick(tensor):
@@ -405,7 +405,7 @@ def estimate_memory(
     hessian: str = "auto",
     history: int = 10,
 ) -> int:
-    """Approximate peak memory in bytes of `minimize_on_sphere` on n_configs configurations of N unit vectors
+    """Approximate peak memory in bytes of `minimise_on_sphere` on n_configs configurations of N unit vectors
     in R^d (restarts count as configurations), for a loss built on the N x N similarities (every loss of
     `simulate.losses`).
 

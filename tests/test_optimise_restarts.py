@@ -1,14 +1,14 @@
-"""minimize_with_restarts keeps, for every configuration, the best of its restarts.
+"""minimise_with_restarts keeps, for every configuration, the best of its restarts.
 
 The loss has several local minima of different depths (wells around +-e_k on the sphere), so
 random starts end in different wells; the expected best is recomputed independently: the same
-starts run through `minimize_on_sphere` one restart at a time, the minimum taken with numpy.
+starts run through `minimise_on_sphere` one restart at a time, the minimum taken with numpy.
 """
 
 import numpy as np
 import torch
 
-from simulate import optimize
+from simulate import optimise
 
 DIM = 3
 KAPPA = 8.0  # well width: neighbouring wells contribute e^{-8} at a well's centre
@@ -29,9 +29,9 @@ def wells_loss(z: torch.Tensor) -> torch.Tensor:
 
 
 def test_restarts_keep_each_configurations_best_run():
-    best = optimize.minimize_with_restarts(wells_loss, (len(DEPTHS),), 1, DIM, restarts=RESTARTS, seed=SEED)
-    starts = optimize.random_start((RESTARTS, len(DEPTHS)), 1, DIM, seed=SEED)
-    per_restart = np.array([optimize.minimize_on_sphere(wells_loss, starts[r]).loss.numpy() for r in range(RESTARTS)])
+    best = optimise.minimise_with_restarts(wells_loss, (len(DEPTHS),), 1, DIM, restarts=RESTARTS, seed=SEED)
+    starts = optimise.random_start((RESTARTS, len(DEPTHS)), 1, DIM, seed=SEED)
+    per_restart = np.array([optimise.minimise_on_sphere(wells_loss, starts[r]).loss.numpy() for r in range(RESTARTS)])
     # The test can tell best from worst: every configuration's restarts end in different wells.
     assert (per_restart.max(0) - per_restart.min(0) > 0.5).all(), per_restart
     np.testing.assert_allclose(best.loss.numpy(), per_restart.min(0), rtol=1e-12)
@@ -49,10 +49,10 @@ def test_restarts_indexed_mode_keeps_the_best_too():
         cosines = z[:, 0, :] @ WELLS.T
         return -(DEPTHS[index] * torch.exp(KAPPA * (cosines - 1.0))).sum(-1)
 
-    indexed = optimize.minimize_with_restarts(
+    indexed = optimise.minimise_with_restarts(
         indexed_loss, (len(DEPTHS),), 1, DIM, restarts=RESTARTS, seed=SEED, indexed=True
     )
-    full = optimize.minimize_with_restarts(wells_loss, (len(DEPTHS),), 1, DIM, restarts=RESTARTS, seed=SEED)
+    full = optimise.minimise_with_restarts(wells_loss, (len(DEPTHS),), 1, DIM, restarts=RESTARTS, seed=SEED)
     np.testing.assert_allclose(indexed.loss.numpy(), full.loss.numpy(), rtol=1e-12)
     # The deepest well of each configuration is found (8 restarts over 6 wells): loss ~ -max depth.
     np.testing.assert_allclose(full.loss.numpy(), -DEPTHS.max(-1).values.numpy(), rtol=1e-3)

@@ -1,4 +1,4 @@
-"""Tests of the batched Riemannian L-BFGS (simulate.optimize) and the phase-diagram command."""
+"""Tests of the batched Riemannian L-BFGS (simulate.optimise) and the phase-diagram command."""
 
 import json
 import subprocess
@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simulate import cli, losses, optimize, phase, phase_diagram
+from simulate import cli, losses, optimise, phase, phase_diagram
 from theory import ssem
 
 
@@ -24,7 +24,7 @@ def test_batched_configurations_are_independent_and_reach_the_closed_form():
     def loss_fn(z):
         return losses.combined_loss(z, labels, instances, alphas, taus)
 
-    together = optimize.minimize_with_restarts(loss_fn, (3,), m * n * p, m * n, restarts=2, seed=1)
+    together = optimise.minimise_with_restarts(loss_fn, (3,), m * n * p, m * n, restarts=2, seed=1)
     beta = ssem.optimal_beta(alphas.numpy(), taus.numpy(), m, n)
     closed_form = ssem.restricted_loss(beta, alphas.numpy(), taus.numpy(), m, n, p)
     assert together.converged.all()
@@ -41,17 +41,17 @@ def test_batched_configurations_are_independent_and_reach_the_closed_form():
 def test_indexed_mode_equals_full_batch_mode():
     labels = torch.tensor([0, 0, 1, 1, 2, 2])
     taus = torch.tensor([0.2, 1.0], dtype=torch.float64)
-    x0 = optimize.random_start((2,), 6, 4, seed=3)
-    full = optimize.minimize_on_sphere(lambda z: losses.supcon_loss(z, labels, taus), x0)
-    indexed = optimize.minimize_on_sphere(lambda z, i: losses.supcon_loss(z, labels, taus[i]), x0, indexed=True)
+    x0 = optimise.random_start((2,), 6, 4, seed=3)
+    full = optimise.minimise_on_sphere(lambda z: losses.supcon_loss(z, labels, taus), x0)
+    indexed = optimise.minimise_on_sphere(lambda z, i: losses.supcon_loss(z, labels, taus[i]), x0, indexed=True)
     np.testing.assert_allclose(full.loss.numpy(), indexed.loss.numpy(), rtol=1e-12)
     assert full.converged.all() and indexed.converged.all()
 
 
 def test_unconverged_configurations_are_flagged():
     labels = torch.tensor([0, 0, 1, 1])
-    x0 = optimize.random_start((2,), 4, 3, seed=0)
-    result = optimize.minimize_on_sphere(lambda z: losses.supcon_loss(z, labels, 0.1), x0, max_iter=1)
+    x0 = optimise.random_start((2,), 4, 3, seed=0)
+    result = optimise.minimise_on_sphere(lambda z: losses.supcon_loss(z, labels, 0.1), x0, max_iter=1)
     assert result.iterations == 1 and not result.converged.any()
 
 
@@ -64,15 +64,15 @@ def test_unconverged_configurations_are_flagged():
     ],
 )
 def test_bad_options_raise(kwargs, message):
-    x0 = optimize.random_start((1,), 4, 3, seed=0)
+    x0 = optimise.random_start((1,), 4, 3, seed=0)
     with pytest.raises(ValueError, match=message):
-        optimize.minimize_on_sphere(lambda z: losses.supcon_loss(z, torch.tensor([0, 0, 1, 1]), 1.0), x0, **kwargs)
+        optimise.minimise_on_sphere(lambda z: losses.supcon_loss(z, torch.tensor([0, 0, 1, 1]), 1.0), x0, **kwargs)
 
 
 def test_loss_with_wrong_shape_is_refused():
-    x0 = optimize.random_start((2,), 4, 3, seed=0)
+    x0 = optimise.random_start((2,), 4, 3, seed=0)
     with pytest.raises(ValueError, match="one loss per configuration"):
-        optimize.minimize_on_sphere(lambda z: z.sum(), x0)
+        optimise.minimise_on_sphere(lambda z: z.sum(), x0)
 
 
 def test_phase_grid_agrees_with_theory_on_a_small_grid():
@@ -153,7 +153,7 @@ def test_newton_finish_reaches_a_tight_gradient_at_small_tau():
     def loss_fn(z):
         return losses.combined_loss(z, labels, instances, alphas, taus)
 
-    result = optimize.minimize_on_sphere(loss_fn, optimize.random_start((4,), m * n * p, m * n, seed=0), max_iter=1000)
+    result = optimise.minimise_on_sphere(loss_fn, optimise.random_start((4,), m * n * p, m * n, seed=0), max_iter=1000)
     assert result.converged.all()
     assert (_riemannian_gradient_norm(loss_fn, result.z) <= 1e-9).all()  # recomputed, not the optimiser's figure
     assert (result.newton_iterations > 0).any() and set(result.route_names()) <= {"lbfgs", "newton"}
@@ -171,8 +171,8 @@ def test_converged_flag_and_route_agree_with_the_gradient(method):
     def loss_fn(z):
         return losses.supcon_loss(z, labels, taus)
 
-    result = optimize.minimize_on_sphere(
-        loss_fn, optimize.random_start((3,), 6, 4, seed=1), method=method, max_iter=2000
+    result = optimise.minimise_on_sphere(
+        loss_fn, optimise.random_start((3,), 6, 4, seed=1), method=method, max_iter=2000
     )
     routes = result.route_names()
     assert result.converged.tolist() == [route in ("lbfgs", "newton") for route in routes]
@@ -190,10 +190,10 @@ def test_riemannian_hessian_matches_second_differences_and_the_exact_matrix():
     def loss_fn(z):
         return losses.combined_loss(z, labels, instances, alpha, tau)
 
-    problem = optimize.SphereProblem(loss_fn, (2, 8, 3), indexed=False)
-    z = optimize.normalise(optimize.random_start((2,), 8, 3, seed=4)).reshape(2, -1)
+    problem = optimise.SphereProblem(loss_fn, (2, 8, 3), indexed=False)
+    z = optimise.normalise(optimise.random_start((2,), 8, 3, seed=4)).reshape(2, -1)
     rows = torch.ones(2, dtype=torch.bool)
-    v = optimize.tangent_projection(
+    v = optimise.tangent_projection(
         z.reshape(2, 8, 3), torch.randn(2, 8, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
     ).reshape(2, -1)
     *_, hess_hvp = problem.second_order(z, rows, "hvp")
@@ -203,29 +203,29 @@ def test_riemannian_hessian_matches_second_differences_and_the_exact_matrix():
     t = 1e-4
 
     def along(step):
-        return problem.value(optimize.normalise((z + step * v).reshape(2, 8, 3)).reshape(2, -1), rows)
+        return problem.value(optimise.normalise((z + step * v).reshape(2, 8, 3)).reshape(2, -1), rows)
 
     second_difference = (along(t) - 2 * along(0.0) + along(-t)) / t**2
     torch.testing.assert_close((v * hess_hvp(v)).sum(-1), second_difference, rtol=1e-5, atol=1e-6)
 
 
 def test_bad_method_or_hessian_is_refused():
-    x0 = optimize.random_start((1,), 4, 3, seed=0)
+    x0 = optimise.random_start((1,), 4, 3, seed=0)
     with pytest.raises(ValueError, match="method"):
-        optimize.minimize_on_sphere(lambda z: z.sum((-1, -2)), x0, method="adam")
+        optimise.minimise_on_sphere(lambda z: z.sum((-1, -2)), x0, method="adam")
     with pytest.raises(ValueError, match="hessian"):
-        optimize.minimize_on_sphere(lambda z: z.sum((-1, -2)), x0, hessian="exact")
+        optimise.minimise_on_sphere(lambda z: z.sum((-1, -2)), x0, hessian="exact")
 
 
 def test_memory_estimate_grows_with_the_problem_and_counts_the_exact_hessian():
-    small = optimize.estimate_memory(10, 32, 16)
-    assert optimize.estimate_memory(20, 32, 16) > small and optimize.estimate_memory(10, 64, 16) > small
-    assert optimize.estimate_memory(10, 32, 16, method="lbfgs") < small
-    assert optimize.estimate_memory(10, 32, 16, dtype=torch.float32) < small
+    small = optimise.estimate_memory(10, 32, 16)
+    assert optimise.estimate_memory(20, 32, 16) > small and optimise.estimate_memory(10, 64, 16) > small
+    assert optimise.estimate_memory(10, 32, 16, method="lbfgs") < small
+    assert optimise.estimate_memory(10, 32, 16, dtype=torch.float32) < small
     # the exact Hessians alone are B D^2 elements
-    assert optimize.estimate_memory(10, 32, 16, hessian="matrix") - small >= 10 * (32 * 16) ** 2 * 8
+    assert optimise.estimate_memory(10, 32, 16, hessian="matrix") - small >= 10 * (32 * 16) ** 2 * 8
     with pytest.raises(ValueError, match="n_vectors"):
-        optimize.estimate_memory(10, 0, 16)
+        optimise.estimate_memory(10, 0, 16)
 
 
 def test_loss_gap_has_an_absolute_floor_for_minima_near_zero():
@@ -263,7 +263,7 @@ def test_float32_grid_meets_its_own_criteria():
         alphas, taus, theory, simulated, ssem.alpha_star(taus, 2, 3), phase.CRITERIA[torch.float32]
     )
     assert violations == [] and simulated["converged"].all()
-    assert (simulated["grad_norm"] <= optimize.GRAD_TOL[torch.float32]).all()
+    assert (simulated["grad_norm"] <= optimise.GRAD_TOL[torch.float32]).all()
 
 
 def test_cli_refuses_a_run_above_max_memory(tmp_path, capsys):
