@@ -12,8 +12,8 @@ For a grid of alpha (rows) and tau (columns) and fixed (m, n, p, d):
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -54,7 +54,14 @@ CRITERIA = {
 }
 
 
-def theory_grid(alphas, taus, n_classes, n_per_class, n_views=2, variant="instance") -> dict:
+def theory_grid(
+    alphas: Sequence[float] | np.ndarray,
+    taus: Sequence[float] | np.ndarray,
+    n_classes: int,
+    n_per_class: int,
+    n_views: int = 2,
+    variant: str = "instance",
+) -> dict:
     """Closed-form optimum on the grid; arrays of shape (len(alphas), len(taus))."""
     alpha, tau = np.meshgrid(np.asarray(alphas, float), np.asarray(taus, float), indexing="ij")
     beta = ssem.optimal_beta(alpha, tau, n_classes, n_per_class, n_views, variant)
@@ -67,21 +74,21 @@ def theory_grid(alphas, taus, n_classes, n_per_class, n_views=2, variant="instan
 
 
 def simulated_grid(
-    alphas,
-    taus,
-    n_classes,
-    n_per_class,
-    n_views=2,
-    dim=None,
-    variant="instance",
+    alphas: Sequence[float] | np.ndarray,
+    taus: Sequence[float] | np.ndarray,
+    n_classes: int,
+    n_per_class: int,
+    n_views: int = 2,
+    dim: int | None = None,
+    variant: str = "instance",
     *,
-    seed=0,
-    restarts=1,
-    max_iter=3000,
-    grad_tol=None,
-    method="newton",
-    dtype=torch.float64,
-    device=None,
+    seed: int = 0,
+    restarts: int = 1,
+    max_iter: int = 3000,
+    grad_tol: float | None = None,
+    method: str = "newton",
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict:
     """Free-embedding minima of the combined loss on the grid, all points in one batch.
@@ -119,18 +126,26 @@ def simulated_grid(
         dtype=dtype,
         device=device,
     )
+    return _grid_figures(result, labels, instances, m, alpha.shape)
+
+
+def _grid_figures(
+    result: optimise.OptimResult, labels: torch.Tensor, instances: torch.Tensor, m: int, shape: tuple[int, ...]
+) -> dict:
+    """The per-point figures of a batched minimisation, as arrays of the grid's `shape`."""
     variance = metrics.variances(result.z, labels, m)
     ssem_beta, ssem_residual = metrics.ssem_distance(result.z, labels, instances, m)
+    collapse_tol = COLLAPSE_TOL_FLOAT32 if result.z.dtype == torch.float32 else COLLAPSE_TOL
 
-    def grid(tensor):
-        return tensor.detach().cpu().numpy().reshape(alpha.shape)
+    def grid(tensor: torch.Tensor) -> np.ndarray:
+        return tensor.detach().cpu().numpy().reshape(shape)
 
     return {
         "within": grid(variance.within),
         "between": grid(variance.between),
         "total": grid(variance.total),
         "loss": grid(result.loss),
-        "collapsed": grid(variance.within) < (COLLAPSE_TOL_FLOAT32 if dtype == torch.float32 else COLLAPSE_TOL),
+        "collapsed": grid(variance.within) < collapse_tol,
         "converged": grid(result.converged),
         "grad_norm": grid(result.grad_norm),
         "ssem_beta": grid(ssem_beta),
@@ -138,13 +153,18 @@ def simulated_grid(
         "iterations": grid(result.config_iterations),
         "newton_iterations": grid(result.newton_iterations),
         "seconds": grid(result.seconds),
-        "route": np.array(result.route_names(), dtype=object).reshape(alpha.shape),
+        "route": np.array(result.route_names(), dtype=object).reshape(shape),
         "max_iterations": result.iterations,
     }
 
 
 def compare(
-    alphas, taus, theory: dict, simulated: dict, threshold, criteria: Criteria = CRITERIA[torch.float64]
+    alphas: Sequence[float] | np.ndarray,
+    taus: Sequence[float] | np.ndarray,
+    theory: dict,
+    simulated: dict,
+    threshold: Sequence[float] | np.ndarray,
+    criteria: Criteria = CRITERIA[torch.float64],
 ) -> tuple[dict, list]:
     """Agreement figures and the list of grid points that break `criteria`.
 
