@@ -25,6 +25,7 @@ from empirical.data import channel_stats, imbalanced, load_dataset, standardise
 from empirical.evaluation import SETTLING_TOLERANCES, training_settled
 from empirical.models import build_model
 from empirical.train import TrainConfig, prototype_gram, run
+from proofs_checks.registry import Result, verdict
 from simulate.optimise import single_thread
 
 #: A re-measured DeltaG* or W against the training's own float32 measurement: the two embed the same network
@@ -138,3 +139,16 @@ def remeasure_pins(results: list[dict], key: str, metric: str) -> list:
         )  # NaN: broken
         for value, gap in sorted(gaps.items())
     ]
+
+
+def training_verdict(
+    figures: dict, failures: list[str], undecided: list[str], unsettled: list[str], agreements: list
+) -> Result:
+    """The verdict of an empirical claim (docs/verdicts.md#converged-training).
+
+    Runs that have not settled decide nothing: inconclusive, with their reasons. Settled runs fail on a
+    separated counterexample (`failures`); otherwise overlapping intervals (`undecided`) leave the claim
+    inconclusive, and with neither it holds.
+    """
+    reasons = unsettled or ([] if failures else undecided)
+    return verdict(figures, [] if unsettled else failures, unsettled=reasons, agreements=agreements)

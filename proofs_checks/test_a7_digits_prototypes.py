@@ -41,9 +41,10 @@ from proofs_checks.empirical_runs import (
     remeasure_pins,
     summary,
     train_runs,
+    training_verdict,
     unsettled_runs,
 )
-from proofs_checks.registry import Result, assert_claim, claim, verdict
+from proofs_checks.registry import Result, assert_claim, claim
 
 IMBALANCE = 10
 N_PROTO = (0, 10, 100)
@@ -117,9 +118,7 @@ def check() -> Result:
         at_least("smallest per-seed |DeltaG*(n_w=10) - DeltaG*(n_w=100)|", smallest, DIFFERENT),
     ]
     figures["seconds"] = round(time.perf_counter() - start, 1)
-    # Not converged: nothing is judged. Converged: a separated counterexample decides; else overlaps leave it open.
-    reasons = unsettled or ([] if failures else undecided)
-    return verdict(figures, [] if unsettled else failures, unsettled=reasons, agreements=agreements)
+    return training_verdict(figures, failures, undecided, unsettled, agreements)
 
 
 def figure(_inputs=None):

@@ -42,9 +42,10 @@ from proofs_checks.empirical_runs import (
     remeasure_pins,
     summary,
     train_runs,
+    training_verdict,
     unsettled_runs,
 )
-from proofs_checks.registry import Agreement, Result, assert_claim, claim, verdict
+from proofs_checks.registry import Agreement, Result, assert_claim, claim
 from simulate import metrics
 
 ALPHAS = (0.0, 0.5, 1.0)
@@ -150,8 +151,7 @@ def check() -> Result:
         at_least("|mean W(alpha=1) - mean W(alpha=0)| - (std0 + std1)", abs(m1 - m0) - (s0 + s1), 0.0),
     ]
     figures["seconds"] = round(time.perf_counter() - start, 1)
-    reasons = unsettled or ([] if failures else undecided)
-    return verdict(figures, [] if unsettled else failures, unsettled=reasons, agreements=agreements)
+    return training_verdict(figures, failures, undecided, unsettled, agreements)
 
 
 def figure(_inputs=None):

@@ -119,3 +119,19 @@ def test_claim_figures_draw_the_curves_of_the_check_runs(monkeypatch, module, ke
     monkeypatch.setattr(module, "measure", lambda: runs)
     figure = module.figure()
     assert len(figure.axes) == 4 and all(len(ax.lines) == len(runs) for ax in figure.axes)
+
+
+@pytest.mark.parametrize(
+    "failures, undecided, unsettled, expected",
+    [
+        ([], [], [], "holds"),
+        (["separated the other way"], ["overlap"], [], "fails"),  # a separated counterexample decides
+        ([], ["overlap"], [], "inconclusive"),  # settled runs, overlapping intervals
+        (["separated the other way"], [], ["seed 3 still moving"], "inconclusive"),  # unsettled runs judge nothing
+    ],
+)
+def test_training_verdict_rule(failures, undecided, unsettled, expected):
+    result = empirical_runs.training_verdict({}, failures, undecided, unsettled, [])
+    assert result.verdict == expected
+    if expected == "inconclusive":
+        assert (unsettled or undecided)[0] in result.reason
