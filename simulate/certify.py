@@ -40,11 +40,13 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cvxpy as cp
 import numpy as np
 import scipy.sparse as sparse
+from numpy.typing import ArrayLike
 from scipy.special import logsumexp
 
 from simulate.gram_program import (
@@ -213,7 +215,7 @@ class Certificate:
 # Recovering embeddings
 
 
-def nearest_gram(G) -> np.ndarray:
+def nearest_gram(G: ArrayLike) -> np.ndarray:
     """A solver's G made an exact Gram of unit vectors; (K, K) -> (K, K).
 
     Symmetrise, clip negative eigenvalues to 0, rescale D^-1/2 G D^-1/2 to unit
@@ -233,7 +235,9 @@ def nearest_gram(G) -> np.ndarray:
     return (gram + gram.T) / 2  # exactly symmetric, not just to rounding
 
 
-def embeddings_from_gram(G, dim: int | None = None, seed: int | None = None, rank_tol: float = 1e-6) -> np.ndarray:
+def embeddings_from_gram(
+    G: ArrayLike, dim: int | None = None, seed: int | None = None, rank_tol: float = 1e-6
+) -> np.ndarray:
     """Unit vectors Z (K, dim) with Z Z^T = G, via `theory.simplex.from_gram`.
 
     G is cleaned by `nearest_gram` first. dim=None means dim = K (always realisable).
@@ -386,8 +390,8 @@ def _require_solver(solver) -> None:
 
 
 def certify_combined(
-    alpha,
-    tau,
+    alpha: float,
+    tau: float,
     n_classes: int,
     n_per_class: int,
     n_views: int = 2,
@@ -424,7 +428,9 @@ def certify_combined(
     return _solve(combined_program(alpha, m, n, p, variant), tau, f"combined-{variant}", solver, strict)
 
 
-def certify_supcon(class_sizes, tau, *, solver: str | None = None, strict: bool = True) -> Certificate:
+def certify_supcon(
+    class_sizes: Sequence[int], tau: float, *, solver: str | None = None, strict: bool = True
+) -> Certificate:
     """Certified global minimum of per-anchor SCL (docs/losses.md#per-anchor-scl) for any class sizes.
 
     l_a = -(1/|P(a)|) sum_{b in P(a)} [G_ab/tau - log sum_{c != a} exp(G_ac/tau)],
@@ -448,10 +454,10 @@ def certify_supcon(class_sizes, tau, *, solver: str | None = None, strict: bool 
 
 
 def certify_prototype(
-    class_sizes,
-    prototype_gram,
+    class_sizes: Sequence[int],
+    prototype_gram: ArrayLike,
     n_proto: int,
-    tau,
+    tau: float,
     anchors: str = "data",
     *,
     solver: str | None = None,

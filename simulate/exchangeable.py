@@ -28,11 +28,13 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cvxpy as cp
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 
 from simulate import metrics
 from simulate.certify import CertificateError, solve_problem
@@ -240,7 +242,9 @@ def _class_level_gram(certificate: ExchangeableCertificate) -> tuple[np.ndarray,
     return np.block([[rows[0], cross], [cross.T, s.prototype_gram]]), present
 
 
-def realise(certificate: ExchangeableCertificate, prototypes=None, seed: int | None = None):
+def realise(
+    certificate: ExchangeableCertificate, prototypes: ArrayLike | None = None, seed: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """Unit vectors whose Gram is the certificate's invariant minimiser.
 
     Class means mu_i and prototypes come from a factor of the class-level Gram Q (eigenvalues
@@ -316,8 +320,8 @@ def _class_vectors(certificate: ExchangeableCertificate, i: int, mean: np.ndarra
 
 
 def certify_combined(
-    alpha,
-    tau,
+    alpha: float,
+    tau: float,
     n_classes: int,
     n_per_class: int,
     n_views: int = 2,
@@ -344,7 +348,7 @@ def certify_combined(
 
 
 def certify_supcon(
-    class_sizes, tau, *, symmetry: str = "classes", solver: str | None = None, strict: bool = True
+    class_sizes: Sequence[int], tau: float, *, symmetry: str = "classes", solver: str | None = None, strict: bool = True
 ) -> ExchangeableCertificate:
     """Certified minimum of per-anchor SCL (docs/losses.md) for any class sizes (each >= 1, one >= 2)."""
     sizes = require_class_sizes(class_sizes, 1)
@@ -357,10 +361,10 @@ def certify_supcon(
 
 
 def certify_prototype(
-    class_sizes,
-    prototype_gram,
+    class_sizes: Sequence[int],
+    prototype_gram: ArrayLike,
     n_proto: int,
-    tau,
+    tau: float,
     anchors: str = "data",
     *,
     symmetry: str = "classes",

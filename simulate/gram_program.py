@@ -155,7 +155,7 @@ def prototype_anchor(c: int, data_label: np.ndarray, n_proto: int, m: int, posit
     return Anchor(row, np.concatenate(columns), np.concatenate(shifts), float(n_proto))
 
 
-def prototype_program(class_sizes, prototype_gram, n_proto: int, anchors: str) -> Program:
+def prototype_program(class_sizes: tuple[int, ...], prototype_gram: np.ndarray, n_proto: int, anchors: str) -> Program:
     """Prototype SCL (docs/losses.md#prototype-scl) on N data rows and one row per prototype (its n_proto copies)."""
     m = len(class_sizes)
     data_label = np.repeat(np.arange(m), class_sizes)

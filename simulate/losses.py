@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -53,7 +53,9 @@ from theory.arguments import (
 # ---------------------------------------------------------------------------
 
 
-def balanced_layout(n_classes: int, n_per_class: int, n_views: int, device=None) -> tuple[Tensor, Tensor]:
+def balanced_layout(
+    n_classes: int, n_per_class: int, n_views: int, device: torch.device | str | None = None
+) -> tuple[Tensor, Tensor]:
     """Labels and instance ids of a balanced set of m classes, n instances each, p views each.
 
     Sample index (i n + j) p + k holds view k of instance j of class i (class-major,
@@ -87,7 +89,7 @@ def _full_precision(loss):
     return wrapper
 
 
-def require_embeddings(name: str, z, min_samples: int = 1) -> Tensor:
+def require_embeddings(name: str, z: object, min_samples: int = 1) -> Tensor:
     """A floating (..., N, d) tensor, upcast to float32 if it is half precision."""
     if not isinstance(z, Tensor) or not z.is_floating_point() or z.dim() < 2:
         shape = tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__
@@ -97,7 +99,7 @@ def require_embeddings(name: str, z, min_samples: int = 1) -> Tensor:
     return z.to(_compute_dtype(z.dtype))
 
 
-def require_ids(name: str, ids, n_samples: int, device) -> Tensor:
+def require_ids(name: str, ids: object, n_samples: int, device: torch.device | str | None) -> Tensor:
     """An integer (N,) tensor of class or instance ids."""
     if not isinstance(ids, Tensor) or ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
         raise ValueError(f"{name} must be an integer tensor of shape (N,) = ({n_samples},), got {ids!r}")
@@ -106,7 +108,7 @@ def require_ids(name: str, ids, n_samples: int, device) -> Tensor:
     return ids.to(device=device, dtype=torch.long)
 
 
-def require_class_ids(labels, n_samples: int, n_classes: int, device) -> Tensor:
+def require_class_ids(labels: object, n_samples: int, n_classes: int, device: torch.device | str | None) -> Tensor:
     """Labels of shape (N,) with every entry in [0, n_classes)."""
     labels = require_ids("labels", labels, n_samples, device)
     if n_samples and not bool(((labels >= 0) & (labels < n_classes)).all()):
@@ -194,7 +196,9 @@ def _instance_masks(labels: Tensor, instances: Tensor) -> tuple[Tensor, Tensor]:
 
 
 @_full_precision
-def combined_loss_terms(z: Tensor, labels: Tensor, instances: Tensor, tau, variant: str = "instance"):
+def combined_loss_terms(
+    z: Tensor, labels: Tensor, instances: Tensor, tau: float | Tensor, variant: str = "instance"
+) -> tuple[Tensor, Tensor]:
     """(L_sup, L_self) of Paper B's combined loss, each of shape z.shape[:-2].
 
     docs/losses.md#combined-loss-instance-variant and #combined-loss-supcon-variant.
@@ -247,7 +251,9 @@ def _combined_terms(z: Tensor, same_instance: Tensor, supervised: Tensor, tau, v
 
 
 @_full_precision
-def combined_loss(z: Tensor, labels: Tensor, instances: Tensor, alpha, tau, variant: str = "instance") -> Tensor:
+def combined_loss(
+    z: Tensor, labels: Tensor, instances: Tensor, alpha: float | Tensor, tau: float | Tensor, variant: str = "instance"
+) -> Tensor:
     """Paper B's loss L = (1 - alpha) L_sup + alpha L_self (docs/losses.md#combined-loss-instance-variant).
 
     L_sup and L_self are defined in `combined_loss_terms` (variant "instance": pair
@@ -301,7 +307,7 @@ def _multiset_supcon_anchors(z: Tensor, x: Tensor, labels: Tensor, multiplicity:
 
 
 @_full_precision
-def supcon_loss_per_anchor(z: Tensor, labels: Tensor, tau) -> tuple[Tensor, Tensor]:
+def supcon_loss_per_anchor(z: Tensor, labels: Tensor, tau: float | Tensor) -> tuple[Tensor, Tensor]:
     """Per-anchor SupCon l_a (docs/losses.md#per-anchor-scl) with every sample an anchor.
 
     l_a = -(1/|P(a)|) sum_{b in P(a)} [s_ab/tau - log sum_{c != a} exp(s_ac/tau)],
@@ -325,7 +331,7 @@ def _supcon_per_anchor(z: Tensor, labels: Tensor, tau) -> tuple[Tensor, Tensor]:
 
 
 @_full_precision
-def supcon_loss(z: Tensor, labels: Tensor, tau) -> Tensor:
+def supcon_loss(z: Tensor, labels: Tensor, tau: float | Tensor) -> Tensor:
     """SupCon of Paper A (docs/losses.md#per-anchor-scl): mean of l_a over the anchors with a non-empty P(a).
 
     Every sample is an anchor; P(a) = {b != a, y_b = y_a};
@@ -348,7 +354,9 @@ def supcon_loss(z: Tensor, labels: Tensor, tau) -> Tensor:
 
 
 @_full_precision
-def prototype_supcon_loss(z: Tensor, labels: Tensor, prototypes: Tensor, n_proto: int, tau, anchors: str = "data"):
+def prototype_supcon_loss(
+    z: Tensor, labels: Tensor, prototypes: Tensor, n_proto: int, tau: float | Tensor, anchors: str = "data"
+) -> Tensor:
     """Prototype SupCon of Paper A (docs/losses.md#prototype-scl), at a cost independent of n_proto.
 
     S = the batch z plus n_w = n_proto identical copies of each fixed prototype w_c
@@ -412,7 +420,7 @@ def _prototype_supcon(z: Tensor, labels: Tensor, prototypes: Tensor, n_proto: in
 
 
 @_full_precision
-def fixed_classifier_ce(h: Tensor, labels: Tensor, classifier: Tensor, tau) -> Tensor:
+def fixed_classifier_ce(h: Tensor, labels: Tensor, classifier: Tensor, tau: float | Tensor) -> Tensor:
     """Cross-entropy with a fixed classifier: mean_i -log softmax_c(<h_i, w_c>/tau)[y_i].
 
     docs/losses.md#cross-entropy-with-a-fixed-classifier.
@@ -440,7 +448,9 @@ def fixed_classifier_ce(h: Tensor, labels: Tensor, classifier: Tensor, tau) -> T
 # ---------------------------------------------------------------------------
 
 
-def prototype_supcon_training_loss(prototypes: Tensor, n_proto: int, tau, anchors: str = "data") -> Callable:
+def prototype_supcon_training_loss(
+    prototypes: Tensor | None, n_proto: int, tau: float, anchors: str = "data"
+) -> Callable[[Tensor, Tensor], Tensor]:
     """`prototype_supcon_loss` for a training loop: ``loss(z, labels)`` with the run's fixed arguments checked here.
 
     Builds once: n_proto (int >= 0), anchors, the prototypes (m, d) (detached, kept on
@@ -476,7 +486,9 @@ def prototype_supcon_training_loss(prototypes: Tensor, n_proto: int, tau, anchor
     return loss
 
 
-def combined_training_loss(alpha, tau, variant: str = "instance") -> Callable:
+def combined_training_loss(
+    alpha: float, tau: float, variant: str = "instance"
+) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
     """`combined_loss` for a training loop: ``loss(z, labels, instances)`` with alpha, tau, variant checked here.
 
     alpha in [0, 1] and tau > 0 are kept as Python floats. The returned function computes

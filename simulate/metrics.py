@@ -14,9 +14,11 @@ class mean (`class_mean_gram`, `nc1`, `ssem_distance`, the training side of
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import NamedTuple
 
 import torch
+from numpy.typing import ArrayLike
 from torch import Tensor
 
 from simulate.losses import require_class_ids, require_embeddings, require_ids
@@ -120,7 +122,7 @@ def _gram_matrix(name: str, G, like: Tensor | None = None) -> Tensor:
     return G
 
 
-def delta_g(G: Tensor, G_target) -> Tensor:
+def delta_g(G: Tensor, G_target: Tensor | ArrayLike) -> Tensor:
     """DeltaG*(G, G*) = || G/||G||_F - G*/||G*||_F ||_F (Paper A's Delta G*); in [0, 2].
 
     Args:
@@ -189,7 +191,14 @@ def _group_mean(per_class: Tensor, members: Tensor, support: Tensor, group: str)
     return torch.where(present, per_class, 0.0).sum(-1) / present.sum()
 
 
-def ncc_accuracy(z_train, y_train, z_test, y_test, n_classes: int, minority=None) -> dict:
+def ncc_accuracy(
+    z_train: Tensor,
+    y_train: Tensor,
+    z_test: Tensor,
+    y_test: Tensor,
+    n_classes: int,
+    minority: Iterable[int] | None = None,
+) -> dict[str, Tensor]:
     """Nearest-class-centre accuracy (docs/metrics.md#nearest-class-centre-accuracy).
 
     Centres are the class means of the training embeddings (not re-normalised); a test
@@ -290,7 +299,7 @@ def ssem_distance(z: Tensor, labels: Tensor, instances: Tensor, n_classes: int) 
     return beta, (G - model).abs().amax((-1, -2))
 
 
-def variances_from_class_mean_gram(G, class_counts) -> Variances:
+def variances_from_class_mean_gram(G: Tensor | ArrayLike, class_counts: Tensor | ArrayLike) -> Variances:
     """T, W, B of unit embeddings from their class-mean Gram G_ck = <mu_c, mu_k> alone.
 
     The same quantities as `variances`, written in G: with f_c = N_c/N,

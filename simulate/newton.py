@@ -4,9 +4,11 @@ batched conjugate gradients for the shifted Newton system (`shifted_cg`) and the
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
-from simulate.sphere import ROUTES, rowdot
+from simulate.sphere import ROUTES, Book, SphereProblem, rowdot
 
 _TR_ACCEPT = 0.1  # smallest ratio of actual to predicted decrease of a step taken (Manopt's default)
 _LAMBDA_MIN = 1e-3  # smallest regularisation mu / |g| of a Newton step
@@ -16,7 +18,9 @@ _CG_KAPPA, _CG_THETA = 0.1, 0.0  # inner stopping |r| <= |g| min(|g|^theta, kapp
 _CG_MAX_INNER = 50  # bound on CG iterations per Newton step: a truncated CG step is still a descent step
 
 
-def shifted_cg(hess, gradient, shift, running):
+def shifted_cg(
+    hess: Callable[[torch.Tensor], torch.Tensor], gradient: torch.Tensor, shift: torch.Tensor, running: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Conjugate gradients for the regularised Newton system (H + shift I) s = -g, batched.
 
     gradient (B, D), shift (B,), running (B,) bool (the others get s = 0). A configuration stops when
@@ -86,7 +90,9 @@ def _updated_lambda(lam, ratio, accepted, running, negative):
     return torch.where(running & (~accepted | negative), 4 * lam, lam)
 
 
-def newton_finish(problem, z, running, book, *, hessian: str):
+def newton_finish(
+    problem: SphereProblem, z: torch.Tensor, running: torch.Tensor, book: Book, *, hessian: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Batched regularised Riemannian Newton on the configurations `running`, until each is settled, has
     used up its iterations (`book.max_iter`) or its regularisation has grown without bound (stalled).
     Returns z, loss, gradient, grad_norm (at the final points) and the stalled mask.

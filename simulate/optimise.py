@@ -60,8 +60,9 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any
 
 import torch
 
@@ -146,7 +147,7 @@ class OptimResult:
 
 
 @contextlib.contextmanager
-def single_thread():
+def single_thread() -> Iterator[None]:
     """Run torch on one CPU thread inside the block, then restore the previous setting.
 
     The free-embedding problems are small tensors: extra intra-op threads mostly wait, and on
@@ -350,15 +351,15 @@ def _result(z, loss, grad_norm, book, shape) -> OptimResult:
 
 def minimise_with_restarts(
     loss_fn: Callable[[torch.Tensor], torch.Tensor],
-    batch_shape,
+    batch_shape: Sequence[int],
     n_vectors: int,
     dim: int,
     *,
     restarts: int = 1,
     seed: int = 0,
-    dtype=torch.float64,
-    device=None,
-    **options,
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str | None = None,
+    **options: Any,  # keyword arguments of `minimise_on_sphere`, each of its own type
 ) -> OptimResult:
     """Run `restarts` random starts of every configuration in one batch and keep each one's best.
 
@@ -400,7 +401,7 @@ def estimate_memory(
     n_vectors: int,
     dim: int,
     *,
-    dtype=torch.float64,
+    dtype: torch.dtype = torch.float64,
     method: str = "newton",
     hessian: str = "auto",
     history: int = 10,
@@ -441,7 +442,9 @@ def typical_evaluations(max_iter: int, method: str = "newton") -> int:
     return int(1.2 * min(LBFGS_BUDGET, max_iter) + 30 * 25)
 
 
-def seconds_per_evaluation(loss_fn, x0: torch.Tensor, *, indexed: bool = False, repeats: int = 2) -> float:
+def seconds_per_evaluation(
+    loss_fn: Callable[..., torch.Tensor], x0: torch.Tensor, *, indexed: bool = False, repeats: int = 2
+) -> float:
     """Wall time of one loss-and-gradient evaluation at x0 (*batch, N, d), best of `repeats` (a probe for
     sizing a run before it starts)."""
     problem = SphereProblem(loss_fn, x0.shape, indexed)

@@ -10,6 +10,7 @@ dual (the rank of the multipliers) and keeps the best feasible point.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -44,7 +45,7 @@ def _face(reduced: Reduced, theta: np.ndarray, deficiency) -> tuple[np.ndarray, 
 BOUNDARY = 1e-9
 
 
-def candidate_faces(reduced: Reduced, theta: np.ndarray, duals) -> list[tuple[int, ...]]:
+def candidate_faces(reduced: Reduced, theta: np.ndarray, duals: Sequence[np.ndarray] | None) -> list[tuple[int, ...]]:
     """Rank deficiencies per block to try: from small eigenvalues of Q_j (primal) and from the
     rank of the multipliers (dual, strict complementarity); duplicates removed."""
     faces = []
@@ -63,7 +64,7 @@ def candidate_faces(reduced: Reduced, theta: np.ndarray, duals) -> list[tuple[in
 FACE_THRESHOLDS = (1e-8, 1e-6, 1e-4, 1e-3)
 
 
-def polish(reduced: Reduced, theta: np.ndarray, duals=None) -> tuple[np.ndarray, bool]:
+def polish(reduced: Reduced, theta: np.ndarray, duals: Sequence[np.ndarray] | None = None) -> tuple[np.ndarray, bool]:
     """The best feasible Newton-polished point over the `candidate_faces`; (theta', found)."""
     best, best_value = theta, math.inf
     for deficiency in candidate_faces(reduced, theta, duals):
@@ -75,7 +76,9 @@ def polish(reduced: Reduced, theta: np.ndarray, duals=None) -> tuple[np.ndarray,
     return best, math.isfinite(best_value)
 
 
-def newton_on_face(reduced: Reduced, theta: np.ndarray, deficiency, max_steps: int = 80):
+def newton_on_face(
+    reduced: Reduced, theta: np.ndarray, deficiency: Sequence[int], max_steps: int = 80
+) -> tuple[np.ndarray, bool]:
     """An active-set Newton method from theta; returns (theta', converged).
 
     Each step: the face active at theta (`_face`) is affine, theta = theta_0 + N y with N a

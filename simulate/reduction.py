@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import cvxpy as cp
@@ -141,7 +142,9 @@ class Structure:
         return float(self.prototype_gram[members_o[0], k])
 
 
-def class_orbits(sizes, prototype_gram=None, symmetry: str = "classes") -> tuple[tuple[int, ...], ...]:
+def class_orbits(
+    sizes: Sequence[int], prototype_gram: np.ndarray | None = None, symmetry: str = "classes"
+) -> tuple[tuple[int, ...], ...]:
     """Group alike classes: equal sizes, and P unchanged by permuting classes inside groups.
 
     "classes": classes of equal size form an orbit when P is constant on the blocks this

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 
 import torch
 
@@ -23,7 +24,15 @@ def normalise(x: torch.Tensor) -> torch.Tensor:
     return x / x.norm(dim=-1, keepdim=True)
 
 
-def random_start(batch_shape, n_vectors: int, dim: int, *, seed: int, dtype=torch.float64, device=None) -> torch.Tensor:
+def random_start(
+    batch_shape: Sequence[int],
+    n_vectors: int,
+    dim: int,
+    *,
+    seed: int,
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
     """Gaussian starting parameters (*batch, N, d) from a seeded generator (uniform directions on the sphere).
 
     Drawn on the CPU and moved to `device`, so a seed gives the same start on every device.

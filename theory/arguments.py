@@ -108,7 +108,7 @@ def require_balanced_sizes(n_classes: int, n_per_class: int, n_views: int = 1) -
     )
 
 
-def require_class_sizes(class_sizes, minimum: int) -> tuple[int, ...]:
+def require_class_sizes(class_sizes: object, minimum: int) -> tuple[int, ...]:
     """A non-empty sequence of integers >= minimum (samples per class), as a tuple."""
     if isinstance(class_sizes, (str, bytes)) or not hasattr(class_sizes, "__len__"):
         raise ValueError(f"class_sizes must be a sequence of integers, got {class_sizes!r}")
