@@ -243,7 +243,7 @@ def _lbfgs(problem, z, loss, gradient, grad_norm, running, book, *, history, han
 
 
 def minimise_on_sphere(
-    loss_fn: Callable[[torch.Tensor], torch.Tensor],
+    loss_fn: Callable[..., torch.Tensor],
     x0: torch.Tensor,
     *,
     max_iter: int = 3000,
@@ -350,7 +350,7 @@ def _result(z, loss, grad_norm, book, shape) -> OptimResult:
 
 
 def minimise_with_restarts(
-    loss_fn: Callable[[torch.Tensor], torch.Tensor],
+    loss_fn: Callable[..., torch.Tensor],
     batch_shape: Sequence[int],
     n_vectors: int,
     dim: int,
