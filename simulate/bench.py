@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -66,7 +68,9 @@ class Config:
 CRITERIA = {"batched_tight_max_rel_loss_error": phase.Criteria.loss_rel_gap, "accuracy_at_least_baseline": True}
 
 
-def naive_combined_loss(z, labels, instances, alpha, tau):
+def naive_combined_loss(
+    z: torch.Tensor, labels: torch.Tensor, instances: torch.Tensor, alpha: float, tau: float
+) -> torch.Tensor:
     """The baseline's loss for one configuration: exp then log, masks multiplied in (float32)."""
     z = torch.nn.functional.normalize(z, dim=-1)
     similarity = z @ z.T / tau
@@ -78,7 +82,17 @@ def naive_combined_loss(z, labels, instances, alpha, tau):
     return (1 - alpha) * loss_sup + alpha * loss_self
 
 
-def naive_minimise(alpha, tau, labels, instances, n_vectors, dim, steps, lr, seed):
+def naive_minimise(
+    alpha: float,
+    tau: float,
+    labels: torch.Tensor,
+    instances: torch.Tensor,
+    n_vectors: int,
+    dim: int,
+    steps: int,
+    lr: float,
+    seed: int,
+) -> tuple[torch.Tensor, float]:
     """One configuration with Adam; returns (unit vectors in float64, Riemannian gradient norm)."""
     generator = torch.Generator().manual_seed(seed)
     parameters = torch.randn(n_vectors, dim, generator=generator).requires_grad_(True)
@@ -93,7 +107,9 @@ def naive_minimise(alpha, tau, labels, instances, n_vectors, dim, steps, lr, see
     return z.detach().double(), float(riemannian.detach().norm())
 
 
-def run_baseline(config: Config, alphas, taus, progress=None) -> dict:
+def run_baseline(
+    config: Config, alphas: np.ndarray, taus: np.ndarray, progress: Callable[[], object] | None = None
+) -> dict[str, Any]:
     labels, instances = losses.balanced_layout(config.m, config.n, config.p)
     n_vectors, dim = config.m * config.n * config.p, config.m * config.n
     shape = (len(alphas), len(taus))
@@ -124,7 +140,12 @@ def run_baseline(config: Config, alphas, taus, progress=None) -> dict:
     }
 
 
-def errors(result: dict, theory: dict, taus, where=None) -> dict:
+def errors(
+    result: Mapping[str, Any],
+    theory: Mapping[str, np.ndarray],
+    taus: Sequence[float] | np.ndarray,
+    where: np.ndarray | None = None,
+) -> dict[str, float | int | None]:
     """Largest errors against the closed form over the configurations `where` (default all).
 
     The within-class variance is compared only where tau >= phase.Criteria.within_min_tau: below
@@ -151,7 +172,7 @@ def _batched(config: Config, alphas, taus, grad_tol=None) -> dict:
     return {**result, "seconds": time.perf_counter() - started}
 
 
-def run(config: Config, progress=None) -> dict:
+def run(config: Config, progress: Callable[[], object] | None = None) -> dict[str, Any]:
     alphas = alpha_grid(config)  # same parsing and checks as the phase diagram
     taus = tau_grid(config)
     n_configs = len(alphas) * len(taus)
@@ -200,7 +221,7 @@ def run(config: Config, progress=None) -> dict:
     }
 
 
-def parse(argv=None) -> Config:
+def parse(argv: Sequence[str] | None = None) -> Config:
     """The validated configuration; bad input exits 2 with one line naming the flag, before any work."""
     return cli.parse_config(Config, argv, PROG, Config.__doc__)
 
@@ -209,7 +230,7 @@ def _number(value, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
 
 
-def main(argv=None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     config = parse(argv)
     from tqdm import tqdm
 
@@ -220,7 +241,7 @@ def main(argv=None) -> int:
     out = cli.publish(config.out, lambda folder: cli.write_json(folder / "bench.json", result))
     baseline = result["baseline"]
 
-    def describe(entry):
+    def describe(entry: Mapping[str, Any]) -> str:
         return (
             f"{entry['configs_per_second']:.2f} configs/s, max rel loss err "
             f"{_number(entry['max_rel_loss_error'], '.1e')}, max W err {_number(entry['max_abs_within_error'], '.1e')}"

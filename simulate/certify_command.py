@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -26,6 +28,9 @@ from simulate.cli import option
 from theory import simplex
 from theory.arguments import TAU_RANGE
 from theory.compositions import COMPOSITIONS, cifar10_composition
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 METHODS = ("exchangeable", "full")
 COMMAND = "python -m simulate.certify"
@@ -108,7 +113,7 @@ class Prototype(Sized):
 LOSSES = {"combined": Combined, "supcon": Supcon, "prototype": Prototype}
 
 
-def parse(argv=None):
+def parse(argv: Sequence[str] | None = None) -> tuple[str, Combined | Supcon | Prototype]:
     """The loss (first word) and its validated configuration; bad input exits 2 with one line."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -133,7 +138,7 @@ def _prototype_gram(geometry: str, n_classes: int) -> np.ndarray:
     return simplex.check_gram(vectors @ vectors.T)
 
 
-def plan(loss: str, config) -> dict:
+def plan(loss: str, config: Combined | Supcon | Prototype) -> dict[str, Any]:
     """Sizes, target Gram and a function that certifies the configuration (raises ValueError if invalid)."""
     full = config.method == "full"
     if loss == "combined":
@@ -170,7 +175,13 @@ def _rank(certificate) -> int:
     return int((eigenvalues > exchangeable.RANK_TOL * eigenvalues.max()).sum())
 
 
-def result_record(certificate, sizes, views: int, target: np.ndarray, seconds: float) -> dict:
+def result_record(
+    certificate: certify.Certificate | exchangeable.ExchangeableCertificate,
+    sizes: Sequence[int],
+    views: int,
+    target: np.ndarray,
+    seconds: float,
+) -> dict[str, Any]:
     """The JSON result of a certificate of either method."""
     gram = certificate.class_mean_gram()
     present = [i for i, size in enumerate(sizes) if size >= 1]
@@ -199,7 +210,7 @@ def result_record(certificate, sizes, views: int, target: np.ndarray, seconds: f
     }
 
 
-def figure(result: dict, title: str):
+def figure(result: Mapping[str, Any], title: str) -> Figure:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -224,7 +235,7 @@ def summary_line(config: dict, result: dict, out: Path) -> str:
     )
 
 
-def main(argv=None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     loss, config = parse(argv)
     try:
         plan_ = plan(loss, config)

@@ -23,9 +23,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import field, fields
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
+from dataclasses import Field, field, fields
 from importlib import metadata
 from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, NoReturn, TypeVar
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+ConfigT = TypeVar("ConfigT")
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -35,7 +42,7 @@ class ArgumentParser(argparse.ArgumentParser):
         fail(self.prog, message)
 
 
-def fail(prog: str, message: str):
+def fail(prog: str, message: object) -> NoReturn:
     """Print `prog: error: message` (first line only) and exit with code 2."""
     first_line = str(message).strip().splitlines()[0] if str(message).strip() else "invalid arguments"
     sys.stderr.write(f"{prog}: error: {first_line}\n")
@@ -61,7 +68,7 @@ def parse_range(text: str, *, name: str) -> tuple[float, float, int]:
     return start, stop, count
 
 
-def attach_range_values(argv, options) -> list[str]:
+def attach_range_values(argv: Iterable[str], options: Container[str]) -> list[str]:
     """Write `--opt VALUE` as `--opt=VALUE` for the given options, so that a VALUE starting with '-'
     (e.g. `--taus -1:1:3`, `--tau -1`) reaches the value checks instead of being taken for an option."""
     argv, joined = list(argv), []
@@ -73,7 +80,7 @@ def attach_range_values(argv, options) -> list[str]:
     return joined
 
 
-def write_atomic(path, write) -> Path:
+def write_atomic(path: str | os.PathLike[str], write: Callable[[IO[bytes]], object]) -> Path:
     """Call write(stream) on a temporary file in the target folder, flush it to disk, rename it over path.
 
     A crash or a signal mid-write leaves the previous file intact, never a truncated one.
@@ -94,22 +101,22 @@ def write_atomic(path, write) -> Path:
     return path
 
 
-def write_text(path, text: str) -> Path:
+def write_text(path: str | os.PathLike[str], text: str) -> Path:
     """Write text (UTF-8) atomically."""
     return write_atomic(path, lambda stream: stream.write(text.encode("utf-8")))
 
 
-def write_json(path, data) -> Path:
+def write_json(path: str | os.PathLike[str], data: Any) -> Path:
     """Write JSON atomically (non-finite floats as the strings "inf", "-inf", "nan": JSON has none)."""
     return write_text(path, json.dumps(_finite_or_none(data), indent=2) + "\n")
 
 
-def write_jsonl(path, records) -> Path:
+def write_jsonl(path: str | os.PathLike[str], records: Iterable[Any]) -> Path:
     """Write one JSON object per line, atomically."""
     return write_text(path, "".join(json.dumps(_finite_or_none(record)) + "\n" for record in records))
 
 
-def write_csv(path, rows: list[dict]) -> Path:
+def write_csv(path: str | os.PathLike[str], rows: Sequence[Mapping[str, Any]]) -> Path:
     """Write dicts as CSV atomically; the columns are the union of keys in first-seen order."""
     columns = list(dict.fromkeys(key for row in rows for key in row))
     buffer = io.StringIO()
@@ -119,7 +126,7 @@ def write_csv(path, rows: list[dict]) -> Path:
     return write_text(path, buffer.getvalue())
 
 
-def save_figure(figure, path, dpi: int = 130) -> Path:
+def save_figure(figure: Figure, path: str | os.PathLike[str], dpi: int = 130) -> Path:
     """Save a matplotlib figure as PNG atomically."""
     return write_atomic(path, lambda stream: figure.savefig(stream, format="png", dpi=dpi, bbox_inches="tight"))
 
@@ -158,7 +165,7 @@ def git_revision() -> str | None:
 LIBRARIES = ("numpy", "scipy", "sympy", "cvxpy", "torch", "torchvision", "scikit-learn", "matplotlib")
 
 
-def library_versions(libraries=LIBRARIES) -> dict[str, str | None]:
+def library_versions(libraries: Iterable[str] = LIBRARIES) -> dict[str, str | None]:
     versions = {"python": platform.python_version(), "platform": platform.platform()}
     for name in libraries:
         try:
@@ -168,7 +175,7 @@ def library_versions(libraries=LIBRARIES) -> dict[str, str | None]:
     return versions
 
 
-def run_metadata() -> dict:
+def run_metadata() -> dict[str, Any]:
     """Versions, git revision, command line and time of this run."""
     return {
         "command": shlex.join(getattr(sys, "orig_argv", sys.argv)),  # exactly what ran, e.g. python -m ...
@@ -197,7 +204,16 @@ def run_metadata() -> dict:
 # that `--out` can be created and written — all before any work.
 
 
-def option(default, help: str, *, check=None, choices=None, aliases=(), flag: str | None = None, sweep: bool = False):
+def option(
+    default: Any,
+    help: str,
+    *,
+    check: Callable[[Any], None] | None = None,
+    choices: Sequence[str] | None = None,
+    aliases: Iterable[str] = (),
+    flag: str | None = None,
+    sweep: bool = False,
+) -> Any:  # Any, as dataclasses.field: the field's own annotation types the value
     """A dataclass field declaring one command-line option (see the block comment above).
 
     sweep=True marks a list whose values are separate runs: a repeated value is refused.
@@ -215,38 +231,38 @@ def option(default, help: str, *, check=None, choices=None, aliases=(), flag: st
     )
 
 
-def at_least(minimum):
-    def check(value):
+def at_least(minimum: float) -> Callable[[float], None]:
+    def check(value: float) -> None:
         if value < minimum:
             raise ValueError(f"must be >= {minimum}")
 
     return check
 
 
-def between(low, high):
-    def check(value):
+def between(low: float, high: float) -> Callable[[float], None]:
+    def check(value: float) -> None:
         if not low <= value <= high:
             raise ValueError(f"must lie in [{low}, {high}]")
 
     return check
 
 
-def positive(value):
+def positive(value: float) -> None:
     if not value > 0:
         raise ValueError("must be > 0")
 
 
-def each(check):
+def each(check: Callable[[Any], None]) -> Callable[[Iterable[Any]], None]:
     """Apply a check to every element of a list option."""
 
-    def check_all(values):
+    def check_all(values: Iterable[Any]) -> None:
         for value in values:
             check(value)
 
     return check_all
 
 
-def flag_name(field_) -> str:
+def flag_name(field_: Field[Any]) -> str:
     return field_.metadata.get("flag") or "--" + field_.name.replace("_", "-")
 
 
@@ -280,7 +296,7 @@ def _convert_scalar(base: str, text: str):
     return text
 
 
-def convert(field_, text: str):
+def convert(field_: Field[Any], text: str) -> int | float | str | tuple[int | float | str, ...] | None:
     """The typed value of an option's text (ValueError with what is allowed)."""
     base, is_list, optional = _kind(field_.type)
     if optional and text.lower() == "none":
@@ -296,7 +312,7 @@ def convert(field_, text: str):
     return _convert_scalar(base, text)
 
 
-def input_syntax(value) -> str:
+def input_syntax(value: object) -> str:
     """A default as the user would type it: lists comma-separated, None as 'none'."""
     if value is None:
         return "none"
@@ -305,7 +321,7 @@ def input_syntax(value) -> str:
     return str(value)
 
 
-def build_parser(config_class, prog: str, description: str) -> ArgumentParser:
+def build_parser(config_class: type, prog: str, description: str) -> ArgumentParser:
     """argparse from the dataclass fields: every option a string converted later by `convert`."""
     parser = ArgumentParser(prog=prog, description=description)
     for field_ in fields(config_class):
@@ -353,7 +369,7 @@ def _typed_flag(field_, argv) -> str:
     return typed[-1] if typed else names[0]
 
 
-def parse_config(config_class, argv, prog: str, description: str):
+def parse_config(config_class: type[ConfigT], argv: Sequence[str] | None, prog: str, description: str) -> ConfigT:
     """Parse and validate a command line into `config_class`; any bad input exits 2 with one line."""
     parser = build_parser(config_class, prog, description)
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -420,7 +436,7 @@ def _on_signal(prog: str, what_is_left: str):
     return handler
 
 
-def run_command(prog: str, main, what_is_left: str = "no partial result was published") -> int:
+def run_command(prog: str, main: Callable[[], int], what_is_left: str = "no partial result was published") -> int:
     """Run main() with one-line endings: SIGINT -> 130, SIGTERM -> 143, any unexpected error -> 1.
 
     what_is_left: what the interrupt line says about the results (a command that keeps partial
@@ -446,7 +462,7 @@ def run_command(prog: str, main, what_is_left: str = "no partial result was publ
             signal.signal(number, handler)
 
 
-def publish(out, write) -> Path:
+def publish(out: str | os.PathLike[str], write: Callable[[Path], object]) -> Path:
     """Write a run's files as one set: write(folder) fills a staging folder beside `out`, which then
     replaces `out` whole. A reader never sees files of two runs mixed; an interrupted run leaves the
     previous set untouched (and its staging folder removed)."""

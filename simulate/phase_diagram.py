@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -19,6 +21,10 @@ from simulate import cli, phase
 from simulate.cli import option
 from theory import ssem
 from theory.arguments import TAU_RANGE, VARIANTS, require_alpha, require_tau
+
+if TYPE_CHECKING:
+    import torch
+    from matplotlib.figure import Figure
 
 PROG = "python -m simulate.phase_diagram"
 DTYPES = {"float64": "float64", "float32": "float32"}
@@ -51,10 +57,10 @@ def taus_from(text: str) -> np.ndarray:
     return np.geomspace(start, stop, count)
 
 
-def option_check(parse_text, name: str):
+def option_check(parse_text: Callable[[str], object], name: str) -> Callable[[str], None]:
     """An option check from a parser raising 'NAME must ...': the message without the repeated name."""
 
-    def check(text):
+    def check(text: str) -> None:
         try:
             parse_text(text)
         except ValueError as error:
@@ -149,16 +155,26 @@ def at_size(config: Config, m: int, n: int) -> Config:
     return replace(config, m=m, n=n)
 
 
-def parse(argv=None) -> Config:
+def parse(argv: Sequence[str] | None = None) -> Config:
     """The validated configuration; bad input exits 2 with one line naming the flag, before any work."""
     return cli.parse_config(Config, argv, PROG, Config.__doc__)
 
 
-def alpha_grid(config) -> np.ndarray:
+class GridOptions(Protocol):
+    """A command's grid options as typed (`Config` here, `simulate.bench.Config`): START:STOP:COUNT texts."""
+
+    @property
+    def alphas(self) -> str: ...
+
+    @property
+    def taus(self) -> str: ...
+
+
+def alpha_grid(config: GridOptions) -> np.ndarray:
     return alphas_from(config.alphas)
 
 
-def tau_grid(config) -> np.ndarray:
+def tau_grid(config: GridOptions) -> np.ndarray:
     return taus_from(config.taus)
 
 
@@ -174,7 +190,7 @@ def validate(config: Config) -> None:
     config.validate()
 
 
-def torch_dtype(config: Config):
+def torch_dtype(config: Config) -> torch.dtype:
     import torch
 
     return getattr(torch, DTYPES[config.dtype])
@@ -241,7 +257,9 @@ def free_plan(config: Config, available: int | None) -> tuple[bool, str]:
     return True, ""
 
 
-def certified_grid(alphas, taus, m, n, p, variant) -> dict:
+def certified_grid(
+    alphas: Sequence[float] | np.ndarray, taus: Sequence[float] | np.ndarray, m: int, n: int, p: int, variant: str
+) -> dict[str, np.ndarray]:
     """`simulate.exchangeable.certify_combined` at every grid point: minimum, gap, polished, W."""
     from simulate import exchangeable
 
@@ -257,7 +275,14 @@ def certified_grid(alphas, taus, m, n, p, variant) -> dict:
     return grid
 
 
-def certified_violations(alphas, taus, theory, certified, simulated, variant) -> list[dict]:
+def certified_violations(
+    alphas: Sequence[float] | np.ndarray,
+    taus: Sequence[float] | np.ndarray,
+    theory: Mapping[str, np.ndarray],
+    certified: Mapping[str, np.ndarray],
+    simulated: Mapping[str, Any] | None,
+    variant: str,
+) -> list[dict[str, Any]]:
     """Certified minimum = closed form within CERTIFIED_REL_TOL (instance variant); free minima never below it."""
     found = []
     for i, alpha in enumerate(alphas):
@@ -286,7 +311,9 @@ def certified_violations(alphas, taus, theory, certified, simulated, variant) ->
     return found
 
 
-def run(config: Config, progress=None, available: int | None = None) -> dict:
+def run(
+    config: Config, progress: Callable[[int, int], None] | None = None, available: int | None = None
+) -> dict[str, Any]:
     """Every (m, n) of the sweep (`run_size`), merged: points and violations carry their m and n."""
     started = time.perf_counter()
     runs = [run_size(at_size(config, m, n), progress, available) for m, n in config.sizes()]
@@ -321,7 +348,9 @@ def run(config: Config, progress=None, available: int | None = None) -> dict:
     }
 
 
-def run_size(config: Config, progress=None, available: int | None = None) -> dict:
+def run_size(
+    config: Config, progress: Callable[[int, int], None] | None = None, available: int | None = None
+) -> dict[str, Any]:
     """Compute theory (and simulation, certificates) on the grid at one (m, n)."""
     alphas, taus = alpha_grid(config), tau_grid(config)
     dim = config.dim or config.m * config.n
@@ -418,7 +447,7 @@ def csv_rows(points: list[dict]) -> list[dict]:
     return rows
 
 
-def figure(result: dict):
+def figure(result: dict[str, Any]) -> Figure:
     """Within-class variance over (alpha, log tau): theory | simulation, alpha*(tau) on both."""
     import matplotlib
 
@@ -531,7 +560,7 @@ def summary_line(result: dict, out: Path) -> str:
     )
 
 
-def main(argv=None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     config = parse(argv)
     import torch
     from tqdm import tqdm
@@ -549,7 +578,7 @@ def main(argv=None) -> int:
 
     with tqdm(total=config.max_iter, desc="iterations", disable=not config.simulate, leave=False) as bar:
 
-        def progress(iteration, converged):
+        def progress(iteration: int, converged: int) -> None:
             bar.update(iteration - bar.n)
             bar.set_postfix(converged=converged)
 

@@ -28,10 +28,13 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 
 from simulate import metrics, optimise
 from simulate.losses import prototype_supcon_loss
@@ -41,6 +44,9 @@ from theory import prototypes as theory_prototypes
 from theory import simplex
 from theory.arguments import require_choice, require_int, require_positive_real
 from theory.compositions import step_class_sizes
+
+if TYPE_CHECKING:
+    from simulate.prototypes_command import Config
 
 GEOMETRY_HELP = "etf | orthogonal | minority-spread:<spread in [0, 1]> | gram:<file.npy>"
 
@@ -64,7 +70,7 @@ MEASURES = ("delta_g", "delta_g_etf", "within", "ncc_majority", "ncc_minority")
 # ---------------------------------------------------------------------------
 
 
-def class_sizes(n_classes: int, majority_size: int, imbalance) -> tuple[int, ...]:
+def class_sizes(n_classes: int, majority_size: int, imbalance: float) -> tuple[int, ...]:
     """Step imbalance by the project's one rule (`theory.compositions.step_class_sizes`): the first
     ceil(m/2) ids keep majority_size, the others max(1, floor(majority_size / R)); R >= 1."""
     return step_class_sizes(n_classes, majority_size, imbalance)
@@ -110,12 +116,14 @@ def _load_gram(path: str, n_classes: int) -> np.ndarray:
         raise ValueError(f"geometry gram file {path!r}: {error}") from None
 
 
-def sample_labels(sizes) -> torch.Tensor:
+def sample_labels(sizes: Sequence[int]) -> torch.Tensor:
     """Class-major labels (N,) int64 for the given class sizes."""
     return torch.repeat_interleave(torch.arange(len(sizes)), torch.as_tensor(sizes))
 
 
-def cell_losses(labels: torch.Tensor, prototypes: torch.Tensor, n_protos, tau: float, anchors: str):
+def cell_losses(
+    labels: torch.Tensor, prototypes: torch.Tensor, n_protos: Sequence[int], tau: float, anchors: str
+) -> Callable[[torch.Tensor], torch.Tensor]:
     """loss_fn z (..., B, N, d) -> (..., B): configuration b uses n_w = n_protos[b]."""
 
     def loss_fn(z: torch.Tensor) -> torch.Tensor:
@@ -138,13 +146,13 @@ STARTS = ("uniform", "clustered")
 
 def starting_points(
     labels: torch.Tensor,
-    batch_shape,
+    batch_shape: Sequence[int],
     dim: int,
     *,
     start: str = "uniform",
     seed: int = 0,
     spread: float = 0.1,
-    dtype=torch.float64,
+    dtype: torch.dtype = torch.float64,
 ) -> torch.Tensor:
     """Starting parameters x0 (*batch, N, dim) for the free-embedding minimisation.
 
@@ -166,18 +174,18 @@ def starting_points(
 
 
 def minimise_full_batch(
-    labels,
-    prototypes,
-    n_protos,
-    tau,
-    anchors,
+    labels: torch.Tensor,
+    prototypes: torch.Tensor,
+    n_protos: Sequence[int],
+    tau: float,
+    anchors: str,
     *,
-    start="uniform",
-    seed=0,
-    restarts=1,
-    max_iter=3000,
-    grad_tol=None,
-    progress=None,
+    start: str = "uniform",
+    seed: int = 0,
+    restarts: int = 1,
+    max_iter: int = 3000,
+    grad_tol: float | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> optimise.OptimResult:
     """Free-embedding minimiser of every n_w cell of one class-size vector, in one batched L-BFGS.
 
@@ -217,7 +225,7 @@ def minimise_full_batch(
     )
 
 
-def draw_batch(generator, labels: torch.Tensor, batch_size: int, need_pair: bool) -> torch.Tensor:
+def draw_batch(generator: torch.Generator, labels: torch.Tensor, batch_size: int, need_pair: bool) -> torch.Tensor:
     """Indices of a uniform batch without replacement; redrawn until some class appears twice if need_pair.
 
     (With n_w = 0 and no repeated class no anchor has a positive and the loss is undefined.)
@@ -229,18 +237,18 @@ def draw_batch(generator, labels: torch.Tensor, batch_size: int, need_pair: bool
 
 
 def minimise_stochastic(
-    labels,
-    prototypes,
-    n_protos,
-    tau,
-    anchors,
+    labels: torch.Tensor,
+    prototypes: torch.Tensor,
+    n_protos: Sequence[int],
+    tau: float,
+    anchors: str,
     *,
-    batch_size,
-    steps=2000,
-    lr=0.05,
-    start="uniform",
-    seed=0,
-    progress=None,
+    batch_size: int,
+    steps: int = 2000,
+    lr: float = 0.05,
+    start: str = "uniform",
+    seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
 ) -> optimise.OptimResult:
     """Minimise the expected batch loss: Adam on x (z = x/|x|), a fresh batch of `batch_size` samples per step.
 
@@ -277,7 +285,9 @@ def minimise_stochastic(
     )
 
 
-def full_batch_loss_and_grad_norm(loss_fn, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def full_batch_loss_and_grad_norm(
+    loss_fn: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Loss (B,) and Riemannian gradient norm (B,) at unit z (B, N, d)."""
     z = z.detach().requires_grad_(True)
     loss = loss_fn(z)
@@ -308,8 +318,13 @@ def geometry_measures(z: torch.Tensor, labels: torch.Tensor, prototype_gram: tor
 
 
 def limit_convergence(
-    z: np.ndarray, labels: np.ndarray, prototypes: np.ndarray, tau: float, anchors: str, n_values=None
-) -> dict:
+    z: np.ndarray,
+    labels: np.ndarray,
+    prototypes: np.ndarray,
+    tau: float,
+    anchors: str,
+    n_values: ArrayLike | None = None,
+) -> dict[str, Any]:
     """|loss - log n_w - limit| over n_w for fixed embeddings, with its 1/n_w term c1 and proven bound C (theory)."""
     n_values = np.unique(np.round(np.logspace(0, 5, 26)).astype(int)) if n_values is None else np.asarray(n_values)
     gaps = theory_prototypes.gap(z, labels, prototypes, n_values, tau, anchors)
@@ -322,22 +337,22 @@ def limit_convergence(
 
 
 def minimise_cells(
-    sizes,
-    prototypes,
-    n_protos,
-    tau,
-    anchors="data",
+    sizes: Sequence[int],
+    prototypes: ArrayLike,
+    n_protos: Sequence[int],
+    tau: float,
+    anchors: str = "data",
     *,
-    batch_size=None,
-    steps=2000,
-    lr=0.05,
-    start="uniform",
-    seed=0,
-    restarts=1,
-    max_iter=3000,
-    grad_tol=None,
-    progress=None,
-):
+    batch_size: int | None = None,
+    steps: int = 2000,
+    lr: float = 0.05,
+    start: str = "uniform",
+    seed: int = 0,
+    restarts: int = 1,
+    max_iter: int = 3000,
+    grad_tol: float | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[optimise.OptimResult, torch.Tensor, dict[str, torch.Tensor]]:
     """Minimise every n_w cell for one class-size vector and measure its geometry.
 
     Full batch (`minimise_full_batch`) unless batch_size is given (`minimise_stochastic`).
@@ -381,7 +396,7 @@ def minimise_cells(
     return result, labels, geometry_measures(result.z, labels, W @ W.T, len(sizes))
 
 
-def theory_limit(prototypes, tau, anchors="data") -> tuple[np.ndarray, float]:
+def theory_limit(prototypes: ArrayLike, tau: float, anchors: str = "data") -> tuple[np.ndarray, float]:
     """The n_w -> infinity class-mean Gram of `theory.prototypes.limit_gram` and its DeltaG* to W W^T."""
     W = np.asarray(prototypes, dtype=float)
     gram = theory_prototypes.limit_gram(W, tau, anchors)
@@ -418,7 +433,7 @@ def _cells_for(config, ratio, sizes, labels, prototypes, result, certified, meas
     return cells
 
 
-def run(config, progress=None) -> dict:
+def run(config: Config, progress: Callable[[int, float, int, int], None] | None = None) -> dict[str, Any]:
     """The whole sweep; returns the JSON-ready record plus the arrays figures need (keys starting with '_').
 
     config: a `simulate.prototypes_command.Config` (the command line's declaration of every parameter).
@@ -475,7 +490,7 @@ def run(config, progress=None) -> dict:
     }
 
 
-def run_certificates(config, progress=None) -> dict:
+def run_certificates(config: Config, progress: Callable[[int, float, int, int], None] | None = None) -> dict[str, Any]:
     """The sweep by exchangeable certificates only (--route certificate): one certificate per cell."""
     started = time.perf_counter()
     W = prototype_vectors(config.geometry, config.n_classes, config.dim, seed=config.seed)
@@ -524,7 +539,7 @@ def run_certificates(config, progress=None) -> dict:
     }
 
 
-def summarise(config, cells: list[dict], limit_delta_g: float, seconds: float) -> dict:
+def summarise(config: Config, cells: list[dict[str, Any]], limit_delta_g: float, seconds: float) -> dict[str, Any]:
     """Per R: DeltaG* at the smallest and largest n_w, their ratio, monotone decrease; overall convergence."""
     order = np.argsort(config.n_proto)
     per_ratio = []

@@ -6,6 +6,8 @@ class-mean geometry. Re-exported from `simulate.prototypes`.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -14,7 +16,9 @@ from simulate import metrics
 from theory import simplex
 
 
-def certified_cell(sizes, prototype_gram: np.ndarray, n_proto: int, tau: float, anchors: str, max_vectors: int):
+def certified_cell(
+    sizes: Sequence[int], prototype_gram: np.ndarray, n_proto: int, tau: float, anchors: str, max_vectors: int
+) -> dict[str, Any] | None:
     """Certified minimum and its class-mean geometry for one cell, or None when N + m > max_vectors.
 
     Uses `simulate.certify.certify_prototype` (non-strict: a status other than "optimal" is
@@ -46,7 +50,9 @@ def certified_cell(sizes, prototype_gram: np.ndarray, n_proto: int, tau: float, 
     }
 
 
-def exchangeable_cell(sizes, prototype_gram: np.ndarray, n_proto: int, tau: float, anchors: str) -> dict:
+def exchangeable_cell(
+    sizes: Sequence[int], prototype_gram: np.ndarray, n_proto: int, tau: float, anchors: str
+) -> dict[str, Any]:
     """The exchangeable certificate of one cell (`simulate.exchangeable.certify_prototype`), any size.
 
     Non-strict: a status other than "optimal" is recorded as such and the cell reads unconverged.

@@ -14,6 +14,7 @@ cell settled, free minima equal to the certified ones), 1 when they fail; 2 for 
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,7 +104,7 @@ class Config:
             raise ValueError(f"--geometry {self.geometry!r} with --dim {self.dim}: {error}") from None
 
 
-def parse(argv=None) -> Config:
+def parse(argv: Sequence[str] | None = None) -> Config:
     """The validated configuration; bad input exits 2 with one line naming the flag, before any work."""
     return cli.parse_config(Config, argv, COMMAND, Config.__doc__)
 
@@ -193,7 +194,7 @@ def summary_line(result: dict, out: Path) -> str:
     )
 
 
-def main(argv=None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     config = parse(argv)
     from tqdm import tqdm
 
@@ -203,7 +204,7 @@ def main(argv=None) -> int:
         # disable=None: a bar on a terminal only, so that a log or a pipe gets the summary line alone.
         with tqdm(total=len(config.imbalance), desc="imbalance values", leave=False, disable=None) as bar:
 
-            def progress(index, ratio, iteration, converged):
+            def progress(index: int, ratio: float, iteration: int, converged: int) -> None:
                 bar.update(index - bar.n)
                 bar.set_postfix(
                     R=ratio, iteration=iteration, converged=f"{converged}/{len(config.n_proto)}", refresh=False

@@ -5,7 +5,12 @@ files; `simulate.prototypes_command` saves them). Re-exported from `simulate.pro
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def _pyplot():
@@ -25,7 +30,7 @@ def _title(config: dict) -> str:
     )
 
 
-def delta_g_figure(result: dict):
+def delta_g_figure(result: dict[str, Any]) -> Figure:
     """DeltaG* to the prototype Gram against n_w (symlog x so that n_w = 0 shows), one curve per R."""
     plt = _pyplot()
     config = result["config"]
@@ -46,7 +51,7 @@ def delta_g_figure(result: dict):
     return fig
 
 
-def gram_figure(result: dict):
+def gram_figure(result: dict[str, Any]) -> Figure:
     """Target Gram and learnt class-mean Grams at the smallest and largest n_w, one row per R."""
     plt = _pyplot()
     config = result["config"]
@@ -70,7 +75,7 @@ def gram_figure(result: dict):
     return fig
 
 
-def limit_figure(result: dict):
+def limit_figure(result: dict[str, Any]) -> Figure:
     """|loss - log n_w - limit| against n_w (log-log) for the largest-n_w minimiser of each R, with c1/n_w and C/n_w."""
     plt = _pyplot()
     config = result["config"]
