@@ -10,6 +10,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tolerances import BY_DTYPE
 
 from simulate.losses import (
     balanced_layout,
@@ -23,7 +24,6 @@ from simulate.losses import (
 from theory import simplex, ssem
 
 #: Agreement tolerances per dtype (relative and absolute).
-TOL = {torch.float64: dict(rtol=1e-10, atol=1e-10), torch.float32: dict(rtol=1e-5, atol=1e-5)}
 DTYPES = [pytest.param(torch.float32, id="f32"), pytest.param(torch.float64, id="f64")]
 
 
@@ -34,7 +34,7 @@ def unit(shape, seed, dtype=torch.float64) -> torch.Tensor:
 
 def close(actual, expected, dtype=torch.float64) -> None:
     actual, expected = torch.as_tensor(actual, dtype=dtype), torch.as_tensor(expected, dtype=dtype)
-    torch.testing.assert_close(actual, expected, **TOL[dtype])
+    torch.testing.assert_close(actual, expected, **BY_DTYPE[dtype])
 
 
 def layout_from_sizes(views_per_instance: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:

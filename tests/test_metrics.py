@@ -10,6 +10,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tolerances import BY_DTYPE
 
 from simulate.losses import balanced_layout
 from simulate.metrics import (
@@ -24,8 +25,6 @@ from simulate.metrics import (
 )
 from theory import simplex, ssem
 
-TOL = {torch.float64: dict(rtol=1e-10, atol=1e-10), torch.float32: dict(rtol=1e-5, atol=1e-5)}
-
 
 def unit(shape, seed) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
@@ -34,7 +33,7 @@ def unit(shape, seed) -> torch.Tensor:
 
 def close(actual, expected, dtype=torch.float64) -> None:
     actual, expected = torch.as_tensor(actual, dtype=dtype), torch.as_tensor(expected, dtype=dtype)
-    torch.testing.assert_close(actual, expected, **TOL[dtype])
+    torch.testing.assert_close(actual, expected, **BY_DTYPE[dtype])
 
 
 def collapsed_to(vertices: np.ndarray, class_sizes: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
