@@ -33,6 +33,7 @@ from torchvision.datasets import CIFAR10, CIFAR100
 
 from empirical.distributed import Processes
 from theory.arguments import require_choice, require_int
+from theory.compositions import minority_size
 from theory.simplex import majority_classes, minority_classes
 
 DATASETS = ("cifar10", "cifar100", "digits", "digits32", "fixture")
@@ -296,12 +297,11 @@ def kept_class_sizes(sizes, imbalance: float, profile: str = "step") -> list[int
     m = require_int("number of classes", len(sizes), 2)
     R = require_imbalance(imbalance)
     require_choice("profile", profile, PROFILES)
-    if profile == "step":
-        factors = np.ones(m)
-        factors[minority_classes(m)] = 1.0 / R
-    else:
-        factors = R ** (-np.arange(m) / (m - 1))
-    # The small relative slack keeps exact quotients (5000 / 100) from rounding down.
+    if profile == "step":  # the one minority rule of theory.compositions
+        minority = set(minority_classes(m).tolist())
+        return [minority_size(size, R) if c in minority else size for c, size in enumerate(sizes)]
+    factors = R ** (-np.arange(m) / (m - 1))
+    # The small relative slack keeps exact quotients (R^(-1) * n_0 at the last class) from rounding down.
     return [max(1, math.floor(size * factor * (1 + 1e-12))) for size, factor in zip(sizes, factors)]
 
 

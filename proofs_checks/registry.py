@@ -17,8 +17,6 @@ expected one.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -154,13 +152,3 @@ def assert_claim(check: Callable[[], Result]) -> Result:
     assert not result.broken, f"[{entry.id}] routes disagree: " + "; ".join(a.describe() for a in result.broken)
     assert result.verdict == entry.expect, f"[{entry.id}] expected '{entry.expect}', measured {describe(result)}"
     return result
-
-
-def load_all() -> dict[str, Claim]:
-    """Import every claim module of this package so that all claims are registered."""
-    import proofs_checks
-
-    for module in pkgutil.iter_modules(proofs_checks.__path__):
-        if module.name.startswith("test_"):
-            importlib.import_module(f"proofs_checks.{module.name}")
-    return dict(sorted(CLAIMS.items()))

@@ -153,8 +153,8 @@ __all__ = [
 def load_claims() -> tuple[dict[str, Claim], list[Outcome]]:
     """Import every claim module (`proofs_checks/test_*.py`) and return the registered claims.
 
-    Unlike `registry.load_all`, a module that fails to import does not stop the others:
-    it becomes an "error" outcome named after the module, with the import error.
+    A module that fails to import does not stop the others: it becomes an "error" outcome named after
+    the module, with the import error.
     Returns (claims by id in claim order, outcomes of the modules that failed).
     """
     import proofs_checks
