@@ -8,13 +8,15 @@ from `simulate.metrics`; nothing here defines a metric). ``precise`` measures in
 with TF32 off (`full_float32`); otherwise at the training precision (bf16 on CUDA).
 
 `training_settled` is the convergence rule of an empirical claim (docs/verdicts.md#converged-training):
-it reads a run's epoch log and decides whether the run has settled.
+it reads a run's epoch log and decides whether the run has settled. `over_seeds` is the one summary of a
+figure over seeds (mean, sample std, count) that the claims, the report and the sweep figures use.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -190,3 +192,14 @@ def training_settled(log: list[dict], tolerances: dict = SETTLING_TOLERANCES, ta
         if not changes[name] <= tolerance:  # NaN: not settled
             problems.append(f"{name} moved by {changes[name]:.4g} > {tolerance:g} over epochs {first}-{last}")
     return Settling(not problems, changes, first, last, "; ".join(problems) or None)
+
+
+def over_seeds(values: Iterable[float]) -> tuple[float, float, int]:
+    """(mean, sample std with ddof = 1 (0 for one value), n) of a figure's per-seed values."""
+    values = [float(v) for v in values]
+    if not values:
+        raise ValueError("over_seeds needs at least one value")
+    mean = math.fsum(values) / len(values)
+    if len(values) == 1:
+        return mean, 0.0, 1
+    return mean, math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1)), len(values)

@@ -13,6 +13,8 @@ from collections import defaultdict
 import numpy as np
 from matplotlib.figure import Figure
 
+from empirical.evaluation import over_seeds
+
 LABELS = {"n_proto": "prototypes per class $n_w$", "alpha": r"$\alpha$ (weight of the self-supervised term)"}
 
 
@@ -25,11 +27,6 @@ def _by_value(results: list[dict], key: str) -> dict:
     return dict(sorted(groups.items()))
 
 
-def _mean_std(values) -> tuple[float, float]:
-    values = np.asarray(values, dtype=float)
-    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
-
-
 def metric_by_sweep(results: list[dict], key: str, metrics: dict[str, str], title: str) -> Figure:
     """Final values of the named metrics against the swept value: mean +- std over seeds, and each seed."""
     groups = _by_value(results, key)
@@ -38,7 +35,7 @@ def metric_by_sweep(results: list[dict], key: str, metrics: dict[str, str], titl
     positions = np.arange(len(groups))
     for offset, (metric, label) in enumerate(metrics.items()):
         shift = (offset - (len(metrics) - 1) / 2) * 0.08
-        stats = [_mean_std([r["final"][metric] for r in runs]) for runs in groups.values()]
+        stats = [over_seeds(r["final"][metric] for r in runs)[:2] for runs in groups.values()]
         means, stds = zip(*stats) if stats else ((), ())
         axes.errorbar(positions + shift, means, yerr=stds, marker="o", capsize=4, label=label)
         for position, runs in zip(positions, groups.values()):

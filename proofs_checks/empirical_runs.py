@@ -76,12 +76,6 @@ def train_runs(configs) -> list[dict]:
     return results
 
 
-def summary(values) -> tuple[float, float, int]:
-    """(mean, sample std with ddof = 1 (0 for one value), n) of per-seed values."""
-    values = np.asarray(values, dtype=float)
-    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0, len(values)
-
-
 def interval_order(low: tuple, high: tuple) -> str:
     """How the mean +- 2 std intervals of two `summary`s lie: "below" (the first entirely under the second),
     "above", or "overlap" (the seeds do not decide)."""

@@ -19,8 +19,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
+from empirical.evaluation import over_seeds
 from proofs_checks import registry
 from proofs_checks.registry import Claim, Result
 
@@ -199,13 +198,9 @@ def empirical_summary(path) -> dict:
         group = [run for run in runs if run[key] == value]
         row = {key: value, "seeds": len(group)}
         for metric in EMPIRICAL_METRICS:
-            values = np.array([run[metric] for run in group if run.get(metric) is not None], dtype=float)
-            if len(values):
-                row[metric] = {
-                    "mean": float(values.mean()),
-                    "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
-                    "n": int(len(values)),
-                }
+            values = [run[metric] for run in group if run.get(metric) is not None]
+            if values:
+                row[metric] = dict(zip(("mean", "std", "n"), over_seeds(values)))
         rows.append(row)
     base = data.get("base_config", {})
     return {

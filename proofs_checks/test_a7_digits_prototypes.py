@@ -33,13 +33,13 @@ import time
 import pytest
 
 from empirical.curves import curves_figure
+from empirical.evaluation import over_seeds
 from empirical.train import TrainConfig
 from proofs_checks.empirical_runs import (
     at_least,
     by_value,
     interval_order,
     remeasure_pins,
-    summary,
     train_runs,
     training_verdict,
     unsettled_runs,
@@ -101,7 +101,7 @@ def check() -> Result:
     start = time.perf_counter()
     results = list(measure())
     values = by_value(results, "n_proto", "delta_g")
-    stats = {n: summary(v) for n, v in values.items()}
+    stats = {n: over_seeds(v) for n, v in values.items()}
     figures = {
         "setting": f"digits, step R={IMBALANCE}, small_cnn width {WIDTH}, {EPOCHS} epochs, tau=0.1, ETF, seeds {SEEDS}"
     }

@@ -33,6 +33,7 @@ import pytest
 import torch
 
 from empirical.curves import curves_figure
+from empirical.evaluation import over_seeds
 from empirical.train import TrainConfig
 from proofs_checks.empirical_runs import (
     REMEASURE_TOLERANCE,
@@ -40,7 +41,6 @@ from proofs_checks.empirical_runs import (
     by_value,
     interval_order,
     remeasure_pins,
-    summary,
     train_runs,
     training_verdict,
     unsettled_runs,
@@ -128,7 +128,7 @@ def check() -> Result:
     start = time.perf_counter()
     results = list(measure())
     values = by_value(results, "alpha", "within_var")
-    stats = {a: summary(v) for a, v in values.items()}
+    stats = {a: over_seeds(v) for a, v in values.items()}
     figures = {
         "setting": f"digits, balanced, small_cnn width {WIDTH}, {EPOCHS} epochs, batch {BATCH}, lr {LR}, "
         f"tau=0.1, instance variant, seeds {SEEDS}",

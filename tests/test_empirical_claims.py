@@ -4,9 +4,11 @@ The claims' own runs take minutes (proofs_checks, marked slow); here their check
 (`measure` patched), and the independent re-measurement is compared on a tiny fixture run.
 """
 
+import numpy as np
 import pytest
 
 from empirical import data, train
+from empirical.evaluation import over_seeds
 from proofs_checks import empirical_runs
 from proofs_checks import test_a7_digits_prototypes as a7
 from proofs_checks import test_b11_digits_alpha as b11
@@ -135,3 +137,13 @@ def test_training_verdict_rule(failures, undecided, unsettled, expected):
     assert result.verdict == expected
     if expected == "inconclusive":
         assert (unsettled or undecided)[0] in result.reason
+
+
+def test_over_seeds_is_mean_sample_std_and_count():
+    values = [0.25, 0.5, 1.75, 3.0]
+    mean, std, n = over_seeds(values)
+    assert n == 4 and mean == pytest.approx(np.mean(values), rel=1e-15)
+    assert std == pytest.approx(np.std(values, ddof=1), rel=1e-14)
+    assert over_seeds([0.7]) == (0.7, 0.0, 1)
+    with pytest.raises(ValueError, match="at least one"):
+        over_seeds([])
