@@ -10,9 +10,8 @@ import os
 import re
 from pathlib import Path
 
-import numpy as np
-
 from proofs_checks.report_outcomes import EMPIRICAL_METRICS, ERROR, Outcome, counts, exit_code, summary_line
+from simulate.cli import plain
 
 README_START = "<!-- verdicts:start -->"
 README_END = "<!-- verdicts:end -->"
@@ -36,25 +35,6 @@ HOW_TO_READ = (
 
 # Values: JSON-ready and short text
 # ---------------------------------------------------------------------------
-
-
-def plain(value):
-    """JSON-ready copy: numpy scalars and arrays to python, tuples to lists, other objects to str."""
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value)
-    if isinstance(value, str) or value is None:
-        return value
-    if isinstance(value, dict):
-        return {str(key): plain(item) for key, item in value.items()}
-    if isinstance(value, np.ndarray):
-        return plain(value.tolist())
-    if isinstance(value, (list, tuple)):
-        return [plain(item) for item in value]
-    return str(value)
 
 
 def format_value(value, width: int = 80) -> str:

@@ -106,6 +106,27 @@ def write_text(path: str | os.PathLike[str], text: str) -> Path:
     return write_atomic(path, lambda stream: stream.write(text.encode("utf-8")))
 
 
+def plain(value: Any) -> Any:
+    """JSON-ready copy: numpy scalars and arrays to python, tuples to lists, other objects to str."""
+    import numpy as np
+
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value)
+    if isinstance(value, str) or value is None:
+        return value
+    if isinstance(value, dict):
+        return {str(key): plain(item) for key, item in value.items()}
+    if isinstance(value, np.ndarray):
+        return plain(value.tolist())
+    if isinstance(value, (list, tuple)):
+        return [plain(item) for item in value]
+    return str(value)
+
+
 def write_json(path: str | os.PathLike[str], data: Any) -> Path:
     """Write JSON atomically (non-finite floats as the strings "inf", "-inf", "nan": JSON has none)."""
     return write_text(path, json.dumps(_finite_or_none(data), indent=2) + "\n")

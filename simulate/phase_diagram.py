@@ -402,7 +402,7 @@ def _points(alphas, taus, theory, simulated, certified=None) -> list[dict]:
             point = {
                 "alpha": float(alpha),
                 "tau": float(tau),
-                "theory": {key: _plain(theory[key][i, j]) for key in ("beta", "within", "loss", "collapsed")},
+                "theory": {key: cli.plain(theory[key][i, j]) for key in ("beta", "within", "loss", "collapsed")},
             }
             if simulated is not None:
                 keys = (
@@ -419,21 +419,13 @@ def _points(alphas, taus, theory, simulated, certified=None) -> list[dict]:
                     "seconds",
                     "route",
                 )
-                point["simulated"] = {key: _plain(simulated[key][i, j]) for key in keys}
+                point["simulated"] = {key: cli.plain(simulated[key][i, j]) for key in keys}
             if certified is not None:
                 point["certified"] = {
-                    key: _plain(certified[key][i, j]) for key in ("minimum", "gap", "polished", "within")
+                    key: cli.plain(certified[key][i, j]) for key in ("minimum", "gap", "polished", "within")
                 }
             points.append(point)
     return points
-
-
-def _plain(value):
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    return value if isinstance(value, str) else float(value)
 
 
 def csv_rows(points: list[dict]) -> list[dict]:
