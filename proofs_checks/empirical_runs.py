@@ -77,7 +77,7 @@ def train_runs(configs) -> list[dict]:
 
 
 def interval_order(low: tuple, high: tuple) -> str:
-    """How the mean +- 2 std intervals of two `summary`s lie: "below" (the first entirely under the second),
+    """How the mean +- 2 std intervals of two `over_seeds` results lie: "below" (the first entirely under the second),
     "above", or "overlap" (the seeds do not decide)."""
     (m_a, s_a, _), (m_b, s_b, _) = low, high
     if m_a + 2 * s_a < m_b - 2 * s_b:
