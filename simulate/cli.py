@@ -3,7 +3,8 @@
 * `ArgumentParser`: argparse whose errors are one line on stderr and exit code 2.
 * `fail`: the same for errors found after parsing (validation by the library).
 * `write_text`, `write_json`, `write_jsonl`, `write_csv`, `save_figure`: atomic writes (temporary file in the
-  target folder, then rename), so an interrupted run never leaves a half file.
+  target folder, then rename), so an interrupted run never leaves a half file; `plain`: a JSON-ready copy
+  of results (numpy imported lazily, like torch, so that `--help` stays quick).
 * `run_metadata`: library versions, git revision, command line, time.
 """
 
