@@ -4,7 +4,7 @@
 * `fail`: the same for errors found after parsing (validation by the library).
 * `write_text`, `write_json`, `write_jsonl`, `write_csv`, `save_figure`: atomic writes (temporary file in the
   target folder, then rename), so an interrupted run never leaves a half file; `plain`: a JSON-ready copy
-  of results (numpy imported lazily, like torch, so that `--help` stays quick).
+  of results (numpy and torch are imported inside the functions that need them).
 * `run_metadata`: library versions, git revision, command line, time.
 """
 
