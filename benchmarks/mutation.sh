@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# Mutation testing (issue 12; not part of CI): mutmut over theory/ssem.py, theory/prototypes.py and
-# simulate/metrics.py at a committed revision, each mutant run against the fast tests that cover it.
+# Mutation testing (issue 12; not part of CI): mutmut over the modules that carry the science (theory/ssem.py,
+# theory/prototypes.py, simulate/losses.py, simulate/metrics.py, the optimiser simulate/optimise.py with its
+# Newton finish simulate/newton.py, and the certificates simulate/certify.py and simulate/exchangeable.py) at a
+# committed revision, each mutant run against the fast tests that cover it (slow tests and the command-line
+# tests, which start a subprocess, are left out).
 #
 #   benchmarks/mutation.sh [REVISION] [WORKDIR]     (defaults: HEAD, /tmp/scl-mutation)
 #
 # RESUME=1 keeps WORKDIR/mutants from an earlier run: mutmut re-runs only what changed.
 #
 # The revision is exported into WORKDIR (git archive), so the working tree is never touched. One
-# worker (--max-children 1): the machines are shared. Results: `mutmut results` in WORKDIR lists
-# the survivors; `mutmut show NAME` prints one. Equivalent mutants are listed in
-# docs/mutation.md with a one-line reason each.
+# worker by default (the machines are shared); CHILDREN=2 runs two. Results: `mutmut results` in WORKDIR
+# lists the survivors; `mutmut show NAME` prints one. Equivalent mutants are listed in docs/mutation.md
+# with a one-line reason each.
 set -euo pipefail
 revision="${1:-HEAD}"
 workdir="${2:-/tmp/scl-mutation}"
@@ -21,14 +24,20 @@ cd "$workdir"
 cat >> pyproject.toml <<'TOML'
 
 [tool.mutmut]
-source_paths = ["theory/", "simulate/"]
-only_mutate = ["theory/ssem.py", "theory/prototypes.py", "simulate/metrics.py"]
+source_paths = ["simulate/", "theory/"]
+only_mutate = [
+    "simulate/losses.py", "simulate/optimise.py", "simulate/newton.py", "simulate/certify.py",
+    "simulate/exchangeable.py", "simulate/metrics.py", "theory/ssem.py", "theory/prototypes.py",
+]
 also_copy = ["proofs_checks/", "empirical/", "conftest.py"]
-# torch is not fork-safe: workers come from a fork server that imported nothing of the suite.
+# torch is not fork-safe after it has computed: workers come from a fork server that has only collected
+# the tests, not from mutmut's main process, which ran them.
 process_isolation = "forkserver"
-pytest_add_cli_args = ["-p", "no:cacheprovider", "-x", "-q"]
+pytest_add_cli_args = ["-p", "no:cacheprovider", "-x", "-q", "-m", "not slow", "-k", "not test_cli"]
 pytest_add_cli_args_test_selection = [
     "tests/test_ssem.py", "tests/test_simplex.py", "tests/test_prototypes_theory.py", "tests/test_metrics.py",
+    "tests/test_losses.py", "tests/test_optimise.py", "tests/test_optimise_restarts.py", "tests/test_certify.py",
+    "tests/test_exchangeable.py",
     "proofs_checks/test_b1_closed_forms.py", "proofs_checks/test_b2_alpha_star_limits.py",
     "proofs_checks/test_b3_tau_star.py", "proofs_checks/test_b4_beta_independent_of_views.py",
     "proofs_checks/test_b5_within_variance.py", "proofs_checks/test_b6_ssem_construction.py",
@@ -36,5 +45,5 @@ pytest_add_cli_args_test_selection = [
 ]
 TOML
 export HYPOTHESIS_PROFILE=ci
-"$root/.venv/bin/mutmut" run --max-children 1
+"$root/.venv/bin/mutmut" run --max-children "${CHILDREN:-1}"
 "$root/.venv/bin/mutmut" results
