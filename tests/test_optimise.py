@@ -217,17 +217,6 @@ def test_bad_method_or_hessian_is_refused():
         optimise.minimise_on_sphere(lambda z: z.sum((-1, -2)), x0, hessian="exact")
 
 
-def test_memory_estimate_grows_with_the_problem_and_counts_the_exact_hessian():
-    small = optimise.estimate_memory(10, 32, 16)
-    assert optimise.estimate_memory(20, 32, 16) > small and optimise.estimate_memory(10, 64, 16) > small
-    assert optimise.estimate_memory(10, 32, 16, method="lbfgs") < small
-    assert optimise.estimate_memory(10, 32, 16, dtype=torch.float32) < small
-    # the exact Hessians alone are B D^2 elements
-    assert optimise.estimate_memory(10, 32, 16, hessian="matrix") - small >= 10 * (32 * 16) ** 2 * 8
-    with pytest.raises(ValueError, match="n_vectors"):
-        optimise.estimate_memory(10, 0, 16)
-
-
 def test_loss_gap_has_an_absolute_floor_for_minima_near_zero():
     alphas, taus = np.array([1.0]), np.array([0.05])
     theory = {"loss": np.array([[8.2e-9]]), "within": np.array([[0.0]]), "collapsed": np.array([[True]])}
