@@ -64,22 +64,50 @@ def shifted_cg(
 
 def _trial_step(problem, z, loss, gradient, hess, shift, running, book):
     """The regularised Newton step for the configurations `running` at z (B, D) with loss (B,), gradient (B, D)
-    and Hessian operator `hess`: s from CG on (H + shift I) s = -g, at most `_MAX_STEP` long, and the retracted
-    trial point. Returns the trial point (B, D), its loss and gradient norm (B,), the ratio of actual to
-    predicted decrease (model <g, s> + <s, H s>/2), whether the decrease is above rounding level, and the
-    configurations whose CG met non-positive curvature (all (B,))."""
+    and Hessian operator `hess`: s from CG on (H + shift I) s = -g, at most `_MAX_STEP` long, the retracted
+    trial point, and its second-order correction where the trial's gradient grew (`_corrected`). Returns the
+    trial point (B, D), its loss and gradient norm (B,), the ratio of actual to predicted decrease (model
+    <g, s> + <s, H s>/2), whether the decrease is above rounding level, and the configurations whose CG met
+    non-positive curvature (all (B,))."""
     eps = torch.finfo(z.dtype).eps
     s, hs, negative = shifted_cg(hess, gradient, shift.clamp(min=torch.finfo(z.dtype).tiny), running)
     scale = (_MAX_STEP / s.norm(dim=-1).clamp(min=_MAX_STEP))[:, None]  # <= 1
     s, hs = s * scale, hs * scale
     predicted = -(rowdot(gradient, s) + 0.5 * rowdot(s, hs))
     trial = torch.where(running[:, None], book.retract(z + s), z)
-    trial_loss, _, trial_norm = problem.evaluate(trial, running)
+    trial_loss, trial_gradient, trial_norm = problem.evaluate(trial, running)
     # Manopt's regularised ratio: near a minimum both decreases are at rounding level and must still count.
     regulariser = _TR_RHO_REGULARISATION * eps * loss.abs().clamp(min=1.0)
+    off_valley = running & (trial_norm > gradient.norm(dim=-1))
+    if off_valley.any():
+        trial, trial_loss, trial_norm = _corrected(
+            problem, z, hess, (trial, trial_loss, trial_gradient, trial_norm), off_valley, book, regulariser
+        )
     ratio = (loss - trial_loss + regulariser) / (predicted.clamp(min=0) + regulariser)
     decisive = loss - trial_loss > regulariser
     return trial, trial_loss, trial_norm, ratio, decisive, negative
+
+
+def _corrected(problem, z, hess, trial_point, rows, book, regulariser):
+    """The second-order correction of the trial points of `rows` (module docstring of `simulate.optimise`): one
+    more Newton step from each, with z's Hessian and the shift |g_trial|, which resolves the stiff directions
+    and leaves those of curvature below |g_trial| almost where they are. A corrected point replaces its trial
+    when its loss is lower beyond `regulariser`, or equal to it with a lower gradient norm.
+    trial_point: (trial (B, D), its loss (B,), gradient (B, D), gradient norm (B,)); returns the first, second
+    and fourth, corrected."""
+    trial, trial_loss, trial_gradient, trial_norm = trial_point
+    tiny = torch.finfo(z.dtype).tiny
+    step, _, _ = shifted_cg(hess, book.tangent(z, trial_gradient), trial_norm.clamp(min=tiny), rows)
+    corrected = torch.where(rows[:, None], book.retract(trial + book.tangent(trial, step)), trial)
+    corrected_loss, _, corrected_norm = problem.evaluate(corrected, rows)
+    lower = corrected_loss < trial_loss - regulariser
+    level = (corrected_loss - trial_loss).abs() <= regulariser
+    better = rows & (lower | (level & (corrected_norm < trial_norm)))
+    return (
+        torch.where(better[:, None], corrected, trial),
+        torch.where(better, corrected_loss, trial_loss),
+        torch.where(better, corrected_norm, trial_norm),
+    )
 
 
 def _updated_lambda(lam, ratio, accepted, running, negative):
