@@ -62,44 +62,55 @@ def shifted_cg(
     return s, hs, negative
 
 
-def _trial_step(problem, z, loss, gradient, hess, shift, running, book):
-    """The regularised Newton step for the configurations `running` at z (B, D) with loss (B,), gradient (B, D)
-    and Hessian operator `hess`: s from CG on (H + shift I) s = -g, at most `_MAX_STEP` long, the retracted
-    trial point, and its second-order correction where the trial's gradient grew (`_corrected`). Returns the
-    trial point (B, D), its loss and gradient norm (B,), the ratio of actual to predicted decrease (model
-    <g, s> + <s, H s>/2), whether the decrease is above rounding level, and the configurations whose CG met
-    non-positive curvature (all (B,))."""
+def _trial_step(problem, z, index, active, current, hess, shift, book):
+    """The regularised Newton step of the configurations `index` (k,) of z (B, D), those of them marked `active`
+    (k,) bool, the others left where they are: s from CG on (H + shift I) s = -g, at most `_MAX_STEP` long, the
+    retracted trial point, and its second-order correction where the trial's gradient grew (`_corrected`).
+    current: their (loss (k,), gradient (k, D)); hess: their Hessian operator on (k, D); shift (k,).
+    Returns, all for the k configurations: the trial point (k, D), its loss and gradient norm, the ratio of
+    actual to predicted decrease (model <g, s> + <s, H s>/2), whether the decrease is above rounding level,
+    and whether CG met non-positive curvature."""
+    loss, gradient = current
     eps = torch.finfo(z.dtype).eps
-    s, hs, negative = shifted_cg(hess, gradient, shift.clamp(min=torch.finfo(z.dtype).tiny), running)
+    s, hs, negative = shifted_cg(hess, gradient, shift.clamp(min=torch.finfo(z.dtype).tiny), active)
     scale = (_MAX_STEP / s.norm(dim=-1).clamp(min=_MAX_STEP))[:, None]  # <= 1
     s, hs = s * scale, hs * scale
     predicted = -(rowdot(gradient, s) + 0.5 * rowdot(s, hs))
-    trial = torch.where(running[:, None], book.retract(z + s), z)
-    trial_loss, trial_gradient, trial_norm = problem.evaluate(trial, running)
+    start = z[index]
+    trial = torch.where(active[:, None], book.retract(start + s), start)
+    trial_loss, trial_gradient, trial_norm = _evaluated(problem, z, index, active, trial)
     # Manopt's regularised ratio: near a minimum both decreases are at rounding level and must still count.
     regulariser = _TR_RHO_REGULARISATION * eps * loss.abs().clamp(min=1.0)
-    off_valley = running & (trial_norm > gradient.norm(dim=-1))
+    off_valley = active & (trial_norm > gradient.norm(dim=-1))
     if off_valley.any():
         trial, trial_loss, trial_norm = _corrected(
-            problem, z, hess, (trial, trial_loss, trial_gradient, trial_norm), off_valley, book, regulariser
+            problem, z, index, hess, (trial, trial_loss, trial_gradient, trial_norm), off_valley, book, regulariser
         )
     ratio = (loss - trial_loss + regulariser) / (predicted.clamp(min=0) + regulariser)
     decisive = loss - trial_loss > regulariser
     return trial, trial_loss, trial_norm, ratio, decisive, negative
 
 
-def _corrected(problem, z, hess, trial_point, rows, book, regulariser):
+def _evaluated(problem, z, index, active, points):
+    """Loss, Riemannian gradient and its norm of the configurations `index` (k,) of z (B, D) moved to `points`
+    (k, D), evaluated where `active` (k,): (k,), (k, D), (k,) (zeros elsewhere)."""
+    rows = torch.zeros(z.shape[0], dtype=torch.bool, device=z.device).index_fill_(0, index[active], True)
+    loss, gradient, norm = problem.evaluate(z.index_copy(0, index, points), rows)
+    return loss[index], gradient[index], norm[index]
+
+
+def _corrected(problem, z, index, hess, trial_point, rows, book, regulariser):
     """The second-order correction of the trial points of `rows` (module docstring of `simulate.optimise`): one
     more Newton step from each, with z's Hessian and the shift |g_trial|, which resolves the stiff directions
     and leaves those of curvature below |g_trial| almost where they are. A corrected point replaces its trial
-    when its loss is lower beyond `regulariser`, or equal to it with a lower gradient norm.
-    trial_point: (trial (B, D), its loss (B,), gradient (B, D), gradient norm (B,)); returns the first, second
-    and fourth, corrected."""
+    when its loss is lower beyond `regulariser`, or equal to it with a lower gradient norm. All tensors are of
+    the k configurations `index` of z: trial_point is (trial (k, D), its loss (k,), gradient (k, D), gradient
+    norm (k,)) and rows (k,) bool; returns the first, second and fourth, corrected."""
     trial, trial_loss, trial_gradient, trial_norm = trial_point
     tiny = torch.finfo(z.dtype).tiny
-    step, _, _ = shifted_cg(hess, book.tangent(z, trial_gradient), trial_norm.clamp(min=tiny), rows)
+    step, _, _ = shifted_cg(hess, book.tangent(z[index], trial_gradient), trial_norm.clamp(min=tiny), rows)
     corrected = torch.where(rows[:, None], book.retract(trial + book.tangent(trial, step)), trial)
-    corrected_loss, _, corrected_norm = problem.evaluate(corrected, rows)
+    corrected_loss, _, corrected_norm = _evaluated(problem, z, index, rows, corrected)
     lower = corrected_loss < trial_loss - regulariser
     level = (corrected_loss - trial_loss).abs() <= regulariser
     better = rows & (lower | (level & (corrected_norm < trial_norm)))
@@ -116,6 +127,11 @@ def _updated_lambda(lam, ratio, accepted, running, negative):
     relief = (1 - (2 * ratio.clamp(0, 1) - 1) ** 3).clamp(min=1 / 3)
     lam = torch.where(accepted, (lam * relief).clamp(min=_LAMBDA_MIN), lam)
     return torch.where(running & (~accepted | negative), 4 * lam, lam)
+
+
+def _spread(like, index, values):
+    """Values (k,) of the configurations `index` as a tensor like `like` (B,), zeros elsewhere."""
+    return torch.zeros_like(like).index_copy(0, index, values.to(like.dtype))
 
 
 def newton_finish(
@@ -141,6 +157,7 @@ def newton_finish(
         running = running & (book.counts < book.max_iter)
         if not running.any():
             break
+        index = running.nonzero().squeeze(-1)  # the configurations of this iteration, in order
         loss_k, gradient_k, norm_k, hess = problem.second_order(z, running, hessian)
         loss = torch.where(running, loss_k, loss)
         gradient = torch.where(running[:, None], gradient_k, gradient)
@@ -152,16 +169,18 @@ def newton_finish(
         running = running & ~done
         if not running.any():
             break
+        active = running[index]
         shift = lam * grad_norm
         trial, trial_loss, trial_norm, ratio, decisive, negative = _trial_step(
-            problem, z, loss, gradient_k, hess, shift, running, book
+            problem, z, index, active, (loss[index], gradient[index]), hess, shift[index], book
         )
         # A change of the loss at rounding level says nothing: such a step must lower the gradient instead
         # (measured: otherwise long steps along the flat directions of the minima undo the convergence).
-        accepted = running & (ratio > _TR_ACCEPT) & (decisive | (trial_norm < grad_norm))
-        lam = _updated_lambda(lam, ratio, accepted, running, negative)
-        z = torch.where(accepted[:, None], trial, z)
-        book.record_step(running, accepted, loss - trial_loss)
+        taken = active & (ratio > _TR_ACCEPT) & (decisive | (trial_norm < grad_norm[index]))
+        accepted, negative = _spread(running, index, taken), _spread(running, index, negative)
+        lam = _updated_lambda(lam, _spread(lam, index, ratio), accepted, running, negative)
+        z = z.index_copy(0, index[taken], trial[taken])
+        book.record_step(running, accepted, _spread(loss, index, loss[index] - trial_loss))
         book.newton_counts += running.long()
         fresh &= ~accepted
         blown = running & ~accepted & (shift > 1 / eps)  # no step of any length decreases the loss

@@ -102,8 +102,9 @@ class SphereProblem:
         return loss_full, gradient_full, gradient_full.norm(dim=-1)
 
     def second_order(self, z, rows, hessian: str):
-        """Loss, Riemannian gradient and norm as `evaluate`, and the Riemannian Hessian operator
-        hess(v) for tangent v (B, D) -> (B, D) (zeros outside `rows`).
+        """Loss, Riemannian gradient and norm as `evaluate`, and the Riemannian Hessian operator of the
+        configurations `rows` alone: hess(v) for tangent v (k, D) -> (k, D), k = rows.sum(), its rows those
+        of `rows` in order (the solvers work on the configurations still running only).
 
         hessian="hvp": each call is one double-backward pass through the loss.
         hessian="matrix": the exact Hessian of every selected configuration is built here, as (k, D, D),
@@ -116,21 +117,26 @@ class SphereProblem:
         point = zk.detach()
         radial = (egrad.detach() * point).sum(-1, keepdim=True)  # (k, N, 1) <g_z, z> per vector
         gradient = (egrad.detach() - radial * point).reshape(len(index), -1)
-        k, shape = len(index), zk.shape
+        # Positions of the selected configurations in the loss's batch: all of it when indexed, else `rows`.
+        selected = None if self.indexed else rows.nonzero().squeeze(-1)
         if hessian == "matrix":
             matrix = hessian_matrix(egrad, zk)  # (k, D, D)
 
             def euclidean(v):  # (k, N, d) -> (k, N, d)
-                return (matrix @ v.reshape(k, -1, 1)).reshape(shape)
+                return (matrix @ v.reshape(len(index), -1, 1)).reshape(v.shape)
         else:
 
             def euclidean(v):
                 return torch.autograd.grad(egrad, zk, grad_outputs=v, retain_graph=True)[0]
 
         def hess(v):
-            vk = v[index].reshape(shape)
-            hv = tangent_projection(point, euclidean(vk)) - radial * vk
-            return self._scatter(v, index, hv.reshape(k, -1))
+            k = v.shape[0]
+            v = v.reshape(k, self.n_vectors, self.dim)
+            if selected is None:
+                return (tangent_projection(point, euclidean(v)) - radial * v).reshape(k, -1)
+            full = torch.zeros_like(point).index_copy(0, selected, v)  # the loss saw every configuration
+            hv = tangent_projection(point, euclidean(full)) - radial * full
+            return hv[selected].reshape(k, -1)
 
         loss_full = self._scatter(z[:, 0], index, loss.detach())
         gradient_full = self._scatter(z, index, gradient)

@@ -207,6 +207,10 @@ def test_riemannian_hessian_matches_second_differences_and_the_exact_matrix():
     def loss_fn(z):
         return losses.combined_loss(z, labels, instances, alpha, tau)
 
+    def loss_fn_at(z, index=None):  # indexed mode: only the configurations `index`
+        chosen = slice(None) if index is None else index
+        return losses.combined_loss(z, labels, instances, alpha[chosen], tau[chosen])
+
     problem = optimise.SphereProblem(loss_fn, (2, 8, 3), indexed=False)
     z = optimise.normalise(optimise.random_start((2,), 8, 3, seed=4)).reshape(2, -1)
     rows = torch.ones(2, dtype=torch.bool)
@@ -224,6 +228,13 @@ def test_riemannian_hessian_matches_second_differences_and_the_exact_matrix():
 
     second_difference = (along(t) - 2 * along(0.0) + along(-t)) / t**2
     torch.testing.assert_close((v * hess_hvp(v)).sum(-1), second_difference, rtol=1e-5, atol=1e-6)
+    # The operator of a subset of the configurations acts on their rows alone, in order, in both modes.
+    second = torch.tensor([False, True])
+    for indexed in (False, True):
+        subset = optimise.SphereProblem(loss_fn_at, (2, 8, 3), indexed=indexed)
+        for hessian in ("hvp", "matrix"):
+            *_, hess_second = subset.second_order(z, second, hessian)
+            torch.testing.assert_close(hess_second(v[1:]), hess_hvp(v)[1:], rtol=1e-10, atol=1e-12)
 
 
 def test_bad_method_or_hessian_is_refused():
