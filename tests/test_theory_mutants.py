@@ -24,17 +24,41 @@ def _problem(sizes, seed, d=4):
     return z / np.linalg.norm(z, axis=1, keepdims=True), labels, w / np.linalg.norm(w, axis=1, keepdims=True)
 
 
+def _dot(u, v) -> float:
+    return sum(a * b for a, b in zip(u, v))
+
+
+def _terms_by_hand(z, labels, w, tau) -> dict:
+    """The pieces of results 1-3 of docs/prototypes.md, one anchor and one class at a time."""
+    z, w = [list(map(list, a)) for a in (z, w)]
+    labels = [int(y) for y in labels]
+    n, m = len(labels), len(w)
+    drift, e_over_z, ce = [], [], []
+    for a in range(n):
+        same = [b for b in range(n) if b != a and labels[b] == labels[a]]
+        u = _dot(z[a], w[labels[a]])
+        e = sum(math.exp(_dot(z[a], z[b]) / tau) for b in range(n) if b != a)
+        big_z = sum(math.exp(_dot(z[a], w_c) / tau) for w_c in w)
+        drift.append(len(same) * u - sum(_dot(z[a], z[b]) for b in same))
+        e_over_z.append(e / big_z)
+        ce.append(-u / tau + math.log(big_z))
+    k, k1, b = [], [], []
+    for c in range(m):
+        members = [i for i in range(n) if labels[i] == c]
+        g_cc = _dot(w[c], w[c])
+        big_z = sum(math.exp(_dot(w[c], w_k) / tau) for w_k in w)
+        f = sum(math.exp(_dot(w[c], z[i]) / tau) for i in range(n))
+        proto_drift = len(members) * g_cc - sum(_dot(w[c], z[i]) for i in members)
+        k.append(-g_cc / tau + math.log(big_z))
+        k1.append(proto_drift / tau + (f - math.exp(g_cc / tau)) / big_z)
+        b.append(abs(proto_drift) / tau + max(f / big_z, math.exp(g_cc / tau) / (big_z - math.exp(g_cc / tau))))
+    return {"n": n, "m": m, "drift": drift, "e_over_z": e_over_z, "ce": ce, "k": k, "k1": k1, "b": b}
+
+
 def _first_order_data_by_hand(z, labels, w, tau) -> float:
-    """mean_a [(q_a u_a - S_a)/tau + E_a/Z_a] (docs/prototypes.md, result 1), one anchor at a time."""
-    terms = []
-    for a in range(len(labels)):
-        same = [b for b in range(len(labels)) if b != a and labels[b] == labels[a]]
-        u = float(z[a] @ w[labels[a]])
-        s = sum(float(z[a] @ z[b]) for b in same)
-        e = sum(math.exp(float(z[a] @ z[b]) / tau) for b in range(len(labels)) if b != a)
-        big_z = sum(math.exp(float(z[a] @ w_c) / tau) for w_c in w)
-        terms.append((len(same) * u - s) / tau + e / big_z)
-    return sum(terms) / len(terms)
+    """mean_a [(q_a u_a - S_a)/tau + E_a/Z_a] (docs/prototypes.md, result 1)."""
+    t = _terms_by_hand(z, labels, w, tau)
+    return sum(d / tau + e for d, e in zip(t["drift"], t["e_over_z"])) / t["n"]
 
 
 def test_first_order_coefficient_defaults_to_the_data_anchors():
@@ -42,13 +66,6 @@ def test_first_order_coefficient_defaults_to_the_data_anchors():
     z, labels, w = _problem((3, 2, 1), seed=11)
     expected = _first_order_data_by_hand(z, labels, w, 0.8)
     assert prototypes.first_order_coefficient(z, labels, w, 0.8) == pytest.approx(expected, rel=1e-12)
-
-
-def test_first_order_coefficient_names_the_anchors_argument_in_its_error():
-    """Kills x_first_order_coefficient__mutmut_12 (require_choice(None, ...): the message says "None must be")."""
-    z, labels, w = _problem((2, 2), seed=12)
-    with pytest.raises(ValueError, match=r"^anchors must be one of 'data', 'all', got 'some'$"):
-        prototypes.first_order_coefficient(z, labels, w, 0.5, "some")
 
 
 def test_prototype_anchor_of_an_absent_class_with_one_copy_is_skipped_without_a_warning():
@@ -64,3 +81,55 @@ def test_prototype_anchor_of_an_absent_class_with_one_copy_is_skipped_without_a_
         warnings.simplefilter("error")
         actual = prototypes.prototype_loss_from_counts(z, labels, w, 1, 0.7, "all")
     assert actual == pytest.approx(expected, rel=1e-12)
+
+
+def test_first_order_coefficient_with_all_anchors_is_its_stated_formula():
+    """[N (mean CE - Kbar) + sum_c k1_c] / m, k1_c = (n_c g_cc - S_c)/tau + (F_c - e^{g_cc/tau})/Z_c (result 3).
+
+    Prototypes of different norms and an absent class, so that g_cc != 1 and n_c = 0 both enter.
+    """
+    z, labels, w = _problem((3, 0, 2), seed=14)
+    w = w * np.array([[0.5], [1.0], [1.5]])
+    tau = 0.7
+    t = _terms_by_hand(z, labels, w, tau)
+    kbar = sum(t["k"]) / t["m"]
+    expected = (t["n"] * (sum(t["ce"]) / t["n"] - kbar) + sum(t["k1"])) / t["m"]
+    assert prototypes.first_order_coefficient(z, labels, w, tau, "all") == pytest.approx(expected, rel=1e-12)
+
+
+def test_gap_bound_constant_is_its_stated_formula():
+    """ "data" (the default): C = mean_a [|q_a u_a - S_a|/tau + E_a/Z_a]; "all":
+    C = [N |mean CE - Kbar| + N C_data + sum_c (|n_c g_cc - S_c|/tau + b_c)] / m,
+    b_c = max(F_c/Z_c, e^{g_cc/tau}/(Z_c - e^{g_cc/tau})). Kills x_gap_bound_constant__mutmut_32 (timed out)."""
+    z, labels, w = _problem((3, 0, 2), seed=15)
+    w = w * np.array([[0.5], [1.0], [1.5]])
+    tau = 0.6
+    t = _terms_by_hand(z, labels, w, tau)
+    c_data = sum(abs(d) / tau + e for d, e in zip(t["drift"], t["e_over_z"])) / t["n"]
+    kbar = sum(t["k"]) / t["m"]
+    c_all = (t["n"] * abs(sum(t["ce"]) / t["n"] - kbar) + t["n"] * c_data + sum(t["b"])) / t["m"]
+    assert prototypes.gap_bound_constant(z, labels, w, tau) == pytest.approx(c_data, rel=1e-12)
+    assert prototypes.gap_bound_constant(z, labels, w, tau, "all") == pytest.approx(c_all, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    "function",
+    [
+        prototypes.first_order_coefficient,
+        prototypes.gap_bound_constant,
+        prototypes.limit_value,
+        prototypes.extra_term,
+        prototypes.prototype_loss_from_counts,
+        prototypes.gap,
+    ],
+)
+def test_every_anchors_check_names_the_argument(function):
+    """Kills the message mutants of require_choice("anchors", ...) (None, "XXanchorsXX", "ANCHORS")."""
+    z, labels, w = _problem((2, 2), seed=16)
+    args = (
+        (z, labels, w, 2, 0.5)
+        if function in (prototypes.prototype_loss_from_counts, prototypes.gap)
+        else (z, labels, w, 0.5)
+    )
+    with pytest.raises(ValueError, match=r"^anchors must be one of 'data', 'all', got 'some'$"):
+        function(*args, anchors="some")
