@@ -169,11 +169,14 @@ def compare(
     """Agreement figures and the list of grid points that break `criteria`.
 
     `threshold` is alpha*(tau) for each tau (the collapse boundary of the closed form). The loss gap is
-    judged against loss_rel_gap |closed form| + loss_abs_gap (`Criteria`).
+    judged against loss_rel_gap |closed form| + loss_abs_gap (`Criteria`); the summary's relative gap is taken
+    where the relative term is the larger (|closed form| >= loss_abs_gap / loss_rel_gap; None if nowhere: near a
+    loss of 0 a relative gap means nothing), the absolute gap everywhere.
     """
     alpha, tau = np.meshgrid(np.asarray(alphas, float), np.asarray(taus, float), indexing="ij")
     gap = simulated["loss"] - theory["loss"]
-    rel_gap = gap / np.abs(theory["loss"])
+    relative = np.abs(theory["loss"]) >= criteria.loss_abs_gap / criteria.loss_rel_gap
+    rel_gap = gap[relative] / np.abs(theory["loss"][relative])
     within_error = np.abs(simulated["within"] - theory["within"])
     resolvable = tau >= criteria.within_min_tau
     away = np.abs(alpha - np.broadcast_to(np.asarray(threshold)[None, :], alpha.shape)) > criteria.verdict_band
@@ -198,7 +201,8 @@ def compare(
     summary = {
         "max_abs_within_error": float(within_error[resolvable].max()) if resolvable.any() else None,
         "max_abs_within_error_all_tau": float(within_error.max()),
-        "max_rel_loss_gap": float(rel_gap.max()),
+        "max_rel_loss_gap": float(rel_gap.max()) if rel_gap.size else None,
+        "max_abs_loss_gap": float(gap.max()),
         "min_loss_gap": float(gap.min()),
         "agreement": float(1.0 - disagree.sum() / max(int(away.sum()), 1)),
         "converged_fraction": float(simulated["converged"].mean()),  # grad norm <= tolerance; reported, not a criterion

@@ -319,7 +319,7 @@ def run(
     runs = [run_size(at_size(config, m, n), progress, available) for m, n in config.sizes()]
     first = runs[0]
     summary = {"seconds": time.perf_counter() - started, "passes": all(r["summary"]["passes"] for r in runs)}
-    for key in ("max_abs_within_error", "max_rel_loss_gap", "max_grad_norm"):
+    for key in ("max_abs_within_error", "max_rel_loss_gap", "max_abs_loss_gap", "max_grad_norm"):
         values = [r["summary"].get(key) for r in runs if r["summary"].get(key) is not None]
         if any(key in r["summary"] for r in runs):
             summary[key] = max(values) if values else None
@@ -546,7 +546,8 @@ def summary_line(result: dict, out: Path) -> str:
     return (
         f"{n_points} points in {s['seconds']:.1f} s: max |W_sim - W*| = "
         f"{_number(s['max_abs_within_error'], '.2e')} (tau >= {within_tau:g}), "
-        f"max rel loss gap = {_number(s['max_rel_loss_gap'], '.2e')}, collapse agreement = "
+        f"max loss gap = {_number(s['max_rel_loss_gap'], '.2e')} relative, "
+        f"{_number(s.get('max_abs_loss_gap'), '.1e')} absolute, collapse agreement = "
         f"{_number(s['agreement'], '.3f')}, converged {_number(s['converged_fraction'], '.0%')} "
         f"(max gradient {_number(s['max_grad_norm'], '.1e')}){note}; {verdict} -> {out}"
     )
