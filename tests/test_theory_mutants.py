@@ -13,7 +13,7 @@ import naive
 import numpy as np
 import pytest
 
-from theory import prototypes
+from theory import prototypes, ssem
 
 
 def _problem(sizes, seed, d=4):
@@ -30,7 +30,7 @@ def _dot(u, v) -> float:
 
 def _terms_by_hand(z, labels, w, tau) -> dict:
     """The pieces of results 1-3 of docs/prototypes.md, one anchor and one class at a time."""
-    z, w = [list(map(list, a)) for a in (z, w)]
+    z, w = np.asarray(z).tolist(), np.asarray(w).tolist()  # Python numbers: exact integer products
     labels = [int(y) for y in labels]
     n, m = len(labels), len(w)
     drift, e_over_z, ce = [], [], []
@@ -133,3 +133,119 @@ def test_every_anchors_check_names_the_argument(function):
     )
     with pytest.raises(ValueError, match=r"^anchors must be one of 'data', 'all', got 'some'$"):
         function(*args, anchors="some")
+
+
+# ---------------------------------------------------------------------------
+# Argument checks of theory.prototypes: whole messages and the boundaries of what is accepted
+# ---------------------------------------------------------------------------
+
+Z3, LABELS3, W3 = _problem((2, 2, 1), seed=17, d=5)
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (
+            lambda: prototypes.mean_cross_entropy(Z3, LABELS3, W3, [0.5, 1.0]),
+            r"^tau must be a scalar here, got an array of shape \(2,\)$",
+        ),
+        (
+            lambda: prototypes.mean_cross_entropy(Z3, LABELS3, W3[:1], 0.5),
+            r"^prototypes must have shape \(m, d\) with m >= 2, got shape \(1, 5\)$",
+        ),
+        (
+            lambda: prototypes.mean_cross_entropy(Z3, LABELS3, W3[0], 0.5),
+            r"^prototypes must have shape \(m, d\) with m >= 2, got shape \(5,\)$",
+        ),
+        (
+            lambda: prototypes.mean_cross_entropy(Z3[:, :0], LABELS3, W3[:, :0], 0.5),
+            r"^prototypes must have shape \(m, d\) with m >= 2, got shape \(3, 0\)$",
+        ),
+        (
+            lambda: prototypes.prototype_self_cross_entropy(np.where(np.eye(3, 5) > 0, np.inf, W3), 0.5),
+            r"^prototypes must be finite, got NaN or inf entries$",
+        ),
+        (
+            lambda: prototypes.mean_cross_entropy(Z3[:, :3], LABELS3, W3, 0.5),
+            r"^z must have shape \(N, d\) with N >= 1 and d = 5, got shape \(5, 3\)$",
+        ),
+        (
+            lambda: prototypes.mean_cross_entropy(Z3[0], LABELS3[:1], W3, 0.5),
+            r"^z must have shape \(N, d\) with N >= 1 and d = 5, got shape \(5,\)$",
+        ),
+        (
+            lambda: prototypes.mean_cross_entropy(Z3[:0], LABELS3[:0], W3, 0.5),
+            r"^z must have shape \(N, d\) with N >= 1 and d = 5, got shape \(0, 5\)$",
+        ),
+        (
+            lambda: prototypes.mean_cross_entropy(np.where(np.eye(5) > 0, np.nan, Z3), LABELS3, W3, 0.5),
+            r"^z must be finite, got NaN or inf entries$",
+        ),
+        (
+            lambda: prototypes.mean_cross_entropy(Z3, LABELS3.astype(float), W3, 0.5),
+            r"^labels must be an integer array of shape \(5,\), got float64 \(5,\)$",
+        ),
+        (
+            lambda: prototypes.mean_cross_entropy(Z3, LABELS3[:4], W3, 0.5),
+            r"^labels must be an integer array of shape \(5,\), got int64 \(4,\)$",
+        ),
+        (
+            lambda: prototypes.mean_cross_entropy(Z3, LABELS3 + 1, W3, 0.5),
+            r"^labels must lie in \[0, 3\), got values in \[1, 3\]$",
+        ),
+        (
+            lambda: prototypes.mean_cross_entropy(Z3, LABELS3 - 1, W3, 0.5),
+            r"^labels must lie in \[0, 3\), got values in \[-1, 1\]$",
+        ),
+    ],
+)
+def test_input_errors_are_whole_one_line_messages(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_smallest_accepted_inputs():
+    """m = 2 prototypes in d = 1, a batch of one sample, labels 0 and m - 1: CE written out by hand."""
+    w = np.array([[1.0], [-1.0]])
+    for label, z in ((0, 0.6), (1, -0.3)):
+        expected = -z * w[label, 0] / 0.5 + math.log(math.exp(z / 0.5) + math.exp(-z / 0.5))
+        assert prototypes.mean_cross_entropy([[z]], [label], w, 0.5) == pytest.approx(expected, rel=1e-12)
+
+
+def test_integer_prototypes_are_read_as_floats():
+    """Kills x__prototypes__mutmut_3, _5 (prototypes read without dtype=float).
+
+    An int8 frame 12 I: the Gram diagonal is 144, past int8's 127. K_c = -144/tau + log(e^{144/tau} + 2).
+    """
+    w = 12 * np.eye(3, dtype=np.int8)
+    expected = -144.0 + math.log(math.exp(144.0) + 2.0)
+    np.testing.assert_allclose(prototypes.prototype_self_cross_entropy(w, 1.0), expected, rtol=0, atol=1e-12)
+
+
+def test_integer_embeddings_are_read_as_floats():
+    """Kills x__inputs__mutmut_5, _7 (z read without dtype=float): int8 rows of norm 12 have <z_a, z_b> = 144."""
+    z = 12 * np.array([[1, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], dtype=np.int8)
+    labels = np.array([0, 0, 1, 1])
+    w = np.eye(2, 3)
+    expected = _first_order_data_by_hand(z, labels, w, 10.0)
+    assert prototypes.first_order_coefficient(z, labels, w, 10.0) == pytest.approx(expected, rel=1e-12)
+
+
+# ---------------------------------------------------------------------------
+# theory.ssem
+# ---------------------------------------------------------------------------
+
+
+def test_pair_counts_beyond_int64_keep_float_arithmetic():
+    """Kills x__mean_over__mutmut_3, _5 (the pair counts read without dtype=float: an object array past int64).
+
+    Claim B4 and the closed form: beta* does not depend on p, and L(beta) depends on p only through log p.
+    """
+    alpha, huge = np.array([0.3, 0.6]), 2**63
+    small = ssem.restricted_loss(0.5, alpha, 0.5, 3, 5, 2)
+    big = ssem.restricted_loss(0.5, alpha, 0.5, 3, 5, huge)
+    assert big.dtype == np.float64
+    np.testing.assert_allclose(big - small, math.log(huge / 2), rtol=1e-12)
+    beta = ssem.optimal_beta(alpha, 0.5, 3, 5, huge)
+    assert beta.dtype == np.float64
+    np.testing.assert_allclose(beta, ssem.optimal_beta(alpha, 0.5, 3, 5, 2), rtol=0, atol=1e-12)
