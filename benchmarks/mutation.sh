@@ -5,8 +5,9 @@
 # committed revision, each mutant run against the fast tests that cover it (slow tests and the command-line
 # tests, which start a subprocess, are left out).
 #
-#   benchmarks/mutation.sh [REVISION] [WORKDIR]     (defaults: HEAD, /tmp/scl-mutation)
+#   benchmarks/mutation.sh [REVISION] [WORKDIR] [MUTANT ...]     (defaults: HEAD, /tmp/scl-mutation, all)
 #
+# Named mutants (e.g. the survivors of an earlier run, from `mutmut results`) are the only ones run.
 # RESUME=1 keeps WORKDIR/mutants from an earlier run: mutmut re-runs only what changed.
 #
 # The revision is exported into WORKDIR (git archive), so the working tree is never touched. One
@@ -16,6 +17,7 @@
 set -euo pipefail
 revision="${1:-HEAD}"
 workdir="${2:-/tmp/scl-mutation}"
+mutants=("${@:3}")
 root="$(git -C "$(dirname "$0")" rev-parse --show-toplevel)"
 if [ "${RESUME:-0}" != 1 ]; then rm -rf "$workdir"; fi
 mkdir -p "$workdir"
@@ -37,7 +39,8 @@ pytest_add_cli_args = ["-p", "no:cacheprovider", "-x", "-q", "-m", "not slow", "
 pytest_add_cli_args_test_selection = [
     "tests/test_ssem.py", "tests/test_simplex.py", "tests/test_prototypes_theory.py", "tests/test_metrics.py",
     "tests/test_losses.py", "tests/test_optimise.py", "tests/test_optimise_restarts.py", "tests/test_certify.py",
-    "tests/test_exchangeable.py",
+    "tests/test_exchangeable.py", "tests/test_optimise_sizing.py", "tests/test_properties.py",
+    "tests/test_certify_mutants.py", "tests/test_exchangeable_mutants.py", "tests/test_theory_mutants.py",
     "proofs_checks/test_b1_closed_forms.py", "proofs_checks/test_b2_alpha_star_limits.py",
     "proofs_checks/test_b3_tau_star.py", "proofs_checks/test_b4_beta_independent_of_views.py",
     "proofs_checks/test_b5_within_variance.py", "proofs_checks/test_b6_ssem_construction.py",
@@ -45,5 +48,5 @@ pytest_add_cli_args_test_selection = [
 ]
 TOML
 export HYPOTHESIS_PROFILE=ci
-"$root/.venv/bin/mutmut" run --max-children "${CHILDREN:-1}"
+"$root/.venv/bin/mutmut" run --max-children "${CHILDREN:-1}" "${mutants[@]}"
 "$root/.venv/bin/mutmut" results
