@@ -24,7 +24,7 @@ from simulate.certify import (
     nearest_gram,
 )
 from simulate.gram_program import prototype_program, supcon_program
-from theory import simplex
+from theory import simplex, ssem
 
 #: float64 agreement of Grams rebuilt from vectors (eigendecompositions of K <= 8 matrices).
 GRAM = 1e-10
@@ -271,6 +271,12 @@ def test_certificate_figures_of_a_given_solver_gram():
     assert passed_on == ("SCS", 1e-9, "optimal", 2.0, 2.1)
     assert (cert.loss, cert.seconds, cert.n_data) == ("prototype-data", 1.5, 4)
     np.testing.assert_array_equal(cert.labels, [0, 0, 1, 2, 0, 1, 2])
+    # All vectors equal (G = J): every term of every denominator is exp(1/tau) and the positive
+    # weights of an anchor sum to 1, so each anchor's loss is log(9 exp(1/tau)) - 1/tau = log 9 again,
+    # now only if the 1/tau, the sign and the positive term are all right.
+    collapsed = certify._certificate(program, 0.3, "prototype-data", np.ones((7, 7)), solved, 1.5)
+    assert collapsed.minimum == pytest.approx(math.log(9), rel=1e-14)
+    assert collapsed.fixed_violation == pytest.approx(1.5, abs=1e-14)  # |1 - (-1/2)|
 
 
 def test_certificate_of_a_non_finite_solver_gram_is_all_nan():
@@ -308,14 +314,21 @@ def test_certificates_name_their_loss_and_report_no_fixed_violation_without_prot
     cases = [
         (certify_combined(0.5, 0.5, 2, 2, 1), "combined-instance", 4),
         (certify_combined(0.5, 0.5, 2, 2, 2, "supcon"), "combined-supcon", 8),
-        (certify_supcon((2, 1), 0.5), "supcon", 3),
+        (certify_supcon((2, 2), 0.5), "supcon", 4),
         (certify_prototype((1, 1), etf, 1, 0.5), "prototype-data", 4),
         (certify_prototype((1, 1), etf, 1, 0.5, "all"), "prototype-all", 4),
     ]
     for cert, loss, rows in cases:
         assert cert.loss == loss and cert.gram.shape == (rows, rows) and cert.ok
+        assert cert.residual < 1e-6
         if not loss.startswith("prototype"):
             assert cert.fixed_violation == 0.0  # "0 if none"
+    # Independent values: the SSEM closed form (theory.ssem) and, for balanced SupCon, classes
+    # collapsed onto the ETF (Graf et al. 2021): log[(n - 1) + (m - 1) n exp(-m / ((m - 1) tau))].
+    beta = ssem.optimal_beta(0.5, 0.5, 2, 2, 1, "instance")
+    closed = float(ssem.restricted_loss(beta, 0.5, 0.5, 2, 2, 1, "instance"))
+    assert cases[0][0].minimum == pytest.approx(closed, rel=1e-6)
+    assert cases[2][0].minimum == pytest.approx(math.log(1 + 2 * math.exp(-4)), rel=1e-6)
 
 
 def test_combined_default_is_two_views():
