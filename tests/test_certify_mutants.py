@@ -344,6 +344,7 @@ def test_seconds_are_the_wall_time_of_the_call():
 
 def test_solver_choice_reaches_every_certificate():
     etf = simplex.etf_gram(2)
+    assert certify_combined(0.5, 0.5, 2, 2, 1, solver="SCS", strict=False).solver == "SCS"
     assert certify_supcon((2, 1), 0.5, solver="SCS", strict=False).solver == "SCS"
     assert certify_prototype((1, 1), etf, 1, 0.5, solver="SCS", strict=False).solver == "SCS"
     for call in (
