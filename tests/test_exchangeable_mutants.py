@@ -657,3 +657,20 @@ def test_edge_sizes_are_accepted():
 def test_bad_arguments_name_the_argument(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda symmetry: certify_combined(0.4, 0.5, 3, 2, symmetry=symmetry),
+        lambda symmetry: certify_supcon((2, 2, 2), 0.5, symmetry=symmetry),
+        lambda symmetry: certify_prototype((2, 2, 2), simplex.etf_gram(3), 1, 0.5, symmetry=symmetry),
+    ],
+    ids=["combined", "supcon", "prototype"],
+)
+def test_symmetry_none_keeps_one_orbit_per_class(call):
+    # Three alike classes: one orbit with the class symmetry, three without it; the same minimum.
+    alike, apart = call("classes"), call("none")
+    assert alike.structure.orbits == ((0, 1, 2),)
+    assert apart.structure.orbits == ((0,), (1,), (2,))
+    assert apart.minimum == pytest.approx(alike.minimum, rel=1e-9)
