@@ -249,3 +249,38 @@ def test_pair_counts_beyond_int64_keep_float_arithmetic():
     beta = ssem.optimal_beta(alpha, 0.5, 3, 5, huge)
     assert beta.dtype == np.float64
     np.testing.assert_allclose(beta, ssem.optimal_beta(alpha, 0.5, 3, 5, 2), rtol=0, atol=1e-12)
+
+
+def test_scalar_arguments_give_python_floats():
+    """Kills x_optimal_beta__mutmut_85, _87, _88 and x_alpha_star__mutmut_56, _58, _59 (a 0-d array, not a scalar).
+
+    alpha* by hand: [1 + (mn-1) r] / [n (1 + (m-1) r)], r = exp(-m/((m-1) tau)).
+    """
+    m, n, tau = 3, 4, 0.5
+    r = math.exp(-m / ((m - 1) * tau))
+    value = ssem.alpha_star(tau, m, n)
+    assert isinstance(value, float) and not isinstance(value, np.ndarray)
+    assert value == pytest.approx((1 + (m * n - 1) * r) / (n * (1 + (m - 1) * r)), rel=1e-12)
+    beta = ssem.optimal_beta(0.05, tau, m, n)  # alpha below 1/n: collapse
+    assert isinstance(beta, float) and not isinstance(beta, np.ndarray) and beta == 1.0
+
+
+@pytest.mark.parametrize("n_per_class", [2, 4])
+def test_optimal_beta_at_alpha_0_and_1_raises_no_floating_point_warning(n_per_class):
+    """Kills x__slope_sign__mutmut_29 (divide="ignore" dropped): at alpha = 0 the positives' slope c equals the
+    same-class slope and at alpha = 1 it is 0, so one log in the slope's sign is log 0 = -inf by design.
+
+    alpha = 0 collapses (beta* = 1); at alpha = 1, W* = m(n-1)/(mn-1) (DESIGN section 4), so beta* = (m-1)/(mn-1).
+    """
+    m = 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        beta = ssem.optimal_beta(np.array([0.0, 1.0]), 0.5, m, n_per_class)
+    np.testing.assert_allclose(beta, [1.0, (m - 1) / (m * n_per_class - 1)], rtol=0, atol=1e-12)
+
+
+def test_gram_entries_of_an_unsigned_integer_beta():
+    """Kills x_ssem_gram_entries__mutmut_8, _10 (beta read without dtype=float: -beta wraps for uint8)."""
+    s_w, s_b = ssem.ssem_gram_entries(np.array([0, 1], dtype=np.uint8), 3, 4)
+    np.testing.assert_allclose(s_w, [-1 / 3, 1.0], rtol=0, atol=1e-15)
+    np.testing.assert_allclose(s_b, [0.0, -0.5], rtol=0, atol=1e-15)
