@@ -409,6 +409,7 @@ NAMED_ERRORS = [
     (lambda: certify_supcon([2, 2], [0.1, 0.2]), r"^tau must be a scalar"),
     (lambda: certify_prototype([2, 2], ETF2, 1, [0.1, 0.2]), r"^tau must be a scalar"),
     (lambda: certify_prototype([2, 2], ETF2, -1, 0.5), r"^n_proto must be an integer >= 0"),
+    (lambda: certify_prototype([2, 2], simplex.etf_gram(3), 1, 0.5), r"^prototype_gram must have shape \(2, 2\)"),
     (lambda: certify_prototype([2, 2], ETF2, 1, 0.5, "some"), r"^anchors must be one of 'data', 'all'"),
     (lambda: embeddings_from_gram(np.eye(2), dim=0), r"^dim must be an integer >= 1"),
 ]
