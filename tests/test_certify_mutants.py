@@ -419,3 +419,15 @@ NAMED_ERRORS = [
 def test_argument_errors_start_with_the_argument_name(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+@pytest.mark.parametrize("solver", ["CLARABEL", "SCS"])
+@pytest.mark.parametrize("kind", ["infeasible", "unbounded"])
+def test_solve_problem_without_a_finite_value_reports_nan(solver, kind):
+    # solve_problem takes any cvxpy problem: with no finite optimum cvxpy's value is +-inf, and the
+    # primal and dual objectives returned are NaN (the certificate's figures then read NaN).
+    x = cp.Variable()
+    constraints = [x >= 1, x <= 0] if kind == "infeasible" else [x <= 0]
+    status, primal, dual = certify.solve_problem(cp.Problem(cp.Minimize(x), constraints), solver, 1e-8)
+    assert status.startswith(kind)  # "infeasible", "unbounded" or their "_inaccurate" forms
+    assert math.isnan(primal) and math.isnan(dual)
