@@ -1,4 +1,4 @@
-"""Tests of simulate.certify that pin what mutation testing found unpinned (issue 12, docs/mutation.md).
+"""Tests of simulate.certify that pin what mutation testing found unpinned (docs/mutation.md).
 
 Each expected value comes from an independent route: a closed form (the loss at G = I, the spectrum
 of (1 - eps) J + eps I), explicit class means of the vectors, the shapes and messages the docstrings

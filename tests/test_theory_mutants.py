@@ -270,7 +270,8 @@ def test_optimal_beta_at_alpha_0_and_1_raises_no_floating_point_warning(n_per_cl
     """Kills x__slope_sign__mutmut_29 (divide="ignore" dropped): at alpha = 0 the positives' slope c equals the
     same-class slope and at alpha = 1 it is 0, so one log in the slope's sign is log 0 = -inf by design.
 
-    alpha = 0 collapses (beta* = 1); at alpha = 1, W* = m(n-1)/(mn-1) (DESIGN section 4), so beta* = (m-1)/(mn-1).
+    alpha = 0 collapses (beta* = 1); at alpha = 1, W* = m(n-1)/(mn-1) (docs/ssem.md#within-class-variance),
+    so beta* = (m-1)/(mn-1).
     """
     m = 3
     with warnings.catch_warnings():
