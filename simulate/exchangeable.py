@@ -57,7 +57,7 @@ from theory.simplex import check_gram
 #: well scaled, so CLARABEL usually reaches 1e-10; looser attempts follow (their `gap` says so).
 ATTEMPTS = (("CLARABEL", 1e-10), ("CLARABEL", 1e-9), ("CLARABEL", 1e-8), ("SCS", 1e-9))
 
-#: Eigenvalues below this (relative to the block's scale) count as zero: the rank.
+#: Eigenvalues at or below this (relative to the block's scale) count as zero: the rank.
 RANK_TOL = 1e-6
 
 #: The polish step runs Newton on a dense Hessian: only for at most this many variables.

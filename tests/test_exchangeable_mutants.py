@@ -1,8 +1,8 @@
-"""Tests of simulate.exchangeable that pin what mutation testing found unpinned (issue 12, docs/mutation.md).
+"""Tests of simulate.exchangeable that pin what mutation testing found unpinned (docs/mutation.md).
 
 Each expected value comes from an independent route: the invariant Gram written out row by row from the
 relations the reduced variables name (docs/certificates.md), block averages of that Gram for the class
-means, the definitions of T, W, B and DeltaG* (DESIGN §3) evaluated on it, the SSEM closed form, or the
+means, the definitions of T, W, B and DeltaG* (docs/metrics.md) evaluated on it, the SSEM closed form, or the
 rule a docstring states (the polish is kept only when feasible and no worse; the first optimal attempt
 wins). Certificates built by hand (no solver) and scripted programs keep the tests fast.
 """
@@ -186,7 +186,7 @@ def test_prototype_cross_is_the_block_average_of_the_data_prototype_block(certif
 
 
 def _variances_by_definition(certificate: ExchangeableCertificate) -> dict:
-    """T = 1 - |mu|^2, W = sum_c (N_c/N)(1 - |mu_c|^2), B = T - W (DESIGN §3), from the rows themselves."""
+    """T = 1 - |mu|^2, W = sum_c (N_c/N)(1 - |mu_c|^2), B = T - W (docs/metrics.md#variances), from the rows."""
     G, _ = _invariant_gram(certificate)
     total = 1.0 - G.mean()
     blocks = [rows for rows in _class_blocks(certificate.structure) if len(rows)]
