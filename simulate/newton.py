@@ -143,9 +143,10 @@ def newton_finish(
 
     Each iteration: loss, gradient and Hessian operator at z; the settling test; for the others the step
     s solving (H + mu I) s = -g by CG with mu = lambda |g| (module docstring), at most `_MAX_STEP` long;
-    the loss at the retracted trial point; the ratio of actual to predicted decrease (model <g, s> +
-    <s, H s>/2); the step taken if the ratio is good enough; lambda / 4 after a very good step (down to
-    `_LAMBDA_MIN`), x 4 after a poor one or when CG met non-positive curvature.
+    the loss at the retracted trial point, after its second-order correction where its gradient grew
+    (`_corrected`); the ratio of actual to predicted decrease (model <g, s> + <s, H s>/2); the step taken if
+    the ratio is good enough; lambda / 4 after a very good step (down to `_LAMBDA_MIN`), x 4 after a poor one
+    or when CG met non-positive curvature. Only the configurations still running are computed.
     """
     n_configs = z.shape[0]
     lam = z.new_ones(n_configs)
