@@ -52,9 +52,19 @@ def test_memory_estimate_switches_to_the_exact_hessian_at_the_documented_size():
     assert above == optimise.estimate_memory(1, 1, limit + 1, hessian="hvp")
 
 
+def test_memory_estimate_defaults_are_a_history_of_ten_in_float64():
+    expected = documented_memory(3, 11, 10, element=8, method="newton", exact_hessian=False, history=10)
+    assert optimise.estimate_memory(3, 11, 10) == expected
+
+
 @pytest.mark.parametrize(
     ("arguments", "message"),
-    [((0, 4, 3), "n_configs"), ((2, 0, 3), "n_vectors"), ((2, 4, 0), "dim"), ((2.5, 4, 3), "n_configs")],
+    [
+        ((0, 4, 3), "^n_configs must"),
+        ((2, 0, 3), "^n_vectors must"),
+        ((2, 4, 0), "^dim must"),
+        ((2.5, 4, 3), "^n_configs must"),
+    ],
 )
 def test_memory_estimate_refuses_bad_sizes(arguments, message):
     with pytest.raises(ValueError, match=message):
@@ -62,9 +72,9 @@ def test_memory_estimate_refuses_bad_sizes(arguments, message):
 
 
 def test_memory_estimate_refuses_unknown_method_or_hessian():
-    with pytest.raises(ValueError, match="method"):
+    with pytest.raises(ValueError, match="^method must be one of"):
         optimise.estimate_memory(2, 4, 3, method="adam")
-    with pytest.raises(ValueError, match="hessian"):
+    with pytest.raises(ValueError, match="^hessian must be one of"):
         optimise.estimate_memory(2, 4, 3, hessian="exact")
 
 
@@ -76,9 +86,9 @@ def test_typical_evaluations_is_the_documented_count(max_iter):
 
 
 def test_typical_evaluations_refuses_bad_arguments():
-    with pytest.raises(ValueError, match="max_iter"):
+    with pytest.raises(ValueError, match="^max_iter must be an integer >= 1"):
         optimise.typical_evaluations(0)
-    with pytest.raises(ValueError, match="method"):
+    with pytest.raises(ValueError, match="^method must be one of"):
         optimise.typical_evaluations(10, "adam")
 
 
@@ -107,6 +117,12 @@ def test_evaluation_probe_is_the_fastest_of_its_repeats_at_unit_vectors():
         torch.testing.assert_close(norms, torch.ones_like(norms))
 
 
+def test_evaluation_probe_defaults_to_two_plain_calls():
+    loss = RecordingLoss()
+    optimise.seconds_per_evaluation(loss, optimise.random_start((3,), 4, 3, seed=0))
+    assert len(loss.norms) == 2 and loss.indices == [None, None]
+
+
 def test_evaluation_probe_passes_the_index_in_indexed_mode():
     loss = RecordingLoss()
     optimise.seconds_per_evaluation(loss, optimise.random_start((3,), 4, 3, seed=0), indexed=True, repeats=1)
@@ -115,5 +131,5 @@ def test_evaluation_probe_passes_the_index_in_indexed_mode():
 
 
 def test_evaluation_probe_refuses_zero_repeats():
-    with pytest.raises(ValueError, match="repeats"):
+    with pytest.raises(ValueError, match="^repeats must be an integer >= 1"):
         optimise.seconds_per_evaluation(RecordingLoss(), optimise.random_start((1,), 4, 3, seed=0), repeats=0)
