@@ -346,12 +346,16 @@ def _solve(program: Program, tau: float, loss: str, solver: str | None, strict: 
             break
     raw = None if G.value is None else (G.value + G.value.T) / 2
     solved = {"solver": name, "tolerance": tolerance, "status": status, "primal": primal, "lower_bound": dual}
-    certificate = _certificate(program, tau, loss, raw, solved, time.perf_counter() - start)
+    certificate = certificate_from_gram(program, tau, loss, raw, solved, time.perf_counter() - start)
     return certificate.require_ok() if strict else certificate
 
 
-def _certificate(program: Program, tau: float, loss: str, raw, solved: dict, seconds: float) -> Certificate:
-    """Violations of the solver's G, and the loss at its projection `nearest_gram`."""
+def certificate_from_gram(
+    program: Program, tau: float, loss: str, raw: np.ndarray | None, solved: dict, seconds: float
+) -> Certificate:
+    """The certificate of `program` from the solver's Gram `raw` (None or non-finite: every figure NaN): its
+    violations (diagonal, eigenvalue, fixed block) and the loss at its projection `nearest_gram`; `solved` carries
+    the solver's name, tolerance, status, primal value and lower bound, `seconds` the solve's wall time."""
     n, size = program.n_data, program.size
     if raw is None or not np.isfinite(raw).all():
         gram = np.full((size, size), math.nan)

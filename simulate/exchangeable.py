@@ -173,7 +173,9 @@ class ExchangeableCertificate:
         return realise(self, prototypes, seed)
 
 
-def _solve(reduced: Reduced, solver: str | None) -> tuple[np.ndarray | None, dict, list | None]:
+def solve_reduced(reduced: Reduced, solver: str | None) -> tuple[np.ndarray | None, dict, list | None]:
+    """Solve a reduced program with the first of `ATTEMPTS` (those of `solver` if given) that reaches "optimal":
+    (its variables or None, {status, solver, tolerance, lower_bound}, its dual matrices or None)."""
     attempts = ATTEMPTS if solver is None else tuple(a for a in ATTEMPTS if a[0] == solver)
     for name, tolerance in attempts:
         problem, theta = reduced.problem()
@@ -191,7 +193,7 @@ def _solve(reduced: Reduced, solver: str | None) -> tuple[np.ndarray | None, dic
 def certify_reduced(reduced: Reduced, *, solver: str | None = None, strict: bool = True) -> ExchangeableCertificate:
     """Solve a reduced program, polish it, and return its certificate."""
     start = time.perf_counter()
-    theta, solved, duals = _solve(reduced, solver)
+    theta, solved, duals = solve_reduced(reduced, solver)
     polished = False
     if theta is None:
         theta, minimum, violation = np.full(len(reduced.variables), math.nan), math.nan, math.nan

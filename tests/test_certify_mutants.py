@@ -261,7 +261,7 @@ def test_certificate_figures_of_a_given_solver_gram():
     program = prototype_program((2, 1, 1), simplex.etf_gram(3), 2, "data")
     raw = np.diag([1.25, 0.875, 1.0, 1.0, 1.0, 1.0, 1.0])
     solved = {"solver": "SCS", "tolerance": 1e-9, "status": "optimal", "primal": 2.0, "lower_bound": 2.1}
-    cert = certify._certificate(program, 0.3, "prototype-data", raw, solved, 1.5)
+    cert = certify.certificate_from_gram(program, 0.3, "prototype-data", raw, solved, 1.5)
     np.testing.assert_allclose(cert.gram, np.eye(7), atol=1e-15)
     assert cert.minimum == pytest.approx(math.log(9), rel=1e-14)
     assert cert.diag_violation == pytest.approx(0.25, abs=1e-15)
@@ -274,7 +274,7 @@ def test_certificate_figures_of_a_given_solver_gram():
     # All vectors equal (G = J): every term of every denominator is exp(1/tau) and the positive
     # weights of an anchor sum to 1, so each anchor's loss is log(9 exp(1/tau)) - 1/tau = log 9 again,
     # now only if the 1/tau, the sign and the positive term are all right.
-    collapsed = certify._certificate(program, 0.3, "prototype-data", np.ones((7, 7)), solved, 1.5)
+    collapsed = certify.certificate_from_gram(program, 0.3, "prototype-data", np.ones((7, 7)), solved, 1.5)
     assert collapsed.minimum == pytest.approx(math.log(9), rel=1e-14)
     assert collapsed.fixed_violation == pytest.approx(1.5, abs=1e-14)  # |1 - (-1/2)|
 
@@ -284,7 +284,7 @@ def test_certificate_of_a_non_finite_solver_gram_is_all_nan():
     raw = np.eye(4)
     raw[0, 1] = raw[1, 0] = np.nan
     solved = {"solver": "CLARABEL", "tolerance": 1e-7, "status": "user_limit", "primal": 1.0, "lower_bound": 1.0}
-    cert = certify._certificate(program, 0.5, "supcon", raw, solved, 0.1)
+    cert = certify.certificate_from_gram(program, 0.5, "supcon", raw, solved, 0.1)
     assert cert.gram.shape == (4, 4) and np.isnan(cert.gram).all()
     figures = (cert.minimum, cert.diag_violation, cert.min_eigenvalue, cert.fixed_violation)
     assert all(isinstance(x, float) and math.isnan(x) for x in figures)

@@ -533,7 +533,7 @@ def _script(monkeypatch, program, status=cp.OPTIMAL, theta=SOLVER_POINT, converg
         calls["polish"].append((reduced, np.array(point), duals))
         return np.array(CANDIDATE, dtype=float), converged
 
-    monkeypatch.setattr(exchangeable, "_solve", solve)
+    monkeypatch.setattr(exchangeable, "solve_reduced", solve)
     monkeypatch.setattr(exchangeable, "polish", polish)
     return calls
 
