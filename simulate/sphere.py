@@ -132,11 +132,10 @@ class SphereProblem:
         def hess(v):
             k = v.shape[0]
             v = v.reshape(k, self.n_vectors, self.dim)
-            if selected is None:
-                return (tangent_projection(point, euclidean(v)) - radial * v).reshape(k, -1)
-            full = torch.zeros_like(point).index_copy(0, selected, v)  # the loss saw every configuration
-            hv = tangent_projection(point, euclidean(full)) - radial * full
-            return hv[selected].reshape(k, -1)
+            if selected is not None:  # the loss saw every configuration: the others get a zero direction
+                v = torch.zeros_like(point).index_copy(0, selected, v)
+            hv = tangent_projection(point, euclidean(v)) - radial * v
+            return (hv if selected is None else hv[selected]).reshape(k, -1)
 
         loss_full = self._scatter(z[:, 0], index, loss.detach())
         gradient_full = self._scatter(z, index, gradient)
