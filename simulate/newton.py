@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import torch
 
-from simulate.sphere import ROUTES, Book, SphereProblem, rowdot
+from simulate.sphere import ROUTES, Book, SphereProblem, rowdot, spread
 
 _TR_ACCEPT = 0.1  # smallest ratio of actual to predicted decrease of a step taken (Manopt's default)
 _LAMBDA_MIN = 1e-3  # smallest regularisation mu / |g| of a Newton step
@@ -94,9 +94,10 @@ def _trial_step(problem, z, index, active, current, hess, shift, book):
 def _evaluated(problem, z, index, active, points):
     """Loss, Riemannian gradient and its norm of the configurations `index` (k,) of z (B, D) moved to `points`
     (k, D), evaluated where `active` (k,): (k,), (k, D), (k,) (zeros elsewhere)."""
-    rows = torch.zeros(z.shape[0], dtype=torch.bool, device=z.device).index_fill_(0, index[active], True)
-    loss, gradient, norm = problem.evaluate(z.index_copy(0, index, points), rows)
-    return loss[index], gradient[index], norm[index]
+    where = active.nonzero().squeeze(-1)
+    loss, gradient, norm = problem.evaluate_at(z, index[where], points[where])
+    column = points[:, 0]
+    return spread(column, where, loss), spread(points, where, gradient), spread(column, where, norm)
 
 
 def _corrected(problem, z, index, hess, trial_point, rows, book, regulariser):
@@ -127,11 +128,6 @@ def _updated_lambda(lam, ratio, accepted, running, negative):
     relief = (1 - (2 * ratio.clamp(0, 1) - 1) ** 3).clamp(min=1 / 3)
     lam = torch.where(accepted, (lam * relief).clamp(min=_LAMBDA_MIN), lam)
     return torch.where(running & (~accepted | negative), 4 * lam, lam)
-
-
-def _spread(like, index, values):
-    """Values (k,) of the configurations `index` as a tensor like `like` (B,), zeros elsewhere."""
-    return torch.zeros_like(like).index_copy(0, index, values.to(like.dtype))
 
 
 def newton_finish(
@@ -178,10 +174,10 @@ def newton_finish(
         # A change of the loss at rounding level says nothing: such a step must lower the gradient instead
         # (measured: otherwise long steps along the flat directions of the minima undo the convergence).
         taken = active & (ratio > _TR_ACCEPT) & (decisive | (trial_norm < grad_norm[index]))
-        accepted, negative = _spread(running, index, taken), _spread(running, index, negative)
-        lam = _updated_lambda(lam, _spread(lam, index, ratio), accepted, running, negative)
+        accepted, negative = spread(running, index, taken), spread(running, index, negative)
+        lam = _updated_lambda(lam, spread(lam, index, ratio), accepted, running, negative)
         z = z.index_copy(0, index[taken], trial[taken])
-        book.record_step(running, accepted, _spread(loss, index, loss[index] - trial_loss))
+        book.record_step(running, accepted, spread(loss, index, loss[index] - trial_loss))
         book.newton_counts += running.long()
         fresh &= ~accepted
         blown = running & ~accepted & (shift > 1 / eps)  # no step of any length decreases the loss

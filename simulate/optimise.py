@@ -84,9 +84,11 @@ from simulate.sphere import (  # the geometry and problem live there; re-exporte
     ROUTES,
     Book,
     SphereProblem,
+    mask_at,
     normalise,
     random_start,
     rowdot,
+    spread,
     tangent_projection,
 )
 from theory.arguments import require_choice, require_int, require_positive_real
@@ -200,58 +202,95 @@ def _lbfgs(problem, z, loss, gradient, grad_norm, running, book, *, history, han
     run `budget` iterations.
 
     z, gradient (B, D); loss, grad_norm (B,). Returns z, loss, gradient, grad_norm and the stalled mask.
+    Only the configurations still running are computed: the state (point, memory, line search) is kept
+    for those k configurations alone, as compact (k, ...) tensors that shrink as configurations leave.
     """
-    n_configs, n_variables = z.shape
-    S = z.new_zeros(n_configs, history, n_variables)
-    Y = torch.zeros_like(S)
-    rho = z.new_zeros(n_configs, history)
-    gamma = z.new_ones(n_configs)
-    newest = history - 1
+    index = running.nonzero().squeeze(-1)
+    memory = _Memory(z.new_zeros(len(index), history, z.shape[1]), history)
+    point = (z[index], loss[index], gradient[index], grad_norm[index])
     stalled_all = torch.zeros_like(running)
-    while running.any():
-        # Memory pairs live in earlier tangent spaces: the direction is projected onto the current one.
-        direction = book.tangent(z, _two_loop(gradient, S, Y, rho, gamma, newest))
-        slope = rowdot(direction, gradient)
-        not_descent = slope >= 0
-        direction = torch.where(not_descent[:, None], -gradient, direction)
-        rho = torch.where(not_descent[:, None], torch.zeros_like(rho), rho)  # forget a misleading memory
-        slope = rowdot(direction, gradient)
-        first = rho.abs().sum(-1) == 0  # no curvature information yet: keep the first step short
-        step = torch.where(first, torch.clamp(0.1 / direction.norm(dim=-1), max=1.0), torch.ones_like(slope))
-        new_z, new_loss, new_gradient, new_grad_norm = z, loss, gradient, grad_norm
-        pending = running.clone()
-        slack = book.slack(loss)
-        for _ in range(_MAX_BACKTRACKS):
-            trial = torch.where(pending[:, None], book.retract(z + step[:, None] * direction), new_z)
-            trial_loss, trial_gradient, trial_norm = problem.evaluate(trial, pending)
-            accepted = pending & (trial_loss <= loss + _ARMIJO * step * slope + slack)
-            new_z = torch.where(accepted[:, None], trial, new_z)
-            new_loss = torch.where(accepted, trial_loss, new_loss)
-            new_gradient = torch.where(accepted[:, None], trial_gradient, new_gradient)
-            new_grad_norm = torch.where(accepted, trial_norm, new_grad_norm)
-            pending = pending & ~accepted
-            if not pending.any():
-                break
-            step = torch.where(pending, step / 2, step)
-        moved = running & ~pending  # configurations whose line search failed keep their point
-        # Curvature pair transported to the new point by projection.
-        s = book.tangent(new_z, step[:, None] * direction)
-        y = new_gradient - book.tangent(new_z, gradient)
-        sy = rowdot(s, y)
-        usable = moved & (sy > _CURVATURE_EPS * (s.norm(dim=-1) * y.norm(dim=-1)).clamp(min=torch.finfo(z.dtype).tiny))
-        # One ring slot per iteration for every configuration; a skipped pair gets rho = 0.
-        newest = (newest + 1) % history
-        S[:, newest], Y[:, newest] = s, y
-        rho[:, newest] = torch.where(usable, 1 / sy.clamp(min=1e-300), 0.0)
-        gamma = torch.where(usable, sy / rowdot(y, y).clamp(min=1e-300), gamma)
-        book.record_step(running, moved, loss - new_loss)
-        z, loss, gradient, grad_norm = new_z, new_loss, new_gradient, new_grad_norm
-        stalled = running & pending
-        stalled_all |= stalled
-        done = book.settle(running, loss, grad_norm) if settle else torch.zeros_like(running)
-        running = running & ~done & ~stalled & (grad_norm > handoff_tol) & (book.counts < budget)
+    while len(index):
+        direction, first = memory.direction(book, point)
+        new_point, step, moved = _line_search(problem, z, index, point, direction, first, book)
+        memory.remember(book.tangent(new_point[0], step[:, None] * direction), point, new_point, moved, book)
+        # The iteration's records, written back into the whole batch.
+        rows = mask_at(running, index)
+        book.record_step(rows, mask_at(running, index[moved]), spread(loss, index, point[1] - new_point[1]))
+        point = new_point
+        z, loss = z.index_copy(0, index, point[0]), loss.index_copy(0, index, point[1])
+        gradient, grad_norm = gradient.index_copy(0, index, point[2]), grad_norm.index_copy(0, index, point[3])
+        stalled_all[index[~moved]] = True
+        done = book.settle(rows, loss, grad_norm)[index] if settle else torch.zeros_like(moved)
+        keep = ~done & moved & (point[3] > handoff_tol) & (book.counts[index] < budget)
+        index, point = index[keep], tuple(part[keep] for part in point)
+        memory.keep(keep)
         book.tick()
     return z, loss, gradient, grad_norm, stalled_all & ~book.settled
+
+
+class _Memory:
+    """The L-BFGS memory of k configurations: curvature pairs S, Y (k, M, D) in a ring whose newest slot is
+    shared, rho (k, M) = 1 / <s, y> (0 for an empty or skipped slot) and the initial scaling gamma (k,)."""
+
+    def __init__(self, S, history):
+        self.S, self.Y = S, torch.zeros_like(S)
+        self.rho, self.gamma = S.new_zeros(S.shape[:2]), S.new_ones(S.shape[0])
+        self.newest = history - 1
+
+    def direction(self, book, point):
+        """The L-BFGS direction at point (z, loss, gradient, norm), a descent direction; memory pairs live in
+        earlier tangent spaces, so the direction is projected onto the current one. A direction that is not
+        one of descent is replaced by -g and the misleading memory forgotten. Returns the direction (k, D) and
+        the configurations without curvature information (k,) bool."""
+        z, _, gradient, _ = point
+        direction = book.tangent(z, _two_loop(gradient, self.S, self.Y, self.rho, self.gamma, self.newest))
+        not_descent = rowdot(direction, gradient) >= 0
+        self.rho = torch.where(not_descent[:, None], 0.0, self.rho)
+        return torch.where(not_descent[:, None], -gradient, direction), self.rho.abs().sum(-1) == 0
+
+    def remember(self, step, point, new_point, moved, book):
+        """The curvature pair of the step taken (tangent at the new point), transported by projection: one ring
+        slot per iteration for every configuration, rho = 0 where no positive curvature was seen."""
+        y = new_point[2] - book.tangent(new_point[0], point[2])
+        sy = rowdot(step, y)
+        floor = (step.norm(dim=-1) * y.norm(dim=-1)).clamp(min=torch.finfo(sy.dtype).tiny)
+        usable = moved & (sy > _CURVATURE_EPS * floor)
+        self.newest = (self.newest + 1) % self.S.shape[1]
+        self.S[:, self.newest], self.Y[:, self.newest] = step, y
+        self.rho[:, self.newest] = torch.where(usable, 1 / sy.clamp(min=1e-300), 0.0)
+        self.gamma = torch.where(usable, sy / rowdot(y, y).clamp(min=1e-300), self.gamma)
+
+    def keep(self, rows):
+        """Drop the configurations that left (rows (k,) bool: those that stay)."""
+        self.S, self.Y, self.rho, self.gamma = self.S[rows], self.Y[rows], self.rho[rows], self.gamma[rows]
+
+
+def _line_search(problem, z, index, point, direction, first, book):
+    """Armijo backtracking along `direction` (k, D) from point = (z, loss, gradient, norm) of the configurations
+    `index` (k,) of z (B, D): the first step is 1, or 0.1 / |direction| (at most 1) where no curvature has been
+    seen (`first` (k,) bool), halved up to `_MAX_BACKTRACKS` times; each trial evaluates only the configurations
+    still searching. Returns the new point (the old one where the search failed), the step lengths (k,) and
+    the configurations that moved (k,) bool."""
+    start, loss, _, _ = point
+    slope = rowdot(direction, point[2])
+    step = torch.where(first, torch.clamp(0.1 / direction.norm(dim=-1), max=1.0), torch.ones_like(slope))
+    bound = loss + book.slack(loss)
+    new_point = [part.clone() for part in point]
+    pending = torch.ones_like(slope, dtype=torch.bool)
+    searching = torch.arange(len(index), device=z.device)
+    for _ in range(_MAX_BACKTRACKS):
+        trial = book.retract(start[searching] + step[searching, None] * direction[searching])
+        trial_loss, trial_gradient, trial_norm = problem.evaluate_at(z, index[searching], trial)
+        ok = trial_loss <= bound[searching] + _ARMIJO * step[searching] * slope[searching]
+        accepted = searching[ok]
+        for part, value in zip(new_point, (trial, trial_loss, trial_gradient, trial_norm)):
+            part[accepted] = value[ok]
+        pending[accepted] = False
+        searching = searching[~ok]
+        if not len(searching):
+            break
+        step[searching] /= 2
+    return tuple(new_point), step, ~pending
 
 
 def minimise_on_sphere(

@@ -52,6 +52,16 @@ def rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a * b).sum(-1)
 
 
+def spread(like: torch.Tensor, index: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """Values (k, ...) of the configurations `index` (k,) as a tensor like `like` (B, ...), zeros elsewhere."""
+    return torch.zeros_like(like).index_copy(0, index, values.to(like.dtype))
+
+
+def mask_at(like: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """A bool mask shaped like `like` (B,), True at `index` (k,)."""
+    return torch.zeros(like.shape, dtype=torch.bool, device=like.device).index_fill_(0, index, True)
+
+
 class SphereProblem:
     """The loss of every configuration as flat tensors (B, D), D = N d: values, gradients, Hessians.
 
@@ -93,13 +103,26 @@ class SphereProblem:
     def evaluate(self, z, rows):
         """Loss (B,), Riemannian gradient (B, D) and its norm (B,) for the configurations `rows`."""
         index, zk = self._select(z, rows)
+        loss, gradient = self._first_order(zk, index)
+        loss_full = self._scatter(z[:, 0], index, loss)
+        gradient_full = self._scatter(z, index, gradient)
+        return loss_full, gradient_full, gradient_full.norm(dim=-1)
+
+    def evaluate_at(self, z, index, points):
+        """Loss (k,), Riemannian gradient (k, D) and its norm (k,) of the configurations `index` (k,) moved to
+        `points` (k, D); z (B, D) holds the other configurations, which a loss that is not indexed also sees."""
+        if not self.indexed:
+            loss, gradient, norm = self.evaluate(z.index_copy(0, index, points), mask_at(z[:, 0], index))
+            return loss[index], gradient[index], norm[index]
+        loss, gradient = self._first_order(points.reshape(len(index), self.n_vectors, self.dim), index)
+        return loss, gradient, gradient.norm(dim=-1)
+
+    def _first_order(self, zk, index):
+        """Loss (k,) and Riemannian gradient (k, D) at unit vectors zk (k, N, d) (the loss's configurations `index`)."""
         zk = zk.detach().requires_grad_(True)
         loss = self._loss(zk, index)
         (grad,) = torch.autograd.grad(loss.sum(), zk)
-        gradient = tangent_projection(zk.detach(), grad).reshape(len(index), -1)
-        loss_full = self._scatter(z[:, 0], index, loss.detach())
-        gradient_full = self._scatter(z, index, gradient)
-        return loss_full, gradient_full, gradient_full.norm(dim=-1)
+        return loss.detach(), tangent_projection(zk.detach(), grad).reshape(len(index), -1)
 
     def second_order(self, z, rows, hessian: str):
         """Loss, Riemannian gradient and norm as `evaluate`, and the Riemannian Hessian operator of the
