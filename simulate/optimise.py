@@ -304,6 +304,7 @@ def minimise_on_sphere(
     progress: Callable[[int, int], None] | None = None,
     method: str = "newton",
     hessian: str = "auto",
+    derivatives: Callable[..., tuple] | None = None,
 ) -> OptimResult:
     """Minimise independent losses over unit vectors, all configurations in one batch.
 
@@ -322,10 +323,21 @@ def minimise_on_sphere(
         method: "newton" (L-BFGS, then the trust-region Newton finish; module docstring) or
             "lbfgs" (L-BFGS only, up to max_iter).
         hessian: for the Newton finish: "matrix" (exact Hessian), "hvp" (Hessian-vector products),
-            or "auto": "matrix" up to `EXACT_HESSIAN_MAX_VARIABLES` variables per configuration.
+            or "auto": "hvp" with `derivatives`, otherwise "matrix" up to `EXACT_HESSIAN_MAX_VARIABLES`
+            variables per configuration.
+        derivatives: optional closed-form derivatives of the same loss (indexed mode only):
+            derivatives(z (k, N, d), index (k,)) -> (loss (k,), Euclidean gradient (k, N, d), Euclidean
+            Hessian operator v (k, N, d) -> (k, N, d)), e.g. from `simulate.losses.combined_loss_derivatives`.
+            Used for every loss, gradient and Hessian-vector product instead of automatic differentiation
+            (loss_fn is then called only by the exact Hessian, hessian="matrix").
     """
     max_iter, history, method, hessian, grad_tol = _checked_options(x0, max_iter, history, method, hessian, grad_tol)
-    problem = SphereProblem(loss_fn, x0.shape, indexed)
+    if derivatives is not None and not indexed:
+        raise ValueError("derivatives need indexed=True: they are called as derivatives(z (k, N, d), index (k,))")
+    if hessian == "auto":
+        small = x0.shape[-2] * x0.shape[-1] <= EXACT_HESSIAN_MAX_VARIABLES
+        hessian = "matrix" if small and derivatives is None else "hvp"
+    problem = SphereProblem(loss_fn, x0.shape, indexed, derivatives)
     z = x0.detach().reshape(problem.n_configs, -1)
     # The loss change allowed to the last step scales with the gradient tolerance (near a minimum both go as
     # the distance to it): STEP_TOL at the default tolerance.
@@ -367,8 +379,8 @@ def _run(problem, z, book, *, method, history, hessian, max_iter):
 
 
 def _checked_options(x0, max_iter, history, method, hessian, grad_tol):
-    """The options of `minimise_on_sphere` checked (a clear error otherwise), with the default gradient tolerance
-    and the "auto" Hessian resolved: (max_iter, history, method, hessian, grad_tol)."""
+    """The options of `minimise_on_sphere` checked (a clear error otherwise), with the default gradient tolerance:
+    (max_iter, history, method, hessian, grad_tol)."""
     if x0.ndim < 3:
         raise ValueError(f"x0 must have shape (*batch, N, d) with at least one batch dimension, got {tuple(x0.shape)}")
     max_iter = require_int("max_iter", max_iter, 1)
@@ -377,9 +389,6 @@ def _checked_options(x0, max_iter, history, method, hessian, grad_tol):
     if not x0.is_floating_point():
         raise ValueError(f"x0 must be a floating tensor, got {x0.dtype}")
     grad_tol = GRAD_TOL.get(x0.dtype, 1e-4) if grad_tol is None else require_positive_real("grad_tol", grad_tol)
-    n_vectors, dim = x0.shape[-2:]
-    if hessian == "auto":
-        hessian = "matrix" if n_vectors * dim <= EXACT_HESSIAN_MAX_VARIABLES else "hvp"
     return max_iter, history, method, hessian, grad_tol
 
 
@@ -424,6 +433,9 @@ def minimise_with_restarts(
     x0 = random_start((restarts, *tuple(batch_shape)), n_vectors, dim, seed=seed, dtype=dtype, device=device)
     if options.get("indexed"):
         n_configs = math.prod(batch_shape)
+        derivatives = options.pop("derivatives", None)
+        if derivatives is not None:
+            options["derivatives"] = lambda z, index: derivatives(z, index % n_configs)
         result = minimise_on_sphere(lambda z, index: loss_fn(z, index % n_configs), x0, **options)
     else:
         result = minimise_on_sphere(loss_fn, x0, **options)

@@ -111,6 +111,11 @@ def simulated_grid(
     def loss_fn(z, index):
         return losses.combined_loss(z, labels, instances, alpha_t[index], tau_t[index], variant)
 
+    closed_form = losses.combined_loss_derivatives(labels, instances, variant)
+
+    def derivatives(z, index):
+        return closed_form(z, alpha_t[index], tau_t[index])
+
     result = optimise.minimise_with_restarts(
         loss_fn,
         (alpha.size,),
@@ -122,6 +127,7 @@ def simulated_grid(
         progress=progress,
         grad_tol=grad_tol,
         indexed=True,
+        derivatives=derivatives,
         method=method,
         dtype=dtype,
         device=device,

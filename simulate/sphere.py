@@ -67,10 +67,14 @@ class SphereProblem:
 
     `rows` (B,) bool selects the configurations to evaluate; the others get zeros. In indexed mode
     only the selected configurations are passed to the loss.
+
+    `derivatives` (indexed mode only), when given, replaces automatic differentiation: derivatives(z (k, N, d),
+    index (k,)) -> (loss (k,), Euclidean gradient (k, N, d), Euclidean Hessian operator v (k, N, d) -> (k, N, d))
+    of the same loss, in closed form (e.g. `simulate.losses.combined_loss_derivatives`).
     """
 
-    def __init__(self, loss_fn, shape, indexed: bool):
-        self.loss_fn, self.indexed = loss_fn, indexed
+    def __init__(self, loss_fn, shape, indexed: bool, derivatives=None):
+        self.loss_fn, self.indexed, self.derivatives = loss_fn, indexed, derivatives
         self.batch_shape, (self.n_vectors, self.dim) = shape[:-2], shape[-2:]
         self.n_configs = math.prod(self.batch_shape)
 
@@ -119,38 +123,44 @@ class SphereProblem:
 
     def _first_order(self, zk, index):
         """Loss (k,) and Riemannian gradient (k, D) at unit vectors zk (k, N, d) (the loss's configurations `index`)."""
-        zk = zk.detach().requires_grad_(True)
-        loss = self._loss(zk, index)
-        (grad,) = torch.autograd.grad(loss.sum(), zk)
+        if self.derivatives is not None:
+            loss, grad, _ = self._closed_form(zk, index)
+        else:
+            zk = zk.detach().requires_grad_(True)
+            loss = self._loss(zk, index)
+            (grad,) = torch.autograd.grad(loss.sum(), zk)
         return loss.detach(), tangent_projection(zk.detach(), grad).reshape(len(index), -1)
+
+    def _closed_form(self, zk, index):
+        """`derivatives` at zk (k, N, d), its shapes checked: loss (k,), Euclidean gradient (k, N, d), operator."""
+        loss, grad, hess = self.derivatives(zk, index)
+        if loss.shape != (len(index),) or grad.shape != zk.shape:
+            raise ValueError(
+                f"derivatives must return a loss of shape {(len(index),)} and a gradient of shape {tuple(zk.shape)}, "
+                f"got {tuple(loss.shape)} and {tuple(grad.shape)}"
+            )
+        return loss, grad, hess
 
     def second_order(self, z, rows, hessian: str):
         """Loss, Riemannian gradient and norm as `evaluate`, and the Riemannian Hessian operator of the
         configurations `rows` alone: hess(v) for tangent v (k, D) -> (k, D), k = rows.sum(), its rows those
         of `rows` in order (the solvers work on the configurations still running only).
 
-        hessian="hvp": each call is one double-backward pass through the loss.
+        hessian="hvp": each call is the closed-form product of `derivatives` when given, else one
+        double-backward pass through the loss.
         hessian="matrix": the exact Hessian of every selected configuration is built here, as (k, D, D),
         with batched backward passes over the coordinate directions; each call is then a matrix product.
         """
         index, zk = self._select(z, rows)
-        zk = zk.detach().requires_grad_(True)
-        loss = self._loss(zk, index)
-        (egrad,) = torch.autograd.grad(loss.sum(), zk, create_graph=True)
         point = zk.detach()
-        radial = (egrad.detach() * point).sum(-1, keepdim=True)  # (k, N, 1) <g_z, z> per vector
-        gradient = (egrad.detach() - radial * point).reshape(len(index), -1)
+        if self.derivatives is not None and hessian == "hvp":
+            loss, egrad, euclidean = self._closed_form(point, index)
+        else:
+            loss, egrad, euclidean = self._autograd_second_order(point, index, hessian)
+        radial = (egrad * point).sum(-1, keepdim=True)  # (k, N, 1) <g_z, z> per vector
+        gradient = (egrad - radial * point).reshape(len(index), -1)
         # Positions of the selected configurations in the loss's batch: all of it when indexed, else `rows`.
         selected = None if self.indexed else rows.nonzero().squeeze(-1)
-        if hessian == "matrix":
-            matrix = hessian_matrix(egrad, zk)  # (k, D, D)
-
-            def euclidean(v):  # (k, N, d) -> (k, N, d)
-                return (matrix @ v.reshape(len(index), -1, 1)).reshape(v.shape)
-        else:
-
-            def euclidean(v):
-                return torch.autograd.grad(egrad, zk, grad_outputs=v, retain_graph=True)[0]
 
         def hess(v):
             k = v.shape[0]
@@ -163,6 +173,24 @@ class SphereProblem:
         loss_full = self._scatter(z[:, 0], index, loss.detach())
         gradient_full = self._scatter(z, index, gradient)
         return loss_full, gradient_full, gradient_full.norm(dim=-1), hess
+
+    def _autograd_second_order(self, point, index, hessian):
+        """Loss (k,), Euclidean gradient (k, N, d) and Hessian operator at point (k, N, d) by automatic
+        differentiation: the exact matrix (hessian="matrix") or double backward ("hvp")."""
+        zk = point.clone().requires_grad_(True)
+        loss = self._loss(zk, index)
+        (egrad,) = torch.autograd.grad(loss.sum(), zk, create_graph=True)
+        if hessian == "matrix":
+            matrix = hessian_matrix(egrad, zk)  # (k, D, D)
+
+            def euclidean(v):  # (k, N, d) -> (k, N, d)
+                return (matrix @ v.reshape(len(index), -1, 1)).reshape(v.shape)
+        else:
+
+            def euclidean(v):
+                return torch.autograd.grad(egrad, zk, grad_outputs=v, retain_graph=True)[0]
+
+        return loss.detach(), egrad.detach(), euclidean
 
 
 #: Memory for one chunk of the batched backward passes that build an exact Hessian (bytes, approximate).
