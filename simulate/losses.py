@@ -553,8 +553,10 @@ def combined_loss_derivatives(
 
     Returns:
         derivatives(z (..., N, d), alpha, tau) -> (loss (...,), gradient (..., N, d), hess), hess(v) for v
-        (..., N, d) -> (..., N, d); alpha, tau tensors broadcastable to z.shape[:-2]. The caller passes
-        checked values (no host read happens here).
+        (..., N, d) -> (..., N, d); alpha, tau tensors of shape z.shape[:-2] (or broadcastable to it when
+        hess is used on the whole batch). hess(v, rows), for a batch z (B, N, d) and rows (j,) of indices,
+        is the product for those configurations alone, v (j, N, d). The caller passes checked values (no
+        host read happens here).
     Raises:
         ValueError: as `combined_loss_terms` for the ids and the variant.
     """
@@ -588,11 +590,14 @@ def combined_loss_derivatives(
         g = anchor * p - pair
         g_sym = g + g.transpose(-1, -2)
 
-        def hess(v: Tensor) -> Tensor:
-            vz = v @ z.transpose(-1, -2)
-            ds = (vz + vz.transpose(-1, -2)) / t
-            dg = anchor * p * (ds - (p * ds).sum(-1, keepdim=True))
-            return ((dg + dg.transpose(-1, -2)) @ z + g_sym @ v) / t
+        def hess(v: Tensor, rows: Tensor | None = None) -> Tensor:
+            at_z, at_t, at_anchor, at_p, at_g = (
+                (z, t, anchor, p, g_sym) if rows is None else (z[rows], t[rows], anchor[rows], p[rows], g_sym[rows])
+            )
+            vz = v @ at_z.transpose(-1, -2)
+            ds = (vz + vz.transpose(-1, -2)) / at_t
+            dg = at_anchor * at_p * (ds - (at_p * ds).sum(-1, keepdim=True))
+            return ((dg + dg.transpose(-1, -2)) @ at_z + at_g @ v) / at_t
 
         return loss, g_sym @ z / t, hess
 

@@ -19,46 +19,46 @@ _CG_MAX_INNER = 50  # bound on CG iterations per Newton step: a truncated CG ste
 
 
 def shifted_cg(
-    hess: Callable[[torch.Tensor], torch.Tensor], gradient: torch.Tensor, shift: torch.Tensor, running: torch.Tensor
+    hess: Callable[..., torch.Tensor], gradient: torch.Tensor, shift: torch.Tensor, running: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Conjugate gradients for the regularised Newton system (H + shift I) s = -g, batched.
 
-    gradient (B, D), shift (B,), running (B,) bool (the others get s = 0). A configuration stops when
-    its residual is below |g| min(|g|^theta, kappa) (fast enough for quadratic convergence), or when it
-    meets a direction of non-positive curvature of H + shift I; it then keeps the iterate so far (the
-    scaled gradient step -g / shift if it was the first). Returns s, H s (B, D) and the configurations
-    that met non-positive curvature (B,) (their shift was too small).
+    gradient (B, D), shift (B,), running (B,) bool (the others get s = 0); hess(v, part) is H on the
+    configurations `part` (j,) alone, v (j, D): each iteration computes only the configurations still
+    iterating. A configuration stops when its residual is below |g| min(|g|^theta, kappa) (fast enough for
+    quadratic convergence), or when it meets a direction of non-positive curvature of H + shift I; it then
+    keeps the iterate so far (the scaled gradient step -g / shift if it was the first). Returns s, H s
+    (B, D) and the configurations that met non-positive curvature (B,) (their shift was too small).
     """
     s, hs = torch.zeros_like(gradient), torch.zeros_like(gradient)
-    r = gradient.clone()
-    direction = torch.where(running[:, None], -r, 0.0)
-    rr = rowdot(r, r)
-    g_norm = rr.sqrt()
+    g_norm = gradient.norm(dim=-1)
     target = g_norm * torch.clamp(g_norm**_CG_THETA, max=_CG_KAPPA)
-    running = running & (g_norm > 0)
     negative = torch.zeros_like(running)
-    first = running.clone()
     tiny = torch.finfo(gradient.dtype).tiny
+    part = (running & (g_norm > 0)).nonzero().squeeze(-1)  # the configurations still iterating
+    r = gradient[part]  # residual, search direction and |r|^2 of those, in order
+    direction, rr = -r, g_norm[part] ** 2
+    first = True
     for _ in range(_CG_MAX_INNER):
-        if not running.any():
+        if not len(part):
             break
-        h_dir = hess(direction)
-        curvature = rowdot(direction, h_dir) + shift * rowdot(direction, direction)
-        bad = running & (curvature <= 0)
-        fallback = bad & first  # no iterate yet: the gradient step of the regularised model
-        s = torch.where(fallback[:, None], direction / shift[:, None], s)
-        hs = torch.where(fallback[:, None], h_dir / shift[:, None], hs)
-        negative |= bad
-        step = rr / curvature.clamp(min=tiny)
-        inside = running & ~bad
-        s = torch.where(inside[:, None], s + step[:, None] * direction, s)
-        hs = torch.where(inside[:, None], hs + step[:, None] * h_dir, hs)
-        r = torch.where(inside[:, None], r + step[:, None] * (h_dir + shift[:, None] * direction), r)
+        h_dir = hess(direction, part)
+        curvature = rowdot(direction, h_dir) + shift[part] * rowdot(direction, direction)
+        bad = curvature <= 0
+        if first:  # no iterate yet: the gradient step of the regularised model
+            scale = torch.where(bad, 1 / shift[part], 0.0)[:, None]
+            s[part], hs[part] = scale * direction, scale * h_dir
+        negative[part[bad]] = True
+        step = (rr / curvature.clamp(min=tiny))[:, None]
+        inside = ~bad
+        s[part[inside]] += (step * direction)[inside]
+        hs[part[inside]] += (step * h_dir)[inside]
+        r = r + step * (h_dir + shift[part, None] * direction)
         rr_next = rowdot(r, r)
-        running = inside & (rr_next.sqrt() > target)
-        first &= ~inside
-        direction = torch.where(running[:, None], -r + (rr_next / rr.clamp(min=tiny))[:, None] * direction, 0.0)
-        rr = rr_next
+        going = inside & (rr_next.sqrt() > target[part])
+        direction = -r + (rr_next / rr.clamp(min=tiny))[:, None] * direction
+        part, r, direction, rr = part[going], r[going], direction[going], rr_next[going]
+        first = False
     return s, hs, negative
 
 

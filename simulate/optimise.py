@@ -327,7 +327,8 @@ def minimise_on_sphere(
             variables per configuration.
         derivatives: optional closed-form derivatives of the same loss (indexed mode only):
             derivatives(z (k, N, d), index (k,)) -> (loss (k,), Euclidean gradient (k, N, d), Euclidean
-            Hessian operator v (k, N, d) -> (k, N, d)), e.g. from `simulate.losses.combined_loss_derivatives`.
+            Hessian operator hess(v (j, N, d), rows (j,)) -> (j, N, d) on the configurations `rows` of the k),
+            e.g. from `simulate.losses.combined_loss_derivatives`.
             Used for every loss, gradient and Hessian-vector product instead of automatic differentiation
             (loss_fn is then called only by the exact Hessian, hessian="matrix").
     """

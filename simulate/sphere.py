@@ -69,8 +69,9 @@ class SphereProblem:
     only the selected configurations are passed to the loss.
 
     `derivatives` (indexed mode only), when given, replaces automatic differentiation: derivatives(z (k, N, d),
-    index (k,)) -> (loss (k,), Euclidean gradient (k, N, d), Euclidean Hessian operator v (k, N, d) -> (k, N, d))
-    of the same loss, in closed form (e.g. `simulate.losses.combined_loss_derivatives`).
+    index (k,)) -> (loss (k,), Euclidean gradient (k, N, d), Euclidean Hessian operator) of the same loss, in
+    closed form, the operator called as hess(v (j, N, d), rows (j,)) for the configurations `rows` of the k
+    (e.g. `simulate.losses.combined_loss_derivatives`).
     """
 
     def __init__(self, loss_fn, shape, indexed: bool, derivatives=None):
@@ -146,6 +147,9 @@ class SphereProblem:
         configurations `rows` alone: hess(v) for tangent v (k, D) -> (k, D), k = rows.sum(), its rows those
         of `rows` in order (the solvers work on the configurations still running only).
 
+        hess(v, part) with part (j,) indices into the k rows and v (j, D) is the operator of those configurations
+        alone (the closed-form and matrix products then compute only those).
+
         hessian="hvp": each call is the closed-form product of `derivatives` when given, else one
         double-backward pass through the loss.
         hessian="matrix": the exact Hessian of every selected configuration is built here, as (k, D, D),
@@ -154,21 +158,20 @@ class SphereProblem:
         index, zk = self._select(z, rows)
         point = zk.detach()
         if self.derivatives is not None and hessian == "hvp":
-            loss, egrad, euclidean = self._closed_form(point, index)
+            loss, egrad, euclidean = self._closed_form(point, index)  # indexed: the loss's batch is zk
         else:
             loss, egrad, euclidean = self._autograd_second_order(point, index, hessian)
         radial = (egrad * point).sum(-1, keepdim=True)  # (k, N, 1) <g_z, z> per vector
         gradient = (egrad - radial * point).reshape(len(index), -1)
         # Positions of the selected configurations in the loss's batch: all of it when indexed, else `rows`.
-        selected = None if self.indexed else rows.nonzero().squeeze(-1)
+        selected = torch.arange(len(index), device=z.device) if self.indexed else rows.nonzero().squeeze(-1)
 
-        def hess(v):
-            k = v.shape[0]
-            v = v.reshape(k, self.n_vectors, self.dim)
-            if selected is not None:  # the loss saw every configuration: the others get a zero direction
-                v = torch.zeros_like(point).index_copy(0, selected, v)
-            hv = tangent_projection(point, euclidean(v)) - radial * v
-            return (hv if selected is None else hv[selected]).reshape(k, -1)
+        def hess(v, part=None):
+            j = v.shape[0]
+            v = v.reshape(j, self.n_vectors, self.dim)
+            positions = selected if part is None else selected[part]
+            hv = tangent_projection(point[positions], euclidean(v, positions)) - radial[positions] * v
+            return hv.reshape(j, -1)
 
         loss_full = self._scatter(z[:, 0], index, loss.detach())
         gradient_full = self._scatter(z, index, gradient)
@@ -176,19 +179,21 @@ class SphereProblem:
 
     def _autograd_second_order(self, point, index, hessian):
         """Loss (k,), Euclidean gradient (k, N, d) and Hessian operator at point (k, N, d) by automatic
-        differentiation: the exact matrix (hessian="matrix") or double backward ("hvp")."""
+        differentiation: the exact matrix (hessian="matrix") or double backward ("hvp"). The operator takes
+        v (j, N, d) and the positions (j,) of its configurations in the loss's batch."""
         zk = point.clone().requires_grad_(True)
         loss = self._loss(zk, index)
         (egrad,) = torch.autograd.grad(loss.sum(), zk, create_graph=True)
         if hessian == "matrix":
             matrix = hessian_matrix(egrad, zk)  # (k, D, D)
 
-            def euclidean(v):  # (k, N, d) -> (k, N, d)
-                return (matrix @ v.reshape(len(index), -1, 1)).reshape(v.shape)
+            def euclidean(v, positions):
+                return (matrix[positions] @ v.reshape(len(positions), -1, 1)).reshape(v.shape)
         else:
 
-            def euclidean(v):
-                return torch.autograd.grad(egrad, zk, grad_outputs=v, retain_graph=True)[0]
+            def euclidean(v, positions):  # one pass over the whole batch: the others get a zero direction
+                padded = torch.zeros_like(zk).index_copy(0, positions, v)
+                return torch.autograd.grad(egrad, zk, grad_outputs=padded, retain_graph=True)[0][positions]
 
         return loss.detach(), egrad.detach(), euclidean
 

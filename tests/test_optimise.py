@@ -228,13 +228,17 @@ def test_riemannian_hessian_matches_second_differences_and_the_exact_matrix():
 
     second_difference = (along(t) - 2 * along(0.0) + along(-t)) / t**2
     torch.testing.assert_close((v * hess_hvp(v)).sum(-1), second_difference, rtol=1e-5, atol=1e-6)
-    # The operator of a subset of the configurations acts on their rows alone, in order, in both modes.
+    # The operator of a subset of the configurations acts on their rows alone, in order, in both modes; so
+    # does the operator restricted to a part of its rows (as the conjugate gradients call it).
     second = torch.tensor([False, True])
     for indexed in (False, True):
         subset = optimise.SphereProblem(loss_fn_at, (2, 8, 3), indexed=indexed)
         for hessian in ("hvp", "matrix"):
             *_, hess_second = subset.second_order(z, second, hessian)
             torch.testing.assert_close(hess_second(v[1:]), hess_hvp(v)[1:], rtol=1e-10, atol=1e-12)
+            torch.testing.assert_close(hess_second(v[1:], torch.tensor([0])), hess_hvp(v)[1:], rtol=1e-10, atol=1e-12)
+            *_, hess_both = subset.second_order(z, torch.ones(2, dtype=torch.bool), hessian)
+            torch.testing.assert_close(hess_both(v[1:], torch.tensor([1])), hess_hvp(v)[1:], rtol=1e-10, atol=1e-12)
 
 
 def test_bad_method_or_hessian_is_refused():
