@@ -56,6 +56,9 @@ def test_value_gradient_and_hessian_match_automatic_differentiation(sizes, varia
     torch.testing.assert_close(loss, loss_ref, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(gradient, gradient_ref, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(hess(v), hessian_v_ref, rtol=1e-9, atol=1e-9)
+    # On a part of the batch, in the order asked for.
+    rows = torch.tensor([3, 1])
+    torch.testing.assert_close(hess(v[rows], rows), hessian_v_ref[rows], rtol=1e-9, atol=1e-9)
 
 
 @settings(max_examples=25, deadline=None)
