@@ -45,20 +45,20 @@ def shifted_cg(
         h_dir = hess(direction, part)
         curvature = rowdot(direction, h_dir) + shift[part] * rowdot(direction, direction)
         bad = curvature <= 0
-        if first:  # no iterate yet: the gradient step of the regularised model
-            scale = torch.where(bad, 1 / shift[part], 0.0)[:, None]
-            s[part], hs[part] = scale * direction, scale * h_dir
-        negative[part[bad]] = True
-        step = (rr / curvature.clamp(min=tiny))[:, None]
-        inside = ~bad
-        s[part[inside]] += (step * direction)[inside]
-        hs[part[inside]] += (step * h_dir)[inside]
+        step = torch.where(bad, 0.0, rr / curvature.clamp(min=tiny))[:, None]  # 0: a bad row keeps its iterate
+        if bad.any():
+            negative[part[bad]] = True
+            if first:  # no iterate yet: the gradient step of the regularised model
+                step = torch.where(bad[:, None], 1 / shift[part, None], step)
+        s[part] += step * direction
+        hs[part] += step * h_dir
         r = r + step * (h_dir + shift[part, None] * direction)
         rr_next = rowdot(r, r)
-        going = inside & (rr_next.sqrt() > target[part])
+        going = ~bad & (rr_next.sqrt() > target[part])
         direction = -r + (rr_next / rr.clamp(min=tiny))[:, None] * direction
-        part, r, direction, rr = part[going], r[going], direction[going], rr_next[going]
-        first = False
+        if not going.all():
+            part, r, direction, rr_next = part[going], r[going], direction[going], rr_next[going]
+        rr, first = rr_next, False
     return s, hs, negative
 
 

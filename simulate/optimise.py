@@ -222,8 +222,9 @@ def _lbfgs(problem, z, loss, gradient, grad_norm, running, book, *, history, han
         stalled_all[index[~moved]] = True
         done = book.settle(rows, loss, grad_norm)[index] if settle else torch.zeros_like(moved)
         keep = ~done & moved & (point[3] > handoff_tol) & (book.counts[index] < budget)
-        index, point = index[keep], tuple(part[keep] for part in point)
-        memory.keep(keep)
+        if not keep.all():
+            index, point = index[keep], tuple(part[keep] for part in point)
+            memory.keep(keep)
         book.tick()
     return z, loss, gradient, grad_norm, stalled_all & ~book.settled
 
