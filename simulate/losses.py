@@ -538,7 +538,8 @@ def _pair_weights(positive: Tensor, variant: str) -> Tensor:
 def combined_loss_derivatives(
     labels: Tensor, instances: Tensor, variant: str = "instance"
 ) -> Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor, Callable[[Tensor], Tensor]]]:
-    """`combined_loss` with its gradient and Hessian in closed form, for one layout (checked here, once).
+    """`combined_loss` with its gradient and Hessian in closed form, for one layout (checked here, once);
+    docs/losses.md#combined-loss-gradient-and-hessian-in-closed-form.
 
     Both terms of either variant are cross-entropies with fixed pair weights: with s = z z^T / tau (the
     anchor's own entry left out of its denominator D(a) in variant "supcon") and logp(a, b) = s_ab -

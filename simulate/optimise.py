@@ -47,7 +47,14 @@ step that uses it.
 Hessian-vector products come from double backward through the loss (`hessian="hvp"`),
 or from the exact Hessian matrix built once per step with batched backward passes
 (`hessian="matrix"`; it pays only for tiny problems, so "auto" uses it up to
-`EXACT_HESSIAN_MAX_VARIABLES`).
+`EXACT_HESSIAN_MAX_VARIABLES`). A loss with closed-form derivatives (`derivatives=`, e.g.
+`simulate.losses.combined_loss_derivatives`, which the phase diagram uses) replaces automatic
+differentiation altogether: its Hessian-vector product is a few batched matrix products.
+
+What a run costs. Every operation computes only the configurations that still need it: L-BFGS keeps
+its state (point, memory) for the running configurations alone and each backtrack evaluates only those
+still searching; the conjugate gradients of a Newton step apply the Hessian only to the configurations
+still iterating (measured on the default benchmark grid: 3.9 times fewer rows than the whole batch).
 
 Geometry: the product of unit spheres. Steps move along tangent directions and
 retract (every vector renormalised); L-BFGS memory pairs are carried to the new point
