@@ -582,24 +582,26 @@ def combined_loss_derivatives(
 
     def derivatives(z: Tensor, alpha: Tensor, tau: Tensor):
         a, t = alpha[..., None, None], tau[..., None, None]
-        pair = (1 - a) * weights_sup.to(z) + a * weights_own.to(z)  # T (..., N, N)
+        pair = torch.lerp(weights_sup.to(z), weights_own.to(z), a)  # T (..., N, N)
         anchor = pair.sum(-1, keepdim=True)  # c (..., N, 1)
-        logits = (z @ z.transpose(-1, -2) / t).masked_fill(outside, -math.inf)
+        z_t = z / t
+        logits = (z_t @ z.transpose(-1, -2)).masked_fill(outside, -math.inf)
         log_p = logits - torch.logsumexp(logits, dim=-1, keepdim=True)
         loss = -torch.where(support, pair * log_p, 0.0).sum((-1, -2))
         p = log_p.exp()
-        g = anchor * p - pair
-        g_sym = g + g.transpose(-1, -2)
+        weighted_p = anchor * p  # c_a P_ab
+        g = weighted_p - pair
+        g_sym_t = (g + g.transpose(-1, -2)) / t
 
         def hess(v: Tensor, rows: Tensor | None = None) -> Tensor:
-            at_z, at_t, at_anchor, at_p, at_g = (
-                (z, t, anchor, p, g_sym) if rows is None else (z[rows], t[rows], anchor[rows], p[rows], g_sym[rows])
+            at_z_t, at_p, at_weighted_p, at_g = (
+                (z_t, p, weighted_p, g_sym_t) if rows is None else (z_t[rows], p[rows], weighted_p[rows], g_sym_t[rows])
             )
-            vz = v @ at_z.transpose(-1, -2)
-            ds = (vz + vz.transpose(-1, -2)) / at_t
-            dg = at_anchor * at_p * (ds - (at_p * ds).sum(-1, keepdim=True))
-            return ((dg + dg.transpose(-1, -2)) @ at_z + at_g @ v) / at_t
+            vz = v @ at_z_t.transpose(-1, -2)
+            ds = vz + vz.transpose(-1, -2)
+            dg = at_weighted_p * (ds - (at_p * ds).sum(-1, keepdim=True))
+            return (dg + dg.transpose(-1, -2)) @ at_z_t + at_g @ v
 
-        return loss, g_sym @ z / t, hess
+        return loss, g_sym_t @ z, hess
 
     return derivatives

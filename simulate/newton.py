@@ -32,33 +32,38 @@ def shifted_cg(
     """
     s, hs = torch.zeros_like(gradient), torch.zeros_like(gradient)
     g_norm = gradient.norm(dim=-1)
-    target = g_norm * torch.clamp(g_norm**_CG_THETA, max=_CG_KAPPA)
     negative = torch.zeros_like(running)
     tiny = torch.finfo(gradient.dtype).tiny
-    part = (running & (g_norm > 0)).nonzero().squeeze(-1)  # the configurations still iterating
-    r = gradient[part]  # residual, search direction and |r|^2 of those, in order
-    direction, rr = -r, g_norm[part] ** 2
-    first = True
-    for _ in range(_CG_MAX_INNER):
-        if not len(part):
-            break
+    part = (running & (g_norm > 0)).nonzero().squeeze(-1)  # the configurations still iterating, in order
+    # Their state, compact: iterate and its product, residual, search direction, |r|^2, shift and CG target.
+    s_part, hs_part, r = torch.zeros_like(gradient[part]), torch.zeros_like(gradient[part]), gradient[part]
+    direction, rr, shift_part = -r, g_norm[part] ** 2, shift[part, None]
+    target = g_norm[part] * torch.clamp(g_norm[part] ** _CG_THETA, max=_CG_KAPPA)
+    if not len(part):
+        return s, hs, negative
+    for iteration in range(_CG_MAX_INNER):
         h_dir = hess(direction, part)
-        curvature = rowdot(direction, h_dir) + shift[part] * rowdot(direction, direction)
+        curvature = rowdot(direction, h_dir) + shift_part[:, 0] * rowdot(direction, direction)
         bad = curvature <= 0
         step = torch.where(bad, 0.0, rr / curvature.clamp(min=tiny))[:, None]  # 0: a bad row keeps its iterate
         if bad.any():
             negative[part[bad]] = True
-            if first:  # no iterate yet: the gradient step of the regularised model
-                step = torch.where(bad[:, None], 1 / shift[part, None], step)
-        s[part] += step * direction
-        hs[part] += step * h_dir
-        r = r + step * (h_dir + shift[part, None] * direction)
+            if iteration == 0:  # no iterate yet: the gradient step of the regularised model
+                step = torch.where(bad[:, None], 1 / shift_part, step)
+        s_part, hs_part = s_part + step * direction, hs_part + step * h_dir
+        r = r + step * (h_dir + shift_part * direction)
         rr_next = rowdot(r, r)
-        going = ~bad & (rr_next.sqrt() > target[part])
+        going = ~bad & (rr_next.sqrt() > target)
+        if not going.all():  # those that stop leave their iterate and the compact state
+            s[part[~going]], hs[part[~going]] = s_part[~going], hs_part[~going]
+            if not going.any():
+                return s, hs, negative
+            part, s_part, hs_part, r = part[going], s_part[going], hs_part[going], r[going]
+            direction, rr, rr_next = direction[going], rr[going], rr_next[going]
+            shift_part, target = shift_part[going], target[going]
         direction = -r + (rr_next / rr.clamp(min=tiny))[:, None] * direction
-        if not going.all():
-            part, r, direction, rr_next = part[going], r[going], direction[going], rr_next[going]
-        rr, first = rr_next, False
+        rr = rr_next
+    s[part], hs[part] = s_part, hs_part
     return s, hs, negative
 
 

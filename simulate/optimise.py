@@ -276,9 +276,9 @@ class _Memory:
 def _line_search(problem, z, index, point, direction, first, book):
     """Armijo backtracking along `direction` (k, D) from point = (z, loss, gradient, norm) of the configurations
     `index` (k,) of z (B, D): the first step is 1, or 0.1 / |direction| (at most 1) where no curvature has been
-    seen (`first` (k,) bool), halved up to `_MAX_BACKTRACKS` times; each trial evaluates only the configurations
-    still searching. Returns the new point (the old one where the search failed), the step lengths (k,) and
-    the configurations that moved (k,) bool."""
+    seen (`first` (k,) bool), shortened up to `_MAX_BACKTRACKS` times (`_backtracked`); each trial evaluates only
+    the configurations still searching. Returns the new point (the old one where the search failed), the step
+    lengths (k,) and the configurations that moved (k,) bool."""
     start, loss, _, _ = point
     slope = rowdot(direction, point[2])
     step = torch.where(first, torch.clamp(0.1 / direction.norm(dim=-1), max=1.0), torch.ones_like(slope))
@@ -294,11 +294,20 @@ def _line_search(problem, z, index, point, direction, first, book):
         for part, value in zip(new_point, (trial, trial_loss, trial_gradient, trial_norm)):
             part[accepted] = value[ok]
         pending[accepted] = False
-        searching = searching[~ok]
+        searching, trial_loss = searching[~ok], trial_loss[~ok]
         if not len(searching):
             break
-        step[searching] /= 2
+        step[searching] = _backtracked(step[searching], loss[searching], slope[searching], trial_loss)
     return tuple(new_point), step, ~pending
+
+
+def _backtracked(step, loss, slope, trial_loss):
+    """The next trial step after a refused one: the minimiser of the quadratic through the loss and slope at 0
+    and the loss at `step`, kept within [step / 10, step / 2] (0.1 step where the trial loss is not finite).
+    All (j,); the refused trial lies above the tangent line, so the quadratic's curvature is positive."""
+    excess = (trial_loss - loss - slope * step).clamp(min=torch.finfo(step.dtype).tiny)
+    interpolated = -slope * step**2 / (2 * excess)
+    return torch.where(torch.isfinite(trial_loss), interpolated.clamp(0.1 * step, 0.5 * step), 0.1 * step)
 
 
 def minimise_on_sphere(
