@@ -23,7 +23,8 @@ is below `NEWTON_SWITCH_TOL` (or its L-BFGS stalls or uses up `LBFGS_BUDGET`
 iterations) it is handed to a batched regularised Riemannian Newton method: each step
 solves (H + mu I) s = -g by conjugate gradients, with mu = lambda |g| and lambda adapted
 per configuration from the ratio of actual to predicted decrease (Levenberg-Marquardt,
-Nielsen's update). Why regularised and not plain or trust-region Newton: the minima here
+Nielsen's update). At a tolerance at or above `NEWTON_SWITCH_TOL` there are no last digits to take:
+L-BFGS settles the configurations itself and the finish gets only those it leaves unsettled. Why regularised and not plain or trust-region Newton: the minima here
 are far from isolated. Measured at the SSEM minimum (m = n = 4, p = 2, d = 16, tau = 0.05):
 393 of the 480 tangent directions have curvature below 1e-6 (joint rotations, and the
 views of one instance, whose separation eps costs only ~eps^4: the instance loss keeps
@@ -373,9 +374,12 @@ def _run(problem, z, book, *, method, history, hessian, max_iter):
     everyone = torch.ones(problem.n_configs, dtype=torch.bool, device=z.device)
     loss, gradient, grad_norm = problem.evaluate(z, everyone)
     newton = method == "newton"
-    # With the Newton finish every configuration is tested there (gradient and predicted decrease).
-    running = everyone & ~(torch.zeros_like(everyone) if newton else book.settle(everyone, loss, grad_norm))
     switch = NEWTON_SWITCH_TOL.get(z.dtype, NEWTON_SWITCH_TOL[torch.float32]) if newton else 0.0
+    # The Newton finish takes the last digits below `switch`: at a looser tolerance L-BFGS settles the
+    # configurations itself and the finish gets only those it left unsettled (budget used up, or stalled).
+    # Below it, every configuration goes to the finish and is tested there (gradient and predicted decrease).
+    settle = not newton or book.grad_tol >= switch
+    running = everyone & ~(book.settle(everyone, loss, grad_norm) if settle else torch.zeros_like(everyone))
     z, loss, gradient, grad_norm, stalled = _lbfgs(
         problem,
         z,
@@ -385,12 +389,14 @@ def _run(problem, z, book, *, method, history, hessian, max_iter):
         running,
         book,
         history=history,
-        handoff_tol=switch,
+        handoff_tol=0.0 if settle else switch,
         budget=min(LBFGS_BUDGET, max_iter) if newton else max_iter,
-        settle=not newton,
+        settle=settle,
     )
     if newton:
-        z, loss, gradient, grad_norm, stalled = newton_finish(problem, z, everyone, book, hessian=hessian)
+        finish = ~book.settled
+        z, new_loss, _, new_norm, stalled = newton_finish(problem, z, finish, book, hessian=hessian)
+        loss, grad_norm = torch.where(finish, new_loss, loss), torch.where(finish, new_norm, grad_norm)
     book.route = torch.where(stalled & ~book.settled, ROUTES.index("stalled"), book.route)
     book.stop(everyone)
     return z, loss, grad_norm

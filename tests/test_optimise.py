@@ -180,6 +180,28 @@ def test_newton_finish_follows_a_curved_valley_in_few_steps():
     assert (result.newton_iterations <= 400).all()
 
 
+def test_a_tolerance_above_the_newton_switch_is_settled_by_lbfgs_alone():
+    m, n, p = 2, 3, 2
+    alphas = torch.tensor([0.2, 0.6, 0.9], dtype=torch.float64)
+    taus = torch.tensor([0.05, 0.3, 1.0], dtype=torch.float64)
+    labels, instances = losses.balanced_layout(m, n, p)
+
+    def loss_fn(z):
+        return losses.combined_loss(z, labels, instances, alphas, taus)
+
+    tol = optimise.NEWTON_SWITCH_TOL[torch.float64]
+    result = optimise.minimise_on_sphere(loss_fn, optimise.random_start((3,), 12, 6, seed=0), grad_tol=tol)
+    assert result.converged.all() and result.route_names() == ["lbfgs"] * 3
+    assert (result.newton_iterations == 0).all()
+    recomputed = _riemannian_gradient_norm(loss_fn, result.z)
+    assert (recomputed <= tol).all()
+    torch.testing.assert_close(result.grad_norm, recomputed, rtol=1e-6, atol=0.0)
+    torch.testing.assert_close(result.loss, loss_fn(result.z), rtol=1e-12, atol=0.0)
+    beta = ssem.optimal_beta(alphas.numpy(), taus.numpy(), m, n)
+    closed_form = ssem.restricted_loss(beta, alphas.numpy(), taus.numpy(), m, n, p)
+    np.testing.assert_allclose(result.loss.numpy(), closed_form, rtol=1e-5)
+
+
 @pytest.mark.parametrize("method", ["newton", "lbfgs"])
 def test_converged_flag_and_route_agree_with_the_gradient(method):
     labels = torch.tensor([0, 0, 1, 1, 2, 2])
