@@ -25,7 +25,8 @@ solves (H + mu I) s = -g by conjugate gradients, with mu = lambda |g| and lambda
 per configuration from the ratio of actual to predicted decrease (Levenberg-Marquardt,
 Nielsen's update). At a tolerance at or above `NEWTON_SWITCH_TOL` there are no last digits to take:
 L-BFGS settles the configurations itself and the finish gets only those it leaves unsettled.
-Why regularised and not plain or trust-region Newton: the minima here are far from isolated. Measured at the SSEM minimum (m = n = 4, p = 2, d = 16, tau = 0.05):
+Why regularised and not plain or trust-region Newton: the minima here are far from isolated.
+Measured at the SSEM minimum (m = n = 4, p = 2, d = 16, tau = 0.05):
 393 of the 480 tangent directions have curvature below 1e-6 (joint rotations, and the
 views of one instance, whose separation eps costs only ~eps^4: the instance loss keeps
 the anchor in its own denominator, which cancels the eps^2 term), the others above 0.07.
