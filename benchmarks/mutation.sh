@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Mutation testing (issue 12; not part of CI): mutmut over the modules that carry the science (theory/ssem.py,
 # theory/prototypes.py, simulate/losses.py, simulate/metrics.py, the optimiser simulate/optimise.py with its
-# Newton finish simulate/newton.py, and the certificates simulate/certify.py and simulate/exchangeable.py) at a
-# committed revision, each mutant run against the fast tests that cover it (slow tests and the command-line
+# geometry simulate/sphere.py and Newton finish simulate/newton.py, and the certificates simulate/certify.py and
+# simulate/exchangeable.py) at a committed revision, each mutant run against the fast tests that cover it (slow tests and the command-line
 # tests, which start a subprocess, are left out).
 #
 #   benchmarks/mutation.sh [REVISION] [WORKDIR] [MUTANT ...]     (defaults: HEAD, /tmp/scl-mutation, all)
@@ -28,7 +28,7 @@ cat >> pyproject.toml <<'TOML'
 [tool.mutmut]
 source_paths = ["simulate/", "theory/"]
 only_mutate = [
-    "simulate/losses.py", "simulate/optimise.py", "simulate/newton.py", "simulate/certify.py",
+    "simulate/losses.py", "simulate/optimise.py", "simulate/sphere.py", "simulate/newton.py", "simulate/certify.py",
     "simulate/exchangeable.py", "simulate/metrics.py", "theory/ssem.py", "theory/prototypes.py",
 ]
 also_copy = ["proofs_checks/", "empirical/", "conftest.py"]
@@ -40,6 +40,7 @@ pytest_add_cli_args_test_selection = [
     "tests/test_ssem.py", "tests/test_simplex.py", "tests/test_prototypes_theory.py", "tests/test_metrics.py",
     "tests/test_losses.py", "tests/test_optimise.py", "tests/test_optimise_restarts.py", "tests/test_certify.py",
     "tests/test_exchangeable.py", "tests/test_optimise_sizing.py", "tests/test_properties.py", "tests/test_losses_training.py",
+    "tests/test_loss_derivatives.py",
     "tests/test_certify_mutants.py", "tests/test_exchangeable_mutants.py", "tests/test_theory_mutants.py",
     "proofs_checks/test_b1_closed_forms.py", "proofs_checks/test_b2_alpha_star_limits.py",
     "proofs_checks/test_b3_tau_star.py", "proofs_checks/test_b4_beta_independent_of_views.py",
