@@ -44,7 +44,8 @@ def shifted_cg(
         return s, hs, negative
     for iteration in range(_CG_MAX_INNER):
         h_dir = hess(direction, part)
-        curvature = rowdot(direction, h_dir) + shift_part[:, 0] * rowdot(direction, direction)
+        shifted = h_dir + shift_part * direction  # (H + shift I) direction
+        curvature = rowdot(direction, shifted)
         bad = curvature <= 0
         step = torch.where(bad, 0.0, rr / curvature.clamp(min=tiny))[:, None]  # 0: a bad row keeps its iterate
         if bad.any():
@@ -52,7 +53,7 @@ def shifted_cg(
             if iteration == 0:  # no iterate yet: the gradient step of the regularised model
                 step = torch.where(bad[:, None], 1 / shift_part, step)
         s_part, hs_part = s_part + step * direction, hs_part + step * h_dir
-        r = r + step * (h_dir + shift_part * direction)
+        r = r + step * shifted
         rr_next = rowdot(r, r)
         going = ~bad & (rr_next.sqrt() > target)
         if not going.all():  # those that stop leave their iterate and the compact state
