@@ -562,21 +562,19 @@ def combined_loss_derivatives(
         ValueError: as `combined_loss_terms` for the ids and the variant.
     """
     require_choice("variant", variant, VARIANTS)
-    n = labels.shape[0] if isinstance(labels, Tensor) else -1
+    if not isinstance(labels, Tensor) or labels.dim() != 1:
+        raise ValueError(f"labels must be an integer tensor of shape (N,), got {labels!r}")
+    n = labels.shape[0]
     labels = require_ids("labels", labels, n, None)
     instances = require_ids("instances", instances, n, labels.device)
     same_instance, supervised = _instance_masks(labels, instances)
     if not bool(supervised.any()):
         raise ValueError("labels/instances give no pair of the same class and different instances: L_sup is undefined")
-    own = same_instance
+    own, outside = same_instance, None  # outside: the entries left out of the denominators
     if variant == "supcon":
         require_variant(variant, int(same_instance.sum(-1).min()))
-        own = same_instance & ~torch.eye(n, dtype=torch.bool, device=labels.device)
-    outside = (
-        torch.eye(n, dtype=torch.bool, device=labels.device)
-        if variant == "supcon"
-        else torch.zeros(n, n, dtype=torch.bool, device=labels.device)
-    )
+        outside = torch.eye(n, dtype=torch.bool, device=labels.device)
+        own = same_instance & ~outside
     weights_sup, weights_own = _pair_weights(supervised, variant), _pair_weights(own, variant)
     support = supervised | own
 
@@ -585,7 +583,9 @@ def combined_loss_derivatives(
         pair = torch.lerp(weights_sup.to(z), weights_own.to(z), a)  # T (..., N, N)
         anchor = pair.sum(-1, keepdim=True)  # c (..., N, 1)
         z_t = z / t
-        logits = (z_t @ z.transpose(-1, -2)).masked_fill(outside, -math.inf)
+        logits = z_t @ z.transpose(-1, -2)
+        if outside is not None:
+            logits = logits.masked_fill(outside, -math.inf)
         log_p = logits - torch.logsumexp(logits, dim=-1, keepdim=True)
         loss = -torch.where(support, pair * log_p, 0.0).sum((-1, -2))
         p = log_p.exp()

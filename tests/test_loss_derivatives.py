@@ -85,16 +85,28 @@ def test_hessian_is_symmetric_and_matches_gradient_differences(seed, alpha, tau,
 @pytest.mark.parametrize(
     "labels, instances, variant, message",
     [
-        ([0, 0, 1, 1], [0, 0, 1, 1], "instance", "no pair of the same class and different instances"),
-        ([0, 0, 1, 1], [0, 1, 1, 2], "instance", "instances must not span classes"),
-        ([0, 0, 0, 1, 1, 1], [0, 0, 1, 2, 2, 3], "supcon", "n_views must be >= 2 for variant 'supcon'"),
-        ([0, 0, 1, 1], [0, 1, 2, 3], "simclr", "variant"),
-        ([0, 0, 1, 1], [0, 1, 2], "instance", r"instances must have shape \(N,\) = \(4,\)"),
+        (
+            [0, 0, 1, 1],
+            [0, 0, 1, 1],
+            "instance",
+            "^labels/instances give no pair of the same class and different instances: L_sup is undefined$",
+        ),
+        ([0, 0, 1, 1], [0, 1, 1, 2], "instance", "^instances must not span classes"),
+        ([0, 0, 0, 1, 1, 1], [0, 0, 1, 2, 2, 3], "supcon", "^n_views must be >= 2 for variant 'supcon', got 1$"),
+        ([0, 0, 1, 1], [0, 1, 2, 3], "simclr", "^variant must be one of 'instance', 'supcon', got 'simclr'$"),
+        ([0, 0, 1, 1], [0, 1, 2], "instance", r"^instances must have shape \(N,\) = \(4,\), got \(3,\)$"),
+        ([0.0, 0.0, 1.0, 1.0], [0, 1, 2, 3], "instance", r"^labels must be an integer tensor of shape \(N,\) = \(4,\)"),
+        ([[0, 0, 1, 1]], [0, 1, 2, 3], "instance", r"^labels must be an integer tensor of shape \(N,\), got tensor"),
     ],
 )
 def test_bad_layouts_are_refused_like_the_loss(labels, instances, variant, message):
     with pytest.raises(ValueError, match=message):
         losses.combined_loss_derivatives(torch.tensor(labels), torch.tensor(instances), variant)
+
+
+def test_labels_that_are_not_a_tensor_are_refused():
+    with pytest.raises(ValueError, match=r"^labels must be an integer tensor of shape \(N,\), got \[0, 0, 1, 1\]$"):
+        losses.combined_loss_derivatives([0, 0, 1, 1], torch.tensor([0, 1, 2, 3]))
 
 
 def _grid_problem(alpha, tau, m=2, n=3, p=2):
