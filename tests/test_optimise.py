@@ -15,18 +15,24 @@ from simulate import cli, losses, optimise, phase, phase_diagram
 from theory import ssem
 
 
-def test_batched_configurations_are_independent_and_reach_the_closed_form():
-    m, n, p = 2, 3, 2
-    alphas = torch.tensor([0.1, 0.6, 0.9], dtype=torch.float64)
-    taus = torch.tensor([0.5, 0.3, 1.0], dtype=torch.float64)
+def combined_loss_of(alphas, taus, m, n, p):
+    """The combined loss of the balanced (m, n, p) layout, one configuration per (alpha, tau), and its closed-form
+    minimum (the SSEM at beta*) per configuration."""
     labels, instances = losses.balanced_layout(m, n, p)
 
     def loss_fn(z):
         return losses.combined_loss(z, labels, instances, alphas, taus)
 
-    together = optimise.minimise_with_restarts(loss_fn, (3,), m * n * p, m * n, restarts=2, seed=1)
     beta = ssem.optimal_beta(alphas.numpy(), taus.numpy(), m, n)
-    closed_form = ssem.restricted_loss(beta, alphas.numpy(), taus.numpy(), m, n, p)
+    return loss_fn, ssem.restricted_loss(beta, alphas.numpy(), taus.numpy(), m, n, p)
+
+
+def test_batched_configurations_are_independent_and_reach_the_closed_form():
+    m, n, p = 2, 3, 2
+    alphas = torch.tensor([0.1, 0.6, 0.9], dtype=torch.float64)
+    taus = torch.tensor([0.5, 0.3, 1.0], dtype=torch.float64)
+    loss_fn, closed_form = combined_loss_of(alphas, taus, m, n, p)
+    together = optimise.minimise_with_restarts(loss_fn, (3,), m * n * p, m * n, restarts=2, seed=1)
     assert together.converged.all()
     np.testing.assert_allclose(together.loss.numpy(), closed_form, rtol=1e-9)
     assert (together.loss.numpy() >= closed_form - 1e-12).all()
@@ -148,18 +154,13 @@ def test_newton_finish_reaches_a_tight_gradient_at_small_tau():
     m, n, p = 2, 3, 2
     alphas = torch.tensor([0.2, 0.5, 0.9, 0.9], dtype=torch.float64)
     taus = torch.tensor([0.05, 0.05, 0.05, 0.1], dtype=torch.float64)
-    labels, instances = losses.balanced_layout(m, n, p)
-
-    def loss_fn(z):
-        return losses.combined_loss(z, labels, instances, alphas, taus)
+    loss_fn, closed_form = combined_loss_of(alphas, taus, m, n, p)
 
     result = optimise.minimise_on_sphere(loss_fn, optimise.random_start((4,), m * n * p, m * n, seed=0), max_iter=1000)
     assert result.converged.all()
     assert (_riemannian_gradient_norm(loss_fn, result.z) <= 1e-9).all()  # recomputed, not the optimiser's figure
     assert (result.newton_iterations > 0).any() and set(result.route_names()) <= {"lbfgs", "newton"}
     assert (result.config_iterations <= 1000).all() and result.iterations == int(result.config_iterations.max())
-    beta = ssem.optimal_beta(alphas.numpy(), taus.numpy(), m, n)
-    closed_form = ssem.restricted_loss(beta, alphas.numpy(), taus.numpy(), m, n, p)
     np.testing.assert_allclose(result.loss.numpy(), closed_form, rtol=1e-10)
 
 
@@ -182,14 +183,9 @@ def test_newton_finish_follows_a_curved_valley_in_few_steps():
 
 
 def test_a_tolerance_above_the_newton_switch_is_settled_by_lbfgs_alone():
-    m, n, p = 2, 3, 2
     alphas = torch.tensor([0.2, 0.6, 0.9], dtype=torch.float64)
     taus = torch.tensor([0.05, 0.3, 1.0], dtype=torch.float64)
-    labels, instances = losses.balanced_layout(m, n, p)
-
-    def loss_fn(z):
-        return losses.combined_loss(z, labels, instances, alphas, taus)
-
+    loss_fn, closed_form = combined_loss_of(alphas, taus, 2, 3, 2)
     tol = optimise.NEWTON_SWITCH_TOL[torch.float64]
     result = optimise.minimise_on_sphere(loss_fn, optimise.random_start((3,), 12, 6, seed=0), grad_tol=tol)
     assert result.converged.all() and result.route_names() == ["lbfgs"] * 3
@@ -198,8 +194,6 @@ def test_a_tolerance_above_the_newton_switch_is_settled_by_lbfgs_alone():
     assert (recomputed <= tol).all()
     torch.testing.assert_close(result.grad_norm, recomputed, rtol=1e-6, atol=0.0)
     torch.testing.assert_close(result.loss, loss_fn(result.z), rtol=1e-12, atol=0.0)
-    beta = ssem.optimal_beta(alphas.numpy(), taus.numpy(), m, n)
-    closed_form = ssem.restricted_loss(beta, alphas.numpy(), taus.numpy(), m, n, p)
     np.testing.assert_allclose(result.loss.numpy(), closed_form, rtol=1e-5)
 
 
