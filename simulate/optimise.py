@@ -115,6 +115,7 @@ __all__ = [
     "ROUTES",
     "STEP_TOL",
     "OptimResult",
+    "backtracked_step",
     "SphereProblem",
     "estimate_memory",
     "minimise_on_sphere",
@@ -281,7 +282,7 @@ class _Memory:
 def _line_search(problem, z, index, point, direction, first, book):
     """Armijo backtracking along `direction` (k, D) from point = (z, loss, gradient, norm) of the configurations
     `index` (k,) of z (B, D): the first step is 1, or 0.1 / |direction| (at most 1) where no curvature has been
-    seen (`first` (k,) bool), shortened up to `_MAX_BACKTRACKS` times (`_backtracked`); each trial evaluates only
+    seen (`first` (k,) bool), shortened up to `_MAX_BACKTRACKS` times (`backtracked_step`); each trial evaluates only
     the configurations still searching. Returns the new point (the old one where the search failed), the step
     lengths (k,) and the configurations that moved (k,) bool."""
     start, loss, _, _ = point
@@ -302,14 +303,17 @@ def _line_search(problem, z, index, point, direction, first, book):
         searching, trial_loss = searching[~ok], trial_loss[~ok]
         if not len(searching):
             break
-        step[searching] = _backtracked(step[searching], loss[searching], slope[searching], trial_loss)
+        step[searching] = backtracked_step(step[searching], loss[searching], slope[searching], trial_loss)
     return tuple(new_point), step, ~pending
 
 
-def _backtracked(step, loss, slope, trial_loss):
-    """The next trial step after a refused one: the minimiser of the quadratic through the loss and slope at 0
-    and the loss at `step`, kept within [step / 10, step / 2] (0.1 step where the trial loss is not finite).
-    All (j,); the refused trial lies above the tangent line, so the quadratic's curvature is positive."""
+def backtracked_step(
+    step: torch.Tensor, loss: torch.Tensor, slope: torch.Tensor, trial_loss: torch.Tensor
+) -> torch.Tensor:
+    """The next trial step of the line search after a refused one: the minimiser of the quadratic through the
+    loss and slope at 0 and the loss at `step`, kept within [step / 10, step / 2] (0.1 step where the trial loss
+    is not finite). All (j,); the refused trial lies above the tangent line, so the quadratic's curvature is
+    positive."""
     excess = (trial_loss - loss - slope * step).clamp(min=torch.finfo(step.dtype).tiny)
     interpolated = -slope * step**2 / (2 * excess)
     return torch.where(torch.isfinite(trial_loss), interpolated.clamp(0.1 * step, 0.5 * step), 0.1 * step)

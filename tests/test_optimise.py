@@ -1,6 +1,7 @@
 """Tests of the batched Riemannian L-BFGS (simulate.optimise) and the phase-diagram command."""
 
 import json
+import math
 import subprocess
 import sys
 from dataclasses import fields
@@ -180,6 +181,22 @@ def test_newton_finish_follows_a_curved_valley_in_few_steps():
     assert result.converged.all()
     assert (_riemannian_gradient_norm(loss_fn, result.z) <= 1e-9).all()
     assert (result.newton_iterations <= 150).all()
+
+
+def test_backtracking_steps_to_the_minimum_of_the_interpolating_quadratic_within_bounds():
+    # Losses along the line f(t) = 2 - t + c t^2 (slope -1 at 0), each refused at t = 1: the quadratic through
+    # f(0), f'(0) and f(1) is f itself, so the next step is its minimiser 1 / (2c), kept within [0.1, 0.5].
+    curvature = torch.tensor([1.25, 2.0, 50.0, 1.0, 1.0], dtype=torch.float64)
+    step, loss, slope = torch.ones(5, dtype=torch.float64), torch.full((5,), 2.0, dtype=torch.float64), -torch.ones(5)
+    trial_loss = 2 - 1 + curvature
+    trial_loss[3], trial_loss[4] = math.nan, math.inf
+    expected = torch.tensor([0.4, 0.25, 0.1, 0.1, 0.1], dtype=torch.float64)
+    torch.testing.assert_close(optimise.backtracked_step(step, loss, slope.double(), trial_loss), expected)
+    # A refusal just above the Armijo line asks for the longest allowed step, half the refused one.
+    near_line = optimise.backtracked_step(
+        step[:1] * 0.8, loss[:1], -torch.ones(1, dtype=torch.float64), loss[:1] - 0.79
+    )
+    torch.testing.assert_close(near_line, torch.tensor([0.4], dtype=torch.float64))
 
 
 def test_a_tolerance_above_the_newton_switch_is_settled_by_lbfgs_alone():
