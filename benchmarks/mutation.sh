@@ -28,7 +28,7 @@ cat >> pyproject.toml <<'TOML'
 [tool.mutmut]
 source_paths = ["simulate/", "theory/"]
 only_mutate = [
-    "simulate/losses.py", "simulate/optimise.py", "simulate/sphere.py", "simulate/newton.py", "simulate/certify.py",
+    "simulate/losses.py", "simulate/loss_derivatives.py", "simulate/optimise.py", "simulate/sphere.py", "simulate/newton.py", "simulate/certify.py",
     "simulate/exchangeable.py", "simulate/metrics.py", "theory/ssem.py", "theory/prototypes.py",
 ]
 also_copy = ["proofs_checks/", "empirical/", "conftest.py"]

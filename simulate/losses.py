@@ -186,7 +186,7 @@ def _mean_over_anchors(losses: Tensor, weight: Tensor) -> Tensor:
 # ---------------------------------------------------------------------------
 
 
-def _instance_masks(labels: Tensor, instances: Tensor) -> tuple[Tensor, Tensor]:
+def instance_masks(labels: Tensor, instances: Tensor) -> tuple[Tensor, Tensor]:
     """(same_instance, same_class_other_instance), each (N, N) bool; checks ids are consistent."""
     same_class = labels[:, None] == labels[None, :]
     same_instance = instances[:, None] == instances[None, :]
@@ -226,7 +226,7 @@ def combined_loss_terms(
     labels, instances = require_ids("labels", labels, n, z.device), require_ids("instances", instances, n, z.device)
     require_choice("variant", variant, VARIANTS)
     tau = _parameter("tau", tau, z.shape[:-2], z)
-    same_instance, supervised = _instance_masks(labels, instances)
+    same_instance, supervised = instance_masks(labels, instances)
     if not bool(supervised.any()):
         raise ValueError("labels/instances give no pair of the same class and different instances: L_sup is undefined")
     if variant == "supcon":
@@ -517,91 +517,3 @@ def combined_training_loss(
         return (1.0 - alpha) * sup + alpha * own
 
     return loss
-
-
-# ---------------------------------------------------------------------------
-# Paper B: the combined loss's derivatives in closed form (for the free-embedding optimiser)
-# ---------------------------------------------------------------------------
-
-
-def _pair_weights(positive: Tensor, variant: str) -> Tensor:
-    """T (N, N) with L_term = sum_ab T_ab (-logp(a, b)) for the positives `positive` (N, N) of one term of
-    `combined_loss_terms`: 1 / (number of pairs) on every pair ("instance"), 1 / (|P(a)| times the number of
-    anchors with a positive) on the pairs of anchor a ("supcon")."""
-    weight = positive.to(torch.float64)
-    if variant == "instance":
-        return weight / weight.sum()
-    count = weight.sum(-1, keepdim=True)
-    return weight / (count.clamp(min=1) * (count > 0).sum())
-
-
-def combined_loss_derivatives(
-    labels: Tensor, instances: Tensor, variant: str = "instance"
-) -> Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor, Callable[[Tensor], Tensor]]]:
-    """`combined_loss` with its gradient and Hessian in closed form, for one layout (checked here, once);
-    docs/losses.md#combined-loss-gradient-and-hessian-in-closed-form.
-
-    Both terms of either variant are cross-entropies with fixed pair weights: with s = z z^T / tau (the
-    anchor's own entry left out of its denominator D(a) in variant "supcon") and logp(a, b) = s_ab -
-    log sum_{c in D(a)} e^{s_ac}, L = -sum_ab T_ab logp(a, b), T = (1 - alpha) T_sup + alpha T_self
-    (`_pair_weights`). With P the softmax of each row over D(a) and c_a = sum_b T_ab:
-        dL/ds = G,  G_ab = c_a P_ab - T_ab;                    gradient  (G + G^T) z / tau;
-        along v: ds = (v z^T + z v^T) / tau,  dG_ab = c_a P_ab (ds_ab - sum_e P_ae ds_ae),
-                 Hessian times v = ((dG + dG^T) z + (G + G^T) v) / tau,
-    derivatives of L as a function of z in R^{N x d} (not normalised: what automatic differentiation of
-    `combined_loss` gives). One Hessian-vector product is two batched matrix products and a few
-    elementwise operations, no graph.
-
-    Returns:
-        derivatives(z (..., N, d), alpha, tau) -> (loss (...,), gradient (..., N, d), hess), hess(v) for v
-        (..., N, d) -> (..., N, d); alpha, tau tensors of shape z.shape[:-2] (or broadcastable to it when
-        hess is used on the whole batch). hess(v, rows), for a batch z (B, N, d) and rows (j,) of indices,
-        is the product for those configurations alone, v (j, N, d). The caller passes checked values (no
-        host read happens here).
-    Raises:
-        ValueError: as `combined_loss_terms` for the ids and the variant.
-    """
-    require_choice("variant", variant, VARIANTS)
-    if not isinstance(labels, Tensor) or labels.dim() != 1:
-        raise ValueError(f"labels must be an integer tensor of shape (N,), got {labels!r}")
-    n = labels.shape[0]
-    labels = require_ids("labels", labels, n, None)
-    instances = require_ids("instances", instances, n, labels.device)
-    same_instance, supervised = _instance_masks(labels, instances)
-    if not bool(supervised.any()):
-        raise ValueError("labels/instances give no pair of the same class and different instances: L_sup is undefined")
-    own, outside = same_instance, None  # outside: the entries left out of the denominators
-    if variant == "supcon":
-        require_variant(variant, int(same_instance.sum(-1).min()))
-        outside = torch.eye(n, dtype=torch.bool, device=labels.device)
-        own = same_instance & ~outside
-    weights_sup, weights_own = _pair_weights(supervised, variant), _pair_weights(own, variant)
-    support = supervised | own
-
-    def derivatives(z: Tensor, alpha: Tensor, tau: Tensor):
-        a, t = alpha[..., None, None], tau[..., None, None]
-        pair = torch.lerp(weights_sup.to(z), weights_own.to(z), a)  # T (..., N, N)
-        anchor = pair.sum(-1, keepdim=True)  # c (..., N, 1)
-        z_t = z / t
-        logits = z_t @ z.transpose(-1, -2)
-        if outside is not None:
-            logits = logits.masked_fill(outside, -math.inf)
-        log_p = logits - torch.logsumexp(logits, dim=-1, keepdim=True)
-        loss = -torch.where(support, pair * log_p, 0.0).sum((-1, -2))
-        p = log_p.exp()
-        weighted_p = anchor * p  # c_a P_ab
-        g = weighted_p - pair
-        g_sym_t = (g + g.transpose(-1, -2)) / t
-
-        def hess(v: Tensor, rows: Tensor | None = None) -> Tensor:
-            at_z_t, at_p, at_weighted_p, at_g = (
-                (z_t, p, weighted_p, g_sym_t) if rows is None else (z_t[rows], p[rows], weighted_p[rows], g_sym_t[rows])
-            )
-            vz = v @ at_z_t.transpose(-1, -2)
-            ds = vz + vz.transpose(-1, -2)
-            dg = at_weighted_p * (ds - (at_p * ds).sum(-1, keepdim=True))
-            return (dg + dg.transpose(-1, -2)) @ at_z_t + at_g @ v
-
-        return loss, g_sym_t @ z, hess
-
-    return derivatives

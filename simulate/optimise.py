@@ -53,7 +53,7 @@ Hessian-vector products come from double backward through the loss (`hessian="hv
 or from the exact Hessian matrix built once per step with batched backward passes
 (`hessian="matrix"`; it pays only for tiny problems, so "auto" uses it up to
 `EXACT_HESSIAN_MAX_VARIABLES`). A loss with closed-form derivatives (`derivatives=`, e.g.
-`simulate.losses.combined_loss_derivatives`, which the phase diagram uses) replaces automatic
+`simulate.loss_derivatives.combined_loss_derivatives`, which the phase diagram uses) replaces automatic
 differentiation altogether: its Hessian-vector product is a few batched matrix products.
 
 What a run costs. Every operation computes only the configurations that still need it: L-BFGS keeps
@@ -354,7 +354,7 @@ def minimise_on_sphere(
         derivatives: optional closed-form derivatives of the same loss (indexed mode only):
             derivatives(z (k, N, d), index (k,)) -> (loss (k,), Euclidean gradient (k, N, d), Euclidean
             Hessian operator hess(v (j, N, d), rows (j,)) -> (j, N, d) on the configurations `rows` of the k),
-            e.g. from `simulate.losses.combined_loss_derivatives`.
+            e.g. from `simulate.loss_derivatives.combined_loss_derivatives`.
             Used for every loss, gradient and Hessian-vector product instead of automatic differentiation
             (loss_fn is then called only by the exact Hessian, hessian="matrix").
     """

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from simulate import losses, metrics, optimise
+from simulate import loss_derivatives, losses, metrics, optimise
 from theory import ssem
 from theory.arguments import require_balanced_sizes, require_int, require_variant
 
@@ -111,7 +111,7 @@ def simulated_grid(
     def loss_fn(z, index):
         return losses.combined_loss(z, labels, instances, alpha_t[index], tau_t[index], variant)
 
-    closed_form = losses.combined_loss_derivatives(labels, instances, variant)
+    closed_form = loss_derivatives.combined_loss_derivatives(labels, instances, variant)
 
     def derivatives(z, index):
         return closed_form(z, alpha_t[index], tau_t[index])

@@ -71,7 +71,7 @@ class SphereProblem:
     `derivatives` (indexed mode only), when given, replaces automatic differentiation: derivatives(z (k, N, d),
     index (k,)) -> (loss (k,), Euclidean gradient (k, N, d), Euclidean Hessian operator) of the same loss, in
     closed form, the operator called as hess(v (j, N, d), rows (j,)) for the configurations `rows` of the k
-    (e.g. `simulate.losses.combined_loss_derivatives`).
+    (e.g. `simulate.loss_derivatives.combined_loss_derivatives`).
     """
 
     def __init__(self, loss_fn, shape, indexed: bool, derivatives=None):

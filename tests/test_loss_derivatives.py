@@ -1,4 +1,4 @@
-"""The combined loss's closed-form derivatives (simulate.losses.combined_loss_derivatives) against automatic
+"""The combined loss's closed-form derivatives (simulate.loss_derivatives.combined_loss_derivatives) against automatic
 differentiation of `combined_loss`, and their use by the optimiser (simulate.optimise, `derivatives=`)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simulate import losses, optimise, phase
+from simulate import loss_derivatives, losses, optimise, phase
 from theory import ssem
 
 
@@ -51,7 +51,7 @@ def test_value_gradient_and_hessian_match_automatic_differentiation(sizes, varia
     v = torch.randn(4, n, 5, dtype=torch.float64, generator=generator)
     alpha = torch.tensor([0.0, 0.3, 0.75, 1.0], dtype=torch.float64)
     tau = torch.tensor([0.02, 0.1, 0.7, 3.0], dtype=torch.float64)
-    loss, gradient, hess = losses.combined_loss_derivatives(labels, instances, variant)(z, alpha, tau)
+    loss, gradient, hess = loss_derivatives.combined_loss_derivatives(labels, instances, variant)(z, alpha, tau)
     loss_ref, gradient_ref, hessian_v_ref = autograd_reference(z, labels, instances, alpha, tau, variant, v)
     torch.testing.assert_close(loss, loss_ref, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(gradient, gradient_ref, rtol=1e-10, atol=1e-10)
@@ -72,7 +72,7 @@ def test_hessian_is_symmetric_and_matches_gradient_differences(seed, alpha, tau,
     labels, instances = losses.balanced_layout(2, 2, 2)
     generator = torch.Generator().manual_seed(seed)
     z, u, v = (torch.randn(8, 3, dtype=torch.float64, generator=generator) for _ in range(3))
-    derivatives = losses.combined_loss_derivatives(labels, instances, variant)
+    derivatives = loss_derivatives.combined_loss_derivatives(labels, instances, variant)
     alpha_t, tau_t = torch.tensor(alpha, dtype=torch.float64), torch.tensor(tau, dtype=torch.float64)
     _, _, hess = derivatives(z, alpha_t, tau_t)
     torch.testing.assert_close((u * hess(v)).sum(), (v * hess(u)).sum(), rtol=1e-9, atol=1e-9)
@@ -101,17 +101,17 @@ def test_hessian_is_symmetric_and_matches_gradient_differences(seed, alpha, tau,
 )
 def test_bad_layouts_are_refused_like_the_loss(labels, instances, variant, message):
     with pytest.raises(ValueError, match=message):
-        losses.combined_loss_derivatives(torch.tensor(labels), torch.tensor(instances), variant)
+        loss_derivatives.combined_loss_derivatives(torch.tensor(labels), torch.tensor(instances), variant)
 
 
 def test_labels_that_are_not_a_tensor_are_refused():
     with pytest.raises(ValueError, match=r"^labels must be an integer tensor of shape \(N,\), got \[0, 0, 1, 1\]$"):
-        losses.combined_loss_derivatives([0, 0, 1, 1], torch.tensor([0, 1, 2, 3]))
+        loss_derivatives.combined_loss_derivatives([0, 0, 1, 1], torch.tensor([0, 1, 2, 3]))
 
 
 def _grid_problem(alpha, tau, m=2, n=3, p=2):
     labels, instances = losses.balanced_layout(m, n, p)
-    closed_form = losses.combined_loss_derivatives(labels, instances)
+    closed_form = loss_derivatives.combined_loss_derivatives(labels, instances)
 
     def loss_fn(z, index):
         return losses.combined_loss(z, labels, instances, alpha[index], tau[index])
@@ -164,7 +164,7 @@ def test_minimisation_with_derivatives_reaches_the_closed_form_like_autograd():
 
 def test_phase_grid_uses_the_closed_form_derivatives(monkeypatch):
     calls = []
-    original = losses.combined_loss_derivatives
+    original = loss_derivatives.combined_loss_derivatives
 
     def counted(*args, **kwargs):
         derivatives = original(*args, **kwargs)
@@ -175,7 +175,7 @@ def test_phase_grid_uses_the_closed_form_derivatives(monkeypatch):
 
         return wrapped
 
-    monkeypatch.setattr(losses, "combined_loss_derivatives", counted)
+    monkeypatch.setattr(loss_derivatives, "combined_loss_derivatives", counted)
     result = phase.simulated_grid([0.3, 0.8], [0.4], 2, 2, 2, seed=0)
     assert calls and result["converged"].all()
 
