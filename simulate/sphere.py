@@ -91,12 +91,6 @@ class SphereProblem:
             )
         return loss.reshape(-1)
 
-    def value(self, z, rows):
-        """Loss (B,) of the configurations `rows` (zeros elsewhere), no gradient."""
-        index, zk = self._select(z, rows)
-        with torch.no_grad():
-            return self._scatter(z[:, 0], index, self._loss(zk, index))
-
     def _select(self, z, rows):
         """(index, z of those rows as (k, N, d)); every row when not indexed."""
         index = rows.nonzero().squeeze(-1) if self.indexed else torch.arange(self.n_configs, device=z.device)

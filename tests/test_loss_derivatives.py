@@ -178,6 +178,11 @@ def test_phase_grid_uses_the_closed_form_derivatives(monkeypatch):
     monkeypatch.setattr(loss_derivatives, "combined_loss_derivatives", counted)
     result = phase.simulated_grid([0.3, 0.8], [0.4], 2, 2, 2, seed=0)
     assert calls and result["converged"].all()
+    # With restarts, every start of a configuration gets that configuration's alpha and tau.
+    calls.clear()
+    restarted = phase.simulated_grid([0.3, 0.8], [0.4], 2, 2, 2, seed=0, restarts=3)
+    assert calls and restarted["converged"].all()
+    np.testing.assert_allclose(restarted["loss"], result["loss"], rtol=1e-9)
 
 
 def test_derivatives_need_indexed_mode_and_the_right_shapes():

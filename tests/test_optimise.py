@@ -258,7 +258,7 @@ def test_riemannian_hessian_matches_second_differences_and_the_exact_matrix():
     t = 1e-4
 
     def along(step):
-        return problem.value(optimise.normalise((z + step * v).reshape(2, 8, 3)).reshape(2, -1), rows)
+        return problem.evaluate(optimise.normalise((z + step * v).reshape(2, 8, 3)).reshape(2, -1), rows)[0]
 
     second_difference = (along(t) - 2 * along(0.0) + along(-t)) / t**2
     torch.testing.assert_close((v * hess_hvp(v)).sum(-1), second_difference, rtol=1e-5, atol=1e-6)

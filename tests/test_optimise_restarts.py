@@ -6,6 +6,7 @@ starts run through `minimise_on_sphere` one restart at a time, the minimum taken
 """
 
 import numpy as np
+import pytest
 import torch
 
 from simulate import optimise
@@ -56,3 +57,16 @@ def test_restarts_indexed_mode_keeps_the_best_too():
     np.testing.assert_allclose(indexed.loss.numpy(), full.loss.numpy(), rtol=1e-12)
     # The deepest well of each configuration is found (8 restarts over 6 wells): loss ~ -max depth.
     np.testing.assert_allclose(full.loss.numpy(), -DEPTHS.max(-1).values.numpy(), rtol=1e-3)
+
+
+def test_the_defaults_are_one_start_from_seed_0():
+    default = optimise.minimise_with_restarts(wells_loss, (len(DEPTHS),), 1, DIM)
+    explicit = optimise.minimise_with_restarts(wells_loss, (len(DEPTHS),), 1, DIM, restarts=1, seed=0)
+    alone = optimise.minimise_on_sphere(wells_loss, optimise.random_start((1, len(DEPTHS)), 1, DIM, seed=0))
+    torch.testing.assert_close(default.z, explicit.z, rtol=0, atol=0)
+    torch.testing.assert_close(default.z, alone.z[0], rtol=0, atol=0)
+
+
+def test_bad_restarts_are_refused():
+    with pytest.raises(ValueError, match="^restarts must be an integer >= 1, got 0$"):
+        optimise.minimise_with_restarts(wells_loss, (len(DEPTHS),), 1, DIM, restarts=0)
