@@ -12,8 +12,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from simulate.losses import instance_masks, require_ids
-from theory.arguments import VARIANTS, require_choice, require_variant
+from simulate.losses import combined_masks, require_ids
+from theory.arguments import VARIANTS, require_choice
 
 
 def _pair_weights(positive: Tensor, variant: str) -> Tensor:
@@ -37,12 +37,9 @@ def _pair_layout(labels: Tensor, instances: Tensor, variant: str) -> tuple[Tenso
     n = labels.shape[0]
     labels = require_ids("labels", labels, n, None)
     instances = require_ids("instances", instances, n, labels.device)
-    same_instance, supervised = instance_masks(labels, instances)
-    if not bool(supervised.any()):
-        raise ValueError("labels/instances give no pair of the same class and different instances: L_sup is undefined")
+    same_instance, supervised = combined_masks(labels, instances, variant)
     own, outside = same_instance, None
     if variant == "supcon":
-        require_variant(variant, int(same_instance.sum(-1).min()))
         outside = torch.eye(n, dtype=torch.bool, device=labels.device)
         own = same_instance & ~outside
     return _pair_weights(supervised, variant), _pair_weights(own, variant), supervised | own, outside

@@ -186,7 +186,7 @@ def _mean_over_anchors(losses: Tensor, weight: Tensor) -> Tensor:
 # ---------------------------------------------------------------------------
 
 
-def instance_masks(labels: Tensor, instances: Tensor) -> tuple[Tensor, Tensor]:
+def _instance_masks(labels: Tensor, instances: Tensor) -> tuple[Tensor, Tensor]:
     """(same_instance, same_class_other_instance), each (N, N) bool; checks ids are consistent."""
     same_class = labels[:, None] == labels[None, :]
     same_instance = instances[:, None] == instances[None, :]
@@ -226,12 +226,20 @@ def combined_loss_terms(
     labels, instances = require_ids("labels", labels, n, z.device), require_ids("instances", instances, n, z.device)
     require_choice("variant", variant, VARIANTS)
     tau = _parameter("tau", tau, z.shape[:-2], z)
-    same_instance, supervised = instance_masks(labels, instances)
+    same_instance, supervised = combined_masks(labels, instances, variant)
+    return _combined_terms(z, same_instance, supervised, tau, variant)
+
+
+def combined_masks(labels: Tensor, instances: Tensor, variant: str) -> tuple[Tensor, Tensor]:
+    """(same_instance, same_class_other_instance) (N, N) bool of checked ids for the combined loss's `variant`:
+    raises unless instances stay within a class, some pair shares a class across instances, and (variant
+    "supcon") every instance has two views."""
+    same_instance, supervised = _instance_masks(labels, instances)
     if not bool(supervised.any()):
         raise ValueError("labels/instances give no pair of the same class and different instances: L_sup is undefined")
     if variant == "supcon":
         require_variant(variant, int(same_instance.sum(-1).min()))  # views of the smallest instance
-    return _combined_terms(z, same_instance, supervised, tau, variant)
+    return same_instance, supervised
 
 
 def _combined_terms(z: Tensor, same_instance: Tensor, supervised: Tensor, tau, variant: str) -> tuple[Tensor, Tensor]:

@@ -36,12 +36,12 @@ def shifted_cg(
     negative = torch.zeros_like(running)
     tiny = torch.finfo(gradient.dtype).tiny
     part = (running & (g_norm > 0)).nonzero().squeeze(-1)  # the configurations still iterating, in order
+    if not len(part):
+        return s, hs, negative
     # Their state, compact: iterate and its product, residual, search direction, |r|^2, shift and CG target.
     s_part, hs_part, r = torch.zeros_like(gradient[part]), torch.zeros_like(gradient[part]), gradient[part]
     direction, rr, shift_part = -r, g_norm[part] ** 2, shift[part, None]
     target = g_norm[part] * torch.clamp(g_norm[part] ** _CG_THETA, max=_CG_KAPPA)
-    if not len(part):
-        return s, hs, negative
     for iteration in range(_CG_MAX_INNER):
         h_dir = hess(direction, part)
         shifted = h_dir + shift_part * direction  # (H + shift I) direction
