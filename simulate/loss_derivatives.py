@@ -81,10 +81,15 @@ def combined_loss_derivatives(
         g = weighted_p - pair
         g_sym_t = (g + g.transpose(-1, -2)) / t
 
+        last = {}  # the factors of the last rows asked for: CG asks for the same rows until a configuration stops
+
         def hess(v: Tensor, rows: Tensor | None = None) -> Tensor:
-            at_z_t, at_p, at_weighted_p, at_g = (
-                (z_t, p, weighted_p, g_sym_t) if rows is None else (z_t[rows], p[rows], weighted_p[rows], g_sym_t[rows])
-            )
+            if rows is None:
+                at_z_t, at_p, at_weighted_p, at_g = z_t, p, weighted_p, g_sym_t
+            else:
+                if last.get("rows") is not rows:
+                    last.update(rows=rows, factors=(z_t[rows], p[rows], weighted_p[rows], g_sym_t[rows]))
+                at_z_t, at_p, at_weighted_p, at_g = last["factors"]
             vz = v @ at_z_t.transpose(-1, -2)
             ds = vz + vz.transpose(-1, -2)
             dg = at_weighted_p * (ds - (at_p * ds).sum(-1, keepdim=True))

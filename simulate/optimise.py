@@ -140,7 +140,7 @@ LBFGS_BUDGET = 300
 #: Up to this many variables (N d) per configuration the Newton finish builds the exact Hessian matrix.
 #: Measured (20 configurations, one thread): building it costs 20 Hessian-vector products at N d = 32,
 #: 42 at 72, 178 at 162, where a product with the matrix is already slower than one by double backward;
-#: a Newton step uses up to 50 products (`simulate.newton`).
+#: a Newton step uses up to 30 products per CG solve, and up to three solves with its corrections (`simulate.newton`).
 EXACT_HESSIAN_MAX_VARIABLES = 100
 METHODS = ("newton", "lbfgs")
 HESSIANS = ("auto", "matrix", "hvp")

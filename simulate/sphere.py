@@ -160,11 +160,16 @@ class SphereProblem:
         # Positions of the selected configurations in the loss's batch: all of it when indexed, else `rows`.
         selected = torch.arange(len(index), device=z.device) if self.indexed else rows.nonzero().squeeze(-1)
 
+        last = {}  # the rows of the last part asked for: CG asks for the same part until a configuration stops
+
         def hess(v, part=None):
             j = v.shape[0]
             v = v.reshape(j, self.n_vectors, self.dim)
-            positions = selected if part is None else selected[part]
-            hv = tangent_projection(point[positions], euclidean(v, positions)) - radial[positions] * v
+            if part is None or last.get("part") is not part:
+                positions = selected if part is None else selected[part]
+                last.update(part=part, rows=(positions, point[positions], radial[positions]))
+            positions, at_point, at_radial = last["rows"]
+            hv = tangent_projection(at_point, euclidean(v, positions)) - at_radial * v
             return hv.reshape(j, -1)
 
         loss_full = self._scatter(z[:, 0], index, loss.detach())

@@ -142,6 +142,11 @@ def test_sphere_problem_with_derivatives_gives_the_autograd_figures():
     for ours, reference in zip(first, first_ref):
         torch.testing.assert_close(ours, reference, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(hess(v), hess_ref(v), rtol=1e-9, atol=1e-10)
+    # Parts asked for in turn (the conjugate gradients keep one part until a configuration stops, and the
+    # operators remember the last one): each product is that of its own rows, whatever part came before.
+    first_part, second_part, reference = torch.tensor([0]), torch.tensor([1]), hess_ref(v)
+    for part in (first_part, second_part, second_part, first_part, torch.tensor([1, 0]), torch.tensor([1])):
+        torch.testing.assert_close(hess(v[part], part), reference[part], rtol=1e-9, atol=1e-10)
 
 
 def test_minimisation_with_derivatives_reaches_the_closed_form_like_autograd():
