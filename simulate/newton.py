@@ -115,7 +115,7 @@ def _corrected(problem, z, index, hess, trial_point, rows, book, regulariser):
     """The second-order correction of the trial points of `rows` (module docstring of `simulate.optimise`): one
     more Newton step from each, with z's Hessian and the shift |g_trial|, which resolves the stiff directions
     and leaves those of curvature below |g_trial| almost where they are. A corrected point replaces its trial
-    when its loss is lower beyond `regulariser`, or equal to it with a lower gradient norm. All tensors are of
+    where `correction_wins` (lower loss beyond `regulariser`, or equal with a lower gradient). All tensors are of
     the k configurations `index` of z: trial_point is (trial (k, D), its loss (k,), gradient (k, D), gradient
     norm (k,)) and rows (k,) bool; returns them corrected."""
     trial, trial_loss, trial_gradient, trial_norm = trial_point
@@ -123,15 +123,25 @@ def _corrected(problem, z, index, hess, trial_point, rows, book, regulariser):
     step, _, _ = shifted_cg(hess, book.tangent(z[index], trial_gradient), trial_norm.clamp(min=tiny), rows)
     corrected = torch.where(rows[:, None], book.retract(trial + book.tangent(trial, step)), trial)
     corrected_loss, corrected_gradient, corrected_norm = _evaluated(problem, z, index, rows, corrected)
-    lower = corrected_loss < trial_loss - regulariser
-    level = (corrected_loss - trial_loss).abs() <= regulariser
-    better = rows & (lower | (level & (corrected_norm < trial_norm)))
+    better = rows & correction_wins((trial_loss, trial_norm), (corrected_loss, corrected_norm), regulariser)
     return (
         torch.where(better[:, None], corrected, trial),
         torch.where(better, corrected_loss, trial_loss),
         torch.where(better[:, None], corrected_gradient, trial_gradient),
         torch.where(better, corrected_norm, trial_norm),
     )
+
+
+def correction_wins(
+    trial: tuple[torch.Tensor, torch.Tensor], corrected: tuple[torch.Tensor, torch.Tensor], regulariser: torch.Tensor
+) -> torch.Tensor:
+    """Whether a corrected point replaces its trial point (`_corrected`): its loss is lower by more than
+    `regulariser`, or equal to the trial's within it and its gradient norm strictly lower.
+    trial, corrected: (loss (k,), gradient norm (k,)) each; regulariser (k,) or scalar. Returns (k,) bool."""
+    (trial_loss, trial_norm), (corrected_loss, corrected_norm) = trial, corrected
+    lower = corrected_loss < trial_loss - regulariser
+    level = (corrected_loss - trial_loss).abs() <= regulariser
+    return lower | (level & (corrected_norm < trial_norm))
 
 
 def _updated_lambda(lam, ratio, accepted, running, negative):

@@ -67,6 +67,25 @@ def test_the_defaults_are_one_start_from_seed_0():
     torch.testing.assert_close(default.z, alone.z[0], rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("indexed", [False, True])
+def test_options_reach_the_run_and_iterations_are_the_slowest_starts(indexed):
+    """The options of `minimise_on_sphere` reach the run in both modes (here a cap of 3 iterations, far too
+    few to converge), and `iterations` is the run's count, the slowest start's."""
+
+    def indexed_loss(z, index):
+        return -(DEPTHS[index] * torch.exp(KAPPA * (z[:, 0, :] @ WELLS.T - 1.0))).sum(-1)
+
+    loss_fn = indexed_loss if indexed else wells_loss
+    capped = optimise.minimise_with_restarts(
+        loss_fn, (len(DEPTHS),), 1, DIM, restarts=2, seed=SEED, indexed=indexed, max_iter=3
+    )
+    assert not capped.converged.any()
+    assert capped.iterations == 3
+    assert capped.config_iterations.tolist() == [3, 3, 3]
+    free = optimise.minimise_with_restarts(loss_fn, (len(DEPTHS),), 1, DIM, restarts=2, seed=SEED, indexed=indexed)
+    assert free.converged.all() and free.iterations >= int(free.config_iterations.max()) > 3
+
+
 def test_bad_restarts_are_refused():
     with pytest.raises(ValueError, match="^restarts must be an integer >= 1, got 0$"):
         optimise.minimise_with_restarts(wells_loss, (len(DEPTHS),), 1, DIM, restarts=0)

@@ -4,6 +4,7 @@ the symbolic derivations, the fixed-classifier results, and argument errors (doc
 from __future__ import annotations
 
 import math
+import warnings
 
 import naive
 import numpy as np
@@ -394,6 +395,27 @@ def test_limit_minimisers_are_stationary_for_their_own_objective(anchors):
         nearby = h[y] + 1e-3 * rng.standard_normal((20, 6))
         nearby /= np.linalg.norm(nearby, axis=1, keepdims=True)
         assert (prototypes.limit_objective(nearby, y, w, 0.5, anchors) >= objective(h[y]) - 1e-12).all()
+
+
+@pytest.mark.parametrize("anchors", ["data", "all"])
+def test_minimise_limit_objective_from_starts_off_the_sphere(anchors):
+    """From starts of any length (x = 0.1 or 10 times a unit vector): the returned h is unit and stationary for
+    its own objective, the returned value is the objective there, and scipy takes every option (no warning)."""
+    w = simplex.minority_spread(4, 6, 0.5)
+    rng = np.random.default_rng(3)
+    for y in range(4):
+        unit = rng.standard_normal((2, 6))
+        unit /= np.linalg.norm(unit, axis=1, keepdims=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            h, value = prototypes.minimise_limit_objective(y, w, 0.5, anchors, [0.1 * unit[0], 10.0 * unit[1]])
+
+        def objective(x, y=y):
+            return float(prototypes.limit_objective(x, y, w, 0.5, anchors))
+
+        assert np.linalg.norm(h) == pytest.approx(1.0, abs=1e-12)
+        assert value == pytest.approx(objective(h), rel=1e-12, abs=1e-12)
+        assert _riemannian_gradient(objective, h) < 1e-7
 
 
 def test_limit_objective_all_anchors_is_its_stated_formula():

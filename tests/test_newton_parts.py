@@ -1,0 +1,89 @@
+"""Parts of the Newton finish that its convergence alone cannot pin down: which of a trial point and its
+second-order correction is kept, and how the exact Hessian is built (in chunks of a memory budget, once per
+step, for the "matrix" route only). The optimiser converges with any of these wrong; these tests do not pass.
+"""
+
+import pytest
+import torch
+
+from simulate import losses, newton, sphere
+
+# Binary fractions, so the comparisons at the boundaries are exact.
+TRIAL = (torch.tensor([1.0]), torch.tensor([0.5]))  # loss, gradient norm
+REGULARISER = torch.tensor([0.25])
+
+
+@pytest.mark.parametrize(
+    "corrected_loss, corrected_norm, wins",
+    [
+        (0.5, 0.75, True),  # lower beyond the regulariser: wins whatever its gradient
+        (0.75, 0.75, False),  # lower by exactly the regulariser: level, and a larger gradient loses
+        (0.75, 0.25, True),  # ... and a smaller gradient wins
+        (1.0, 0.25, True),  # equal loss, smaller gradient
+        (1.0, 0.5, False),  # equal loss, equal gradient: the trial stays
+        (1.25, 0.25, True),  # higher by exactly the regulariser is still level
+        (1.125, 0.75, False),  # level, larger gradient
+        (1.5, 0.25, False),  # higher beyond the regulariser: loses whatever its gradient
+    ],
+)
+def test_a_correction_wins_by_loss_or_by_gradient_at_level_loss(corrected_loss, corrected_norm, wins):
+    corrected = (torch.tensor([corrected_loss]), torch.tensor([corrected_norm]))
+    assert newton.correction_wins(TRIAL, corrected, REGULARISER).tolist() == [wins]
+
+
+def _problem_and_point(k=2, n_vectors=4, dim=3):
+    labels, instances = losses.balanced_layout(2, 2, 1)  # N = 4 vectors
+    alpha = torch.linspace(0.2, 0.8, k, dtype=torch.float64)
+    tau = torch.linspace(0.3, 1.0, k, dtype=torch.float64)
+
+    def loss_fn(z):
+        return losses.combined_loss(z, labels, instances, alpha, tau)
+
+    problem = sphere.SphereProblem(loss_fn, (k, n_vectors, dim), indexed=False)
+    z = sphere.normalise(sphere.random_start((k,), n_vectors, dim, seed=7)).reshape(k, -1)
+    return problem, z
+
+
+@pytest.mark.parametrize("budget_directions, expected_chunk", [(5, 5), (0, 1), (100, 12)])
+def test_the_exact_hessian_is_built_in_chunks_of_the_memory_budget(monkeypatch, budget_directions, expected_chunk):
+    """One backward pass per chunk of coordinate directions, as many as HESSIAN_CHUNK_BYTES allows at the stated
+    8 k N max(N, d) bytes-per-element per direction (at least one, at most all N d = 12); the same matrix
+    whatever the chunk."""
+    problem, z = _problem_and_point()
+    k, n_vectors, dim = 2, 4, 3
+    per_direction = 8 * k * n_vectors * max(n_vectors, dim) * z.element_size()
+    zk = z.reshape(k, n_vectors, dim).clone().requires_grad_(True)
+    (egrad,) = torch.autograd.grad(problem.loss_fn(zk).sum(), zk, create_graph=True)
+    reference = sphere.hessian_matrix(egrad, zk)  # the default budget: every direction in one pass
+    chunks = []
+    real_grad = torch.autograd.grad
+
+    def counting_grad(*args, **kwargs):
+        if kwargs.get("is_grads_batched"):
+            chunks.append(kwargs["grad_outputs"].shape[0])
+        return real_grad(*args, **kwargs)
+
+    monkeypatch.setattr(sphere, "HESSIAN_CHUNK_BYTES", budget_directions * per_direction + per_direction // 2)
+    monkeypatch.setattr(torch.autograd, "grad", counting_grad)
+    matrix = sphere.hessian_matrix(egrad, zk)
+    full, rest = divmod(12, expected_chunk)
+    assert chunks == [expected_chunk] * full + ([rest] if rest else [])
+    torch.testing.assert_close(matrix, reference, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("hessian, builds", [("matrix", 1), ("hvp", 0)])
+def test_only_the_matrix_route_builds_the_exact_hessian(monkeypatch, hessian, builds):
+    problem, z = _problem_and_point()
+    built = []
+    real_hessian_matrix = sphere.hessian_matrix
+
+    def counting(egrad, zk):
+        built.append(zk.shape)
+        return real_hessian_matrix(egrad, zk)
+
+    monkeypatch.setattr(sphere, "hessian_matrix", counting)
+    *_, hess = problem.second_order(z, torch.ones(2, dtype=torch.bool), hessian)
+    v = sphere.tangent_projection(z.reshape(2, 4, 3), torch.ones(2, 4, 3, dtype=torch.float64)).reshape(2, -1)
+    hess(v)
+    hess(v[1:], torch.tensor([1]))
+    assert len(built) == builds  # once per step, not per product
