@@ -1,6 +1,6 @@
-"""Parts of the Newton finish that its convergence alone cannot pin down: which of a trial point and its
-second-order correction is kept, and how the exact Hessian is built (in chunks of a memory budget, once per
-step, for the "matrix" route only). The optimiser converges with any of these wrong; these tests do not pass.
+"""Parts of the Newton finish that its convergence alone cannot pin down: the shifted CG solve, which of a
+trial point and its second-order correction is kept, and how the exact Hessian is built (in chunks of a memory
+budget, once per step, for the "matrix" route only). The optimiser converges with any of these wrong; these tests do not pass.
 """
 
 import pytest
@@ -87,3 +87,26 @@ def test_only_the_matrix_route_builds_the_exact_hessian(monkeypatch, hessian, bu
     hess(v)
     hess(v[1:], torch.tensor([1]))
     assert len(built) == builds  # once per step, not per product
+
+
+def test_shifted_cg_solves_the_shifted_system_in_as_many_products_as_distinct_eigenvalues():
+    """CG's finite termination: (H + shift I) with two distinct eigenvalues is solved in exactly two products,
+    to rounding; H s comes back with s; configurations not running, or with a zero gradient, get s = 0 and are
+    not reported as having met non-positive curvature."""
+    eigenvalues = torch.tensor([1.0, 1.0, 1.0, 100.0, 100.0, 100.0], dtype=torch.float64)
+    products = []
+
+    def hess(v, part):
+        products.append(part.tolist())
+        return v * eigenvalues
+
+    gradient = torch.tensor(
+        [[3.0, -1.0, 2.0, 0.5, -2.0, 1.0], [1.0, 1.0, 1.0, 1.0, 1.0, 1.0], [0.0] * 6], dtype=torch.float64
+    )
+    shift = torch.tensor([0.5, 0.5, 0.5], dtype=torch.float64)
+    running = torch.tensor([True, False, True])
+    s, hs, negative = newton.shifted_cg(hess, gradient, shift, running)
+    assert products == [[0], [0]]
+    torch.testing.assert_close(s[0], -gradient[0] / (eigenvalues + 0.5), rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(hs, s * eigenvalues, rtol=1e-12, atol=1e-14)
+    assert s[1:].abs().max() == 0 and negative.tolist() == [False, False, False]
