@@ -1,6 +1,7 @@
 """Parts of the Newton finish that its convergence alone cannot pin down: the shifted CG solve, which of a
 trial point and its second-order correction is kept, and how the exact Hessian is built (in chunks of a memory
-budget, once per step, for the "matrix" route only). The optimiser converges with any of these wrong; these tests do not pass.
+budget, once per step, for the "matrix" route only). The optimiser converges with any of these wrong; these
+tests do not pass.
 """
 
 import pytest
