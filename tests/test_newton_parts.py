@@ -111,3 +111,27 @@ def test_shifted_cg_solves_the_shifted_system_in_as_many_products_as_distinct_ei
     torch.testing.assert_close(s[0], -gradient[0] / (eigenvalues + 0.5), rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(hs, s * eigenvalues, rtol=1e-12, atol=1e-14)
     assert s[1:].abs().max() == 0 and negative.tolist() == [False, False, False]
+
+
+def test_shifted_cg_at_non_positive_curvature_keeps_its_iterate_or_takes_the_gradient_step():
+    """Where (H + shift I) has curvature <= 0 along the first direction (exactly 0, or negative), CG returns the
+    regularised gradient step -g / shift; where it meets it later, the iterate reached so far. Either way the
+    configuration is reported."""
+    eigenvalues = torch.tensor(
+        [[-0.5] * 6, [-2.0] * 6, [1.0, 1.0, 1.0, -4.0, -4.0, -4.0]], dtype=torch.float64
+    )  # with shift 0.5: curvature exactly 0; negative; positive along g, then negative
+
+    def hess(v, part):
+        return v * eigenvalues[part]
+
+    gradient = torch.tensor(
+        [[3.0, -1.0, 2.0, 0.5, -2.0, 1.0], [1.0, -1.0, 1.0, -1.0, 1.0, -1.0], [1.0, 1.0, 1.0, 0.1, 0.1, 0.1]],
+        dtype=torch.float64,
+    )
+    shift = torch.full((3,), 0.5, dtype=torch.float64)
+    s, hs, negative = newton.shifted_cg(hess, gradient, shift, torch.ones(3, dtype=torch.bool))
+    first_step = (gradient[2] @ gradient[2]) / (gradient[2] @ ((eigenvalues[2] + 0.5) * gradient[2]))
+    expected = torch.stack([-gradient[0] / 0.5, -gradient[1] / 0.5, -first_step * gradient[2]])
+    torch.testing.assert_close(s, expected, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(hs, s * eigenvalues, rtol=1e-12, atol=1e-14)
+    assert negative.tolist() == [True, True, True]
