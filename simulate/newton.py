@@ -82,14 +82,12 @@ def _trial_step(problem, z, index, active, current, hess, shift, book):
     loss, gradient = current
     eps = torch.finfo(z.dtype).eps
     s, hs, negative = shifted_cg(hess, gradient, shift.clamp(min=torch.finfo(z.dtype).tiny), active)
-    scale = (_MAX_STEP / s.norm(dim=-1).clamp(min=_MAX_STEP))[:, None]  # <= 1
-    s, hs = s * scale, hs * scale
-    predicted = -(rowdot(gradient, s) + 0.5 * rowdot(s, hs))
+    s, hs = capped_step(s, hs, _MAX_STEP)
+    predicted = model_decrease(gradient, s, hs)
     start = z[index]
     trial = torch.where(active[:, None], book.retract(start + s), start)
     trial_loss, trial_gradient, trial_norm = _evaluated(problem, z, index, active, trial)
-    # Manopt's regularised ratio: near a minimum both decreases are at rounding level and must still count.
-    regulariser = _TR_RHO_REGULARISATION * eps * loss.abs().clamp(min=1.0)
+    regulariser = rounding_slack(loss, eps)
     for _ in range(_CORRECTIONS):
         off_valley = active & (trial_norm > gradient.norm(dim=-1))
         if not off_valley.any():
@@ -97,9 +95,34 @@ def _trial_step(problem, z, index, active, current, hess, shift, book):
         trial, trial_loss, trial_gradient, trial_norm = _corrected(
             problem, z, index, hess, (trial, trial_loss, trial_gradient, trial_norm), off_valley, book, regulariser
         )
-    ratio = (loss - trial_loss + regulariser) / (predicted.clamp(min=0) + regulariser)
-    decisive = loss - trial_loss > regulariser
+    ratio, decisive = decrease_ratio(loss, trial_loss, predicted, regulariser)
     return trial, trial_loss, trial_norm, ratio, decisive, negative
+
+
+def capped_step(s: torch.Tensor, hs: torch.Tensor, longest: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Steps s and their products H s (k, D), each row scaled down (both alike) to at most `longest` long."""
+    scale = (longest / s.norm(dim=-1).clamp(min=longest))[:, None]  # <= 1
+    return s * scale, hs * scale
+
+
+def model_decrease(gradient: torch.Tensor, s: torch.Tensor, hs: torch.Tensor) -> torch.Tensor:
+    """The decrease the quadratic model predicts for the steps s: -(<g, s> + <s, H s>/2) per row, (k, D) -> (k,)."""
+    return -(rowdot(gradient, s) + 0.5 * rowdot(s, hs))
+
+
+def rounding_slack(loss: torch.Tensor, eps: float) -> torch.Tensor:
+    """Manopt's regularisation of the decrease ratio: `_TR_RHO_REGULARISATION` ulps of max(1, |loss|) (k,)."""
+    return _TR_RHO_REGULARISATION * eps * loss.abs().clamp(min=1.0)
+
+
+def decrease_ratio(
+    loss: torch.Tensor, trial_loss: torch.Tensor, predicted: torch.Tensor, slack: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ratio of actual to predicted decrease (a predicted increase counts as 0), `slack` added to both: near
+    a minimum both are at rounding level and must still count. Also whether the actual decrease is beyond the
+    slack (decisive). All (k,)."""
+    actual = loss - trial_loss
+    return (actual + slack) / (predicted.clamp(min=0) + slack), actual > slack
 
 
 def _evaluated(problem, z, index, active, points):
@@ -144,9 +167,13 @@ def correction_wins(
     return lower | (level & (corrected_norm < trial_norm))
 
 
-def _updated_lambda(lam, ratio, accepted, running, negative):
-    """Nielsen's update: a taken step lowers lambda by up to 3 (by less the poorer the model); a refused one,
-    or one that met non-positive curvature, raises it x 4."""
+def updated_lambda(
+    lam: torch.Tensor, ratio: torch.Tensor, accepted: torch.Tensor, running: torch.Tensor, negative: torch.Tensor
+) -> torch.Tensor:
+    """Nielsen's update of lambda (B,) for the configurations `running` (B,) bool: a taken (`accepted`) step
+    multiplies it by max(1/3, 1 - (2 rho - 1)^3), rho the decrease ratio clamped to [0, 1] (by 1/3 after a
+    perfect model, by less the poorer the model), down to `_LAMBDA_MIN`; a refused one, or one that met
+    non-positive curvature (`negative`), multiplies it by 4 (after the first rule, for a taken one)."""
     relief = (1 - (2 * ratio.clamp(0, 1) - 1) ** 3).clamp(min=1 / 3)
     lam = torch.where(accepted, (lam * relief).clamp(min=_LAMBDA_MIN), lam)
     return torch.where(running & (~accepted | negative), 4 * lam, lam)
@@ -197,7 +224,7 @@ def newton_finish(
         # (measured: otherwise long steps along the flat directions of the minima undo the convergence).
         taken = active & (ratio > _TR_ACCEPT) & (decisive | (trial_norm < grad_norm[index]))
         accepted, negative = spread(running, index, taken), spread(running, index, negative)
-        lam = _updated_lambda(lam, spread(lam, index, ratio), accepted, running, negative)
+        lam = updated_lambda(lam, spread(lam, index, ratio), accepted, running, negative)
         z = z.index_copy(0, index[taken], trial[taken])
         book.record_step(running, accepted, spread(loss, index, loss[index] - trial_loss))
         book.newton_counts += running.long()

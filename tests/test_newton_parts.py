@@ -135,3 +135,40 @@ def test_shifted_cg_at_non_positive_curvature_keeps_its_iterate_or_takes_the_gra
     torch.testing.assert_close(s, expected, rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(hs, s * eigenvalues, rtol=1e-12, atol=1e-14)
     assert negative.tolist() == [True, True, True]
+
+
+def test_updated_lambda_is_nielsens_rule():
+    lam = torch.tensor([1.0, 1.0, 1.0, 1.0, 1.0, 0.002, 1.0, 1.0, 1.0], dtype=torch.float64)
+    ratio = torch.tensor([1.0, 0.75, 0.5, 0.25, 2.0, 1.0, 1.0, 0.5, 0.05], dtype=torch.float64)
+    accepted = torch.tensor([True] * 7 + [False, False])
+    running = torch.tensor([True] * 8 + [False])
+    negative = torch.tensor([False] * 6 + [True, False, False])
+    expected = [1 / 3, 0.875, 1.0, 1.125, 1 / 3, 1e-3, 4 / 3, 4.0, 1.0]
+    updated = newton.updated_lambda(lam, ratio, accepted, running, negative)
+    torch.testing.assert_close(updated, torch.tensor(expected, dtype=torch.float64), rtol=1e-15, atol=0)
+
+
+def test_the_step_is_capped_and_judged_by_the_quadratic_model():
+    s = torch.tensor([[0.3, 0.4], [3.0, 4.0]], dtype=torch.float64)  # 0.5 and 5 long
+    hs = torch.tensor([[1.0, 2.0], [10.0, 20.0]], dtype=torch.float64)
+    capped, capped_hs = newton.capped_step(s, hs, 1.0)
+    torch.testing.assert_close(capped, torch.tensor([[0.3, 0.4], [0.6, 0.8]], dtype=torch.float64))
+    torch.testing.assert_close(capped_hs, torch.tensor([[1.0, 2.0], [2.0, 4.0]], dtype=torch.float64))
+    gradient = torch.tensor([[1.0, 0.0], [0.0, -2.0]], dtype=torch.float64)
+    step = torch.tensor([[-1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    step_hs = torch.tensor([[-4.0, 0.0], [0.0, 1.0]], dtype=torch.float64)  # H = 4 I, then I
+    # -(<g, s> + <s, Hs>/2): -(-1 + 2) = -1 (the model predicts an increase), -(-2 + 0.5) = 1.5
+    assert newton.model_decrease(gradient, step, step_hs).tolist() == [-1.0, 1.5]
+
+
+def test_the_decrease_ratio_counts_changes_at_rounding_level():
+    eps = torch.finfo(torch.float64).eps
+    slack = newton.rounding_slack(torch.tensor([0.5, -4.0], dtype=torch.float64), eps)
+    assert slack.tolist() == [1e3 * eps, 4e3 * eps]  # ulps of max(1, |loss|)
+    loss = torch.tensor([1.0, 1.0, 1.0, 1.0], dtype=torch.float64)
+    trial = torch.tensor([0.5, 0.75, 1.25, 0.5], dtype=torch.float64)
+    predicted = torch.tensor([0.75, 0.75, 0.5, -1.0], dtype=torch.float64)
+    ratio, decisive = newton.decrease_ratio(loss, trial, predicted, torch.full((4,), 0.25, dtype=torch.float64))
+    # (actual + slack) / (max(predicted, 0) + slack); decisive: actual decrease beyond the slack
+    assert ratio.tolist() == [0.75, 0.5, 0.0, 3.0]
+    assert decisive.tolist() == [True, False, False, True]

@@ -418,6 +418,15 @@ def test_minimise_limit_objective_from_starts_off_the_sphere(anchors):
         assert _riemannian_gradient(objective, h) < 1e-7
 
 
+def test_limit_value_defaults_to_data_anchors():
+    w = simplex.minority_spread(4, 6, 0.5)
+    z = np.vstack([w, -w])  # unit rows
+    labels = np.array([0, 1, 2, 3, 0, 1, 2, 3])
+    default = prototypes.limit_value(z, labels, w, 0.4)
+    assert default == prototypes.limit_value(z, labels, w, 0.4, "data")
+    assert default != prototypes.limit_value(z, labels, w, 0.4, "all")
+
+
 def test_limit_objective_all_anchors_is_its_stated_formula():
     """'all': CE(h; y) - <w_y, h>/tau + sum_c exp(<w_c, h>/tau) / Z_c, Z_c = sum_k exp(<w_c, w_k>/tau)."""
     w, tau = simplex.minority_spread(4, 6, 0.5), 0.7
