@@ -356,3 +356,46 @@ def test_keyword_call():
 def test_numpy_scalars_are_accepted():
     expected = combined_loss(Z, LABELS, INSTANCES, 0.5, 0.7)
     close(combined_loss(Z, LABELS, INSTANCES, np.float64(0.5), np.float64(0.7)), expected)
+
+
+@pytest.mark.parametrize(
+    "vectors, message",
+    [
+        (torch.ones(4, 3, dtype=torch.long), r"^{name} must be a floating tensor of shape \(m, d\), got tensor\("),
+        (torch.ones(3, dtype=torch.float64), r"^{name} must be a floating tensor of shape \(m, d\), got tensor\("),
+        (torch.ones(4, 5, dtype=torch.float64), r"^{name} must have shape \(m, d\) with m >= 1, d = 3, got \(4, 5\)$"),
+        (torch.ones(0, 3, dtype=torch.float64), r"^{name} must have shape \(m, d\) with m >= 1, d = 3, got \(0, 3\)$"),
+        (torch.ones(2, 4, 3, dtype=torch.float64), r"^{name} leading shape \(2,\) must broadcast to \(\)$"),
+    ],
+)
+def test_fixed_vectors_are_checked_with_their_name(vectors, message):
+    """Prototypes and classifier rows: floating (m, d) with z's d and m >= 1, leading shape broadcasting to z's."""
+    z = torch.nn.functional.normalize(torch.ones(6, 3, dtype=torch.float64), dim=-1)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    with pytest.raises(ValueError, match=message.format(name="prototypes")):
+        prototype_supcon_loss(z, labels, vectors, 2, 0.5)
+    with pytest.raises(ValueError, match=message.format(name="classifier")):
+        fixed_classifier_ce(z, labels, vectors, 0.5)
+
+
+def test_a_single_fixed_vector_is_allowed():
+    z = torch.nn.functional.normalize(torch.ones(2, 3, dtype=torch.float64), dim=-1)
+    one = torch.nn.functional.normalize(torch.ones(1, 3, dtype=torch.float64), dim=-1)
+    assert torch.isfinite(fixed_classifier_ce(z, torch.tensor([0, 0]), one, 0.5))
+
+
+def test_batched_fixed_vectors_act_per_configuration():
+    """z (B, N, d) with prototypes or classifier rows (B, m, d): each configuration with its own vectors; a
+    wrong d is reported with z's d."""
+    generator = torch.Generator().manual_seed(11)
+    z = torch.nn.functional.normalize(torch.randn(2, 6, 3, dtype=torch.float64, generator=generator), dim=-1)
+    vectors = torch.nn.functional.normalize(torch.randn(2, 3, 3, dtype=torch.float64, generator=generator), dim=-1)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    for loss in (
+        lambda x, w: prototype_supcon_loss(x, labels, w, 2, 0.5),
+        lambda x, w: fixed_classifier_ce(x, labels, w, 0.5),
+    ):
+        batched = loss(z, vectors)
+        torch.testing.assert_close(batched, torch.stack([loss(z[0], vectors[0]), loss(z[1], vectors[1])]))
+    with pytest.raises(ValueError, match=r"^prototypes must have shape \(m, d\) with m >= 1, d = 3, got \(2, 4, 5\)$"):
+        prototype_supcon_loss(z, labels, torch.ones(2, 4, 5, dtype=torch.float64), 2, 0.5)

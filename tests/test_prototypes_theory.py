@@ -427,6 +427,16 @@ def test_limit_value_defaults_to_data_anchors():
     assert default != prototypes.limit_value(z, labels, w, 0.4, "all")
 
 
+def test_a_single_data_sample_has_no_gap():
+    """One data anchor, no other data: no positive and no other sample in its denominator, so the loss minus
+    log n_w is the limit at every n_w; the 1/n_w coefficient and the bound's constant are 0."""
+    w = simplex.minority_spread(4, 6, 0.5)
+    z, labels = np.array([[0.6, 0.8, 0.0, 0.0, 0.0, 0.0]]), np.array([1])
+    assert np.abs(prototypes.gap(z, labels, w, [1, 10, 1000], 0.5)).max() < 1e-13
+    assert prototypes.first_order_coefficient(z, labels, w, 0.5) == 0.0
+    assert prototypes.gap_bound_constant(z, labels, w, 0.5) == 0.0
+
+
 def test_limit_objective_all_anchors_is_its_stated_formula():
     """'all': CE(h; y) - <w_y, h>/tau + sum_c exp(<w_c, h>/tau) / Z_c, Z_c = sum_k exp(<w_c, w_k>/tau)."""
     w, tau = simplex.minority_spread(4, 6, 0.5), 0.7

@@ -190,6 +190,10 @@ Z3, LABELS3, W3 = _problem((2, 2, 1), seed=17, d=5)
             r"^labels must be an integer array of shape \(5,\), got int64 \(4,\)$",
         ),
         (
+            lambda: prototypes.mean_cross_entropy(Z3[:4], LABELS3, W3, 0.5),  # N = 4 samples, d = 5
+            r"^labels must be an integer array of shape \(4,\), got int64 \(5,\)$",
+        ),
+        (
             lambda: prototypes.mean_cross_entropy(Z3, LABELS3 + 1, W3, 0.5),
             r"^labels must lie in \[0, 3\), got values in \[1, 3\]$",
         ),

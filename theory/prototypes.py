@@ -228,7 +228,7 @@ def gap(
 
 
 def _data_anchor_terms(z, y, w, tau) -> dict:
-    """Per data anchor (N,): q, q u - S, E/Z and CE (the pieces of results 1 and 3)."""
+    """Per data anchor (N,): q u - S, E/Z and CE (the pieces of results 1 and 3)."""
     n = z.shape[0]
     sims = z @ z.T
     positive = (y[:, None] == y[None, :]) & ~np.eye(n, dtype=bool)
@@ -239,7 +239,6 @@ def _data_anchor_terms(z, y, w, tau) -> dict:
     others = np.where(np.eye(n, dtype=bool), -np.inf, sims / tau)
     log_e = logsumexp(others, axis=1) if n > 1 else np.full(n, -np.inf)
     return {
-        "q": q,
         "drift": q * own - np.where(positive, sims, 0.0).sum(1),  # q u - S
         "e_over_z": np.exp(log_e - log_z),
         "ce": log_z - own / tau,
