@@ -89,7 +89,7 @@ def _trial_step(problem, z, index, active, current, hess, shift, book):
     trial_loss, trial_gradient, trial_norm = _evaluated(problem, z, index, active, trial)
     regulariser = rounding_slack(loss, eps)
     for _ in range(_CORRECTIONS):
-        off_valley = active & (trial_norm > gradient.norm(dim=-1))
+        off_valley = off_the_valley(active, trial_norm, gradient)
         if not off_valley.any():
             break
         trial, trial_loss, trial_gradient, trial_norm = _corrected(
@@ -97,6 +97,12 @@ def _trial_step(problem, z, index, active, current, hess, shift, book):
         )
     ratio, decisive = decrease_ratio(loss, trial_loss, predicted, regulariser)
     return trial, trial_loss, trial_norm, ratio, decisive, negative
+
+
+def off_the_valley(active: torch.Tensor, trial_norm: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:
+    """The configurations `active` (k,) whose trial point's gradient norm (k,) is larger than their current
+    gradient's (k, D): their step left the valley of the stiff directions, and they get a correction."""
+    return active & (trial_norm > gradient.norm(dim=-1))
 
 
 def capped_step(s: torch.Tensor, hs: torch.Tensor, longest: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -203,3 +203,18 @@ def test_derivatives_need_indexed_mode_and_the_right_shapes():
 
     with pytest.raises(ValueError, match=r"derivatives must return a loss of shape \(1,\) and a gradient of shape"):
         optimise.minimise_on_sphere(loss_fn, x0, indexed=True, derivatives=flat_gradient)
+
+
+def test_with_derivatives_the_hvp_route_never_differentiates_the_loss():
+    """Given closed-form derivatives, a run on the "hvp" route (the default above the exact-Hessian size) takes
+    every value, gradient and Hessian product from them: the loss function is never called."""
+    alpha = torch.tensor([0.3, 0.7], dtype=torch.float64)
+    tau = torch.tensor([0.1, 0.5], dtype=torch.float64)
+    _, derivatives = _grid_problem(alpha, tau)
+
+    def loss_fn(z, index):
+        raise AssertionError("the loss function was called")
+
+    x0 = optimise.random_start((2,), 12, 6, seed=1)
+    result = optimise.minimise_on_sphere(loss_fn, x0, indexed=True, derivatives=derivatives, hessian="hvp")
+    assert result.converged.all() and int(result.newton_iterations.max()) > 0

@@ -172,3 +172,10 @@ def test_the_decrease_ratio_counts_changes_at_rounding_level():
     # (actual + slack) / (max(predicted, 0) + slack); decisive: actual decrease beyond the slack
     assert ratio.tolist() == [0.75, 0.5, 0.0, 3.0]
     assert decisive.tolist() == [True, False, False, True]
+
+
+def test_a_correction_goes_to_active_configurations_whose_gradient_grew():
+    active = torch.tensor([True, True, False, True])
+    gradient = torch.tensor([[1.0, 0.0], [0.0, 3.0], [1.0, 0.0], [0.0, 2.0]], dtype=torch.float64)  # 1, 3, 1, 2
+    trial_norm = torch.tensor([2.0, 2.5, 5.0, 2.0], dtype=torch.float64)
+    assert newton.off_the_valley(active, trial_norm, gradient).tolist() == [True, False, False, False]
