@@ -99,6 +99,15 @@ def _trial_step(problem, z, index, active, current, hess, shift, book):
     return trial, trial_loss, trial_norm, ratio, decisive, negative
 
 
+def step_taken(
+    ratio: torch.Tensor, decisive: torch.Tensor, trial_norm: torch.Tensor, grad_norm: torch.Tensor
+) -> torch.Tensor:
+    """Whether a trial step is taken (k,): its decrease ratio is above `_TR_ACCEPT`, and its decrease is beyond
+    rounding (`decisive`) or, if not, it lowers the gradient norm (a change of the loss at rounding level says
+    nothing; measured: otherwise long steps along the flat directions of the minima undo the convergence)."""
+    return (ratio > _TR_ACCEPT) & (decisive | (trial_norm < grad_norm))
+
+
 def off_the_valley(active: torch.Tensor, trial_norm: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:
     """The configurations `active` (k,) whose trial point's gradient norm (k,) is larger than their current
     gradient's (k, D): their step left the valley of the stiff directions, and they get a correction."""
@@ -226,9 +235,7 @@ def newton_finish(
         trial, trial_loss, trial_norm, ratio, decisive, negative = _trial_step(
             problem, z, index, active, (loss[index], gradient[index]), hess, shift[index], book
         )
-        # A change of the loss at rounding level says nothing: such a step must lower the gradient instead
-        # (measured: otherwise long steps along the flat directions of the minima undo the convergence).
-        taken = active & (ratio > _TR_ACCEPT) & (decisive | (trial_norm < grad_norm[index]))
+        taken = active & step_taken(ratio, decisive, trial_norm, grad_norm[index])
         accepted, negative = spread(running, index, taken), spread(running, index, negative)
         lam = updated_lambda(lam, spread(lam, index, ratio), accepted, running, negative)
         z = z.index_copy(0, index[taken], trial[taken])

@@ -399,3 +399,14 @@ def test_batched_fixed_vectors_act_per_configuration():
         torch.testing.assert_close(batched, torch.stack([loss(z[0], vectors[0]), loss(z[1], vectors[1])]))
     with pytest.raises(ValueError, match=r"^prototypes must have shape \(m, d\) with m >= 1, d = 3, got \(2, 4, 5\)$"):
         prototype_supcon_loss(z, labels, torch.ones(2, 4, 5, dtype=torch.float64), 2, 0.5)
+
+
+def test_class_ids_and_layout_sizes_are_refused_by_name():
+    z = torch.nn.functional.normalize(torch.ones(4, 3, dtype=torch.float64), dim=-1)
+    classifier = torch.eye(3, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"^labels must be an integer tensor of shape \(N,\) = \(4,\), got tensor\("):
+        fixed_classifier_ce(z, torch.tensor([0.0, 1.0, 2.0, 0.0]), classifier, 0.5)
+    with pytest.raises(ValueError, match=r"^labels must have shape \(N,\) = \(4,\), got \(3,\)$"):
+        prototype_supcon_loss(z, torch.tensor([0, 1, 2]), classifier, 2, 0.5)
+    with pytest.raises(ValueError, match=r"^n_classes must be an integer >= 1, got 0$"):
+        balanced_layout(0, 2, 2)

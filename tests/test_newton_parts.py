@@ -4,10 +4,11 @@ budget, once per step, for the "matrix" route only). The optimiser converges wit
 tests do not pass.
 """
 
+import numpy as np
 import pytest
 import torch
 
-from simulate import losses, newton, sphere
+from simulate import losses, newton, optimise, phase, sphere
 
 # Binary fractions, so the comparisons at the boundaries are exact.
 TRIAL = (torch.tensor([1.0]), torch.tensor([0.5]))  # loss, gradient norm
@@ -179,3 +180,24 @@ def test_a_correction_goes_to_active_configurations_whose_gradient_grew():
     gradient = torch.tensor([[1.0, 0.0], [0.0, 3.0], [1.0, 0.0], [0.0, 2.0]], dtype=torch.float64)  # 1, 3, 1, 2
     trial_norm = torch.tensor([2.0, 2.5, 5.0, 2.0], dtype=torch.float64)
     assert newton.off_the_valley(active, trial_norm, gradient).tolist() == [True, False, False, False]
+
+
+def test_a_step_is_taken_on_a_good_ratio_and_a_decisive_decrease_or_a_lower_gradient():
+    ratio = torch.tensor([0.5, 0.5, 0.5, 0.05, 0.1, 0.5, 2.0], dtype=torch.float64)
+    decisive = torch.tensor([True, False, False, True, True, False, False])
+    trial_norm = torch.tensor([9.0, 0.5, 2.0, 0.5, 0.5, 1.0, 0.5], dtype=torch.float64)
+    grad_norm = torch.ones(7, dtype=torch.float64)
+    taken = newton.step_taken(ratio, decisive, trial_norm, grad_norm)
+    assert taken.tolist() == [True, True, False, False, False, False, True]
+
+
+def test_the_route_says_newton_exactly_when_newton_steps_were_taken():
+    """Just below the gradient at which L-BFGS hands over, some configurations pass the test at their first look
+    in the Newton finish (route "lbfgs", no Newton step), the others after Newton steps (route "newton")."""
+    tolerance = 0.9 * optimise.NEWTON_SWITCH_TOL[torch.float64]
+    grid = phase.simulated_grid(np.linspace(0, 1, 6), np.geomspace(0.05, 2, 6), 2, 2, 2, seed=0, grad_tol=tolerance)
+    assert grid["converged"].all()
+    newton_steps = grid["newton_iterations"] > 0
+    assert newton_steps.any() and not newton_steps.all()
+    assert ((grid["route"] == "newton") == newton_steps).all()
+    assert ((grid["route"] == "lbfgs") == ~newton_steps).all()
