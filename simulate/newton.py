@@ -214,6 +214,7 @@ def newton_finish(
     eps = torch.finfo(z.dtype).eps
     loss, gradient, grad_norm = z.new_zeros(n_configs), torch.zeros_like(z), z.new_zeros(n_configs)
     fresh = torch.zeros_like(running)  # loss and gradient are those of the current z
+    handed = running.clone()
     while True:
         running = running & (book.counts < book.max_iter)
         if not running.any():
@@ -246,7 +247,8 @@ def newton_finish(
         stalled |= blown
         running = running & ~blown
         book.tick()
-    stale = ~fresh & (book.newton_counts > 0)  # stopped by the cap right after a step: evaluate the final point
+    # Stopped by the cap right after a step, or before the first look: evaluate the final point.
+    stale = handed & ~fresh
     if stale.any():
         new_loss, new_gradient, new_norm = problem.evaluate(z, stale)
         loss, grad_norm = torch.where(stale, new_loss, loss), torch.where(stale, new_norm, grad_norm)

@@ -410,3 +410,11 @@ def test_class_ids_and_layout_sizes_are_refused_by_name():
         prototype_supcon_loss(z, torch.tensor([0, 1, 2]), classifier, 2, 0.5)
     with pytest.raises(ValueError, match=r"^n_classes must be an integer >= 1, got 0$"):
         balanced_layout(0, 2, 2)
+
+
+@pytest.mark.parametrize("sizes, message", [((1, 1, 0), "n_views"), ((1, 0, 1), "n_per_class")])
+def test_layout_sizes_are_at_least_one_each(sizes, message):
+    labels, instances = balanced_layout(1, 1, 1)  # one class, one instance, one view: allowed
+    assert labels.tolist() == [0] and instances.tolist() == [0]
+    with pytest.raises(ValueError, match=rf"^{message} must be an integer >= 1, got 0$"):
+        balanced_layout(*sizes)
