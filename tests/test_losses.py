@@ -418,3 +418,14 @@ def test_layout_sizes_are_at_least_one_each(sizes, message):
     assert labels.tolist() == [0] and instances.tolist() == [0]
     with pytest.raises(ValueError, match=rf"^{message} must be an integer >= 1, got 0$"):
         balanced_layout(*sizes)
+
+
+def test_combined_loss_with_one_supervised_positive_per_anchor_matches_naive():
+    """m = 2 classes of n = 2 single-view instances: every anchor has exactly one supervised positive."""
+    labels, instances = balanced_layout(2, 2, 1)
+    z = torch.nn.functional.normalize(
+        torch.randn(4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(5)), dim=-1
+    )
+    for alpha in (0.0, 0.5):
+        expected = naive.combined_loss(z.tolist(), labels.tolist(), instances.tolist(), alpha, 0.5, "instance")
+        close(combined_loss(z, labels, instances, alpha, 0.5), expected)

@@ -197,6 +197,12 @@ def test_backtracking_steps_to_the_minimum_of_the_interpolating_quadratic_within
         step[:1] * 0.8, loss[:1], -torch.ones(1, dtype=torch.float64), loss[:1] - 0.79
     )
     torch.testing.assert_close(near_line, torch.tensor([0.4], dtype=torch.float64))
+    # The same along a refused step of 2: the minimiser 1 / (2c), now kept within [0.2, 1].
+    curvature = torch.tensor([1.25, 0.6, 50.0, 1.0], dtype=torch.float64)
+    trial_loss = 2 - 2 + 4 * curvature
+    trial_loss[3] = math.nan
+    longer = optimise.backtracked_step(2 * step[:4], loss[:4], slope[:4].double(), trial_loss)
+    torch.testing.assert_close(longer, torch.tensor([0.4, 1 / 1.2, 0.2, 0.2], dtype=torch.float64))
 
 
 def test_a_tolerance_above_the_newton_switch_is_settled_by_lbfgs_alone():
