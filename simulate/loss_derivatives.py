@@ -59,8 +59,9 @@ def combined_loss_derivatives(
     Returns:
         derivatives(z (..., N, d), alpha, tau) -> (loss (...,), gradient (..., N, d), hess); alpha, tau of
         shape z.shape[:-2] (broadcastable when hess acts on the whole batch). hess(v) for v (..., N, d), or
-        hess(v, rows) for the configurations rows (j,) of a batch z (B, N, d) alone, v (j, N, d). The caller
-        passes checked values (no host read happens here).
+        hess(v, rows) for the configurations rows (j,) of a batch z (B, N, d) alone, v (j, N, d); it keeps the
+        factors of the last `rows`, recognised by identity (do not change rows in place between calls). The
+        caller passes checked values (no host read happens here).
     Raises:
         ValueError: as `simulate.losses.combined_loss_terms` for the ids and the variant.
     """

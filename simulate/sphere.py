@@ -142,7 +142,8 @@ class SphereProblem:
         of `rows` in order (the solvers work on the configurations still running only).
 
         hess(v, part) with part (j,) indices into the k rows and v (j, D) is the operator of those configurations
-        alone (the closed-form and matrix products then compute only those).
+        alone (the closed-form and matrix products then compute only those). The operator keeps the rows of the
+        last part it was given, recognised by identity: a part must not be changed in place between calls.
 
         hessian="hvp": each call is the closed-form product of `derivatives` when given, else one
         double-backward pass through the loss.
