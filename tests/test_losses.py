@@ -399,6 +399,8 @@ def test_batched_fixed_vectors_act_per_configuration():
         torch.testing.assert_close(batched, torch.stack([loss(z[0], vectors[0]), loss(z[1], vectors[1])]))
     with pytest.raises(ValueError, match=r"^prototypes must have shape \(m, d\) with m >= 1, d = 3, got \(2, 4, 5\)$"):
         prototype_supcon_loss(z, labels, torch.ones(2, 4, 5, dtype=torch.float64), 2, 0.5)
+    with pytest.raises(ValueError, match=r"^classifier leading shape \(3,\) must broadcast to \(2,\)$"):
+        fixed_classifier_ce(z, labels, torch.ones(3, 4, 3, dtype=torch.float64), 0.5)
 
 
 def test_class_ids_and_layout_sizes_are_refused_by_name():
