@@ -139,12 +139,12 @@ def test_shifted_cg_at_non_positive_curvature_keeps_its_iterate_or_takes_the_gra
 
 
 def test_updated_lambda_is_nielsens_rule():
-    lam = torch.tensor([1.0, 1.0, 1.0, 1.0, 1.0, 0.002, 1.0, 1.0, 1.0], dtype=torch.float64)
-    ratio = torch.tensor([1.0, 0.75, 0.5, 0.25, 2.0, 1.0, 1.0, 0.5, 0.05], dtype=torch.float64)
-    accepted = torch.tensor([True] * 7 + [False, False])
-    running = torch.tensor([True] * 8 + [False])
-    negative = torch.tensor([False] * 6 + [True, False, False])
-    expected = [1 / 3, 0.875, 1.0, 1.125, 1 / 3, 1e-3, 4 / 3, 4.0, 1.0]
+    lam = torch.tensor([1.0, 1.0, 1.0, 1.0, 1.0, 0.002, 1.0, 1.0, 1.0, 1.0], dtype=torch.float64)
+    ratio = torch.tensor([1.0, 0.75, 0.5, 0.25, 2.0, 1.0, 1.0, 0.5, 0.05, -1.0], dtype=torch.float64)
+    accepted = torch.tensor([True] * 7 + [False, False, True])
+    running = torch.tensor([True] * 8 + [False, True])
+    negative = torch.tensor([False] * 6 + [True, False, False, False])
+    expected = [1 / 3, 0.875, 1.0, 1.125, 1 / 3, 1e-3, 4 / 3, 4.0, 1.0, 2.0]  # the ratio is clamped to [0, 1]
     updated = newton.updated_lambda(lam, ratio, accepted, running, negative)
     torch.testing.assert_close(updated, torch.tensor(expected, dtype=torch.float64), rtol=1e-15, atol=0)
 
