@@ -239,7 +239,7 @@ def test_settling_needs_a_small_gradient_and_a_last_change_small_relative_to_the
     """Book.settle: gradient norm <= grad_tol and |last decrease| <= step_tol max(1, |loss|)."""
     z = torch.zeros(4, 2, dtype=torch.float64)
     book = sphere.Book(None, z, grad_tol=1e-9, step_tol=1e-12, max_iter=10, progress=None)
-    book.last_decrease = torch.tensor([3e-12, 3e-12, 4e-12, 0.0], dtype=torch.float64)  # 4e-12 = 1e-12 x 4 exactly
+    book.last_decrease = torch.tensor([3e-12, 1.5e-12, 4e-12, 0.0], dtype=torch.float64)  # 4e-12 = 1e-12 x 4 exactly
     loss = torch.tensor([4.0, 0.5, -4.0, 4.0], dtype=torch.float64)
     grad_norm = torch.tensor([1e-9, 1e-10, 1e-10, 2e-9], dtype=torch.float64)
     done = book.settle(torch.ones(4, dtype=torch.bool), loss, grad_norm)
