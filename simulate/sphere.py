@@ -166,7 +166,7 @@ class SphereProblem:
         def hess(v, part=None):
             j = v.shape[0]
             v = v.reshape(j, self.n_vectors, self.dim)
-            if part is None or last.get("part") is not part:
+            if "rows" not in last or last["part"] is not part:
                 positions = selected if part is None else selected[part]
                 last.update(part=part, rows=(positions, point[positions], radial[positions]))
             positions, at_point, at_radial = last["rows"]

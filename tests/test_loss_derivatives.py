@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from combined_problems import indexed_combined_problem
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -109,23 +110,10 @@ def test_labels_that_are_not_a_tensor_are_refused():
         loss_derivatives.combined_loss_derivatives([0, 0, 1, 1], torch.tensor([0, 1, 2, 3]))
 
 
-def _grid_problem(alpha, tau, m=2, n=3, p=2):
-    labels, instances = losses.balanced_layout(m, n, p)
-    closed_form = loss_derivatives.combined_loss_derivatives(labels, instances)
-
-    def loss_fn(z, index):
-        return losses.combined_loss(z, labels, instances, alpha[index], tau[index])
-
-    def derivatives(z, index):
-        return closed_form(z, alpha[index], tau[index])
-
-    return loss_fn, derivatives
-
-
 def test_sphere_problem_with_derivatives_gives_the_autograd_figures():
     alpha = torch.tensor([0.2, 0.9, 0.5], dtype=torch.float64)
     tau = torch.tensor([0.05, 0.3, 1.0], dtype=torch.float64)
-    loss_fn, derivatives = _grid_problem(alpha, tau)
+    loss_fn, derivatives = indexed_combined_problem(alpha, tau)
     shape = (3, 12, 6)
     closed = optimise.SphereProblem(loss_fn, shape, indexed=True, derivatives=derivatives)
     automatic = optimise.SphereProblem(loss_fn, shape, indexed=True)
@@ -152,7 +140,7 @@ def test_sphere_problem_with_derivatives_gives_the_autograd_figures():
 def test_minimisation_with_derivatives_reaches_the_closed_form_like_autograd():
     alpha = torch.tensor([0.1, 0.5, 0.9, 0.6], dtype=torch.float64)
     tau = torch.tensor([0.05, 0.2, 0.5, 2.0], dtype=torch.float64)
-    loss_fn, derivatives = _grid_problem(alpha, tau)
+    loss_fn, derivatives = indexed_combined_problem(alpha, tau)
     x0 = optimise.random_start((4,), 12, 6, seed=0)
     closed = optimise.minimise_on_sphere(loss_fn, x0, indexed=True, derivatives=derivatives)
     automatic = optimise.minimise_on_sphere(loss_fn, x0, indexed=True, hessian="hvp")
@@ -192,7 +180,7 @@ def test_phase_grid_uses_the_closed_form_derivatives(monkeypatch):
 
 def test_derivatives_need_indexed_mode_and_the_right_shapes():
     alpha = torch.tensor([0.5], dtype=torch.float64)
-    loss_fn, derivatives = _grid_problem(alpha, alpha)
+    loss_fn, derivatives = indexed_combined_problem(alpha, alpha)
     x0 = optimise.random_start((1,), 12, 6, seed=0)
     with pytest.raises(ValueError, match="derivatives need indexed=True"):
         optimise.minimise_on_sphere(lambda z: loss_fn(z, torch.arange(1)), x0, derivatives=derivatives)
@@ -210,7 +198,7 @@ def test_with_derivatives_the_hvp_route_never_differentiates_the_loss():
     every value, gradient and Hessian product from them: the loss function is never called."""
     alpha = torch.tensor([0.3, 0.7], dtype=torch.float64)
     tau = torch.tensor([0.1, 0.5], dtype=torch.float64)
-    _, derivatives = _grid_problem(alpha, tau)
+    _, derivatives = indexed_combined_problem(alpha, tau)
 
     def loss_fn(z, index):
         raise AssertionError("the loss function was called")

@@ -7,8 +7,9 @@ tests do not pass.
 import numpy as np
 import pytest
 import torch
+from combined_problems import indexed_combined_problem
 
-from simulate import loss_derivatives, losses, newton, optimise, phase, sphere
+from simulate import losses, newton, optimise, phase, sphere
 
 # Binary fractions, so the comparisons at the boundaries are exact.
 TRIAL = (torch.tensor([1.0]), torch.tensor([0.5]))  # loss, gradient norm
@@ -203,27 +204,13 @@ def test_the_route_says_newton_exactly_when_newton_steps_were_taken():
     assert ((grid["route"] == "lbfgs") == ~newton_steps).all()
 
 
-def _closed_form_problem():
-    """A small combined-loss problem (4 configurations) with closed-form derivatives."""
-    labels, instances = losses.balanced_layout(2, 2, 2)
-    closed_form = loss_derivatives.combined_loss_derivatives(labels, instances)
-    alpha = torch.linspace(0.2, 0.8, 4, dtype=torch.float64)
-    tau = torch.linspace(0.1, 1.0, 4, dtype=torch.float64)
-
-    def loss_fn(z, index):
-        return losses.combined_loss(z, labels, instances, alpha[index], tau[index])
-
-    def derivatives(z, index):
-        return closed_form(z, alpha[index], tau[index])
-
-    return loss_fn, derivatives
-
-
 @pytest.mark.parametrize("extra", [1, 2, 3, 5])
 def test_a_capped_run_reports_the_loss_and_gradient_of_the_points_it_returns(extra):
     """Stopped by the iteration cap right after Newton steps, the reported loss and gradient norm are those at
     the returned points (re-evaluated there), for every configuration."""
-    loss_fn, derivatives = _closed_form_problem()
+    loss_fn, derivatives = indexed_combined_problem(
+        torch.linspace(0.2, 0.8, 4, dtype=torch.float64), torch.linspace(0.1, 1.0, 4, dtype=torch.float64), 2, 2, 2
+    )
     x0 = sphere.random_start((4,), 8, 4, seed=3)
     free = optimise.minimise_on_sphere(loss_fn, x0, indexed=True, derivatives=derivatives)
     lbfgs_steps = free.config_iterations - free.newton_iterations
