@@ -9,6 +9,7 @@
 #
 # Named mutants (e.g. the survivors of an earlier run, from `mutmut results`) are the only ones run.
 # RESUME=1 keeps WORKDIR/mutants from an earlier run: mutmut re-runs only what changed.
+# MODULES="simulate/newton.py theory/ssem.py" mutates those modules alone (default: all of the above).
 #
 # The revision is exported into WORKDIR (git archive), so the working tree is never touched. One
 # worker by default (the machines are shared); CHILDREN=2 runs two. Results: `mutmut results` in WORKDIR
@@ -23,14 +24,17 @@ if [ "${RESUME:-0}" != 1 ]; then rm -rf "$workdir"; fi
 mkdir -p "$workdir"
 git -C "$root" archive "$revision" | tar -x -C "$workdir"
 cd "$workdir"
-cat >> pyproject.toml <<'TOML'
+modules=(${MODULES:-simulate/losses.py simulate/loss_derivatives.py simulate/optimise.py simulate/sphere.py simulate/newton.py
+    simulate/certify.py simulate/exchangeable.py simulate/metrics.py theory/ssem.py theory/prototypes.py})
+for module in "${modules[@]}"; do
+    if [ ! -f "$module" ]; then echo "mutation.sh: no module $module at $revision" >&2; exit 2; fi
+done
+only_mutate="$(printf '"%s", ' "${modules[@]}")"
+cat >> pyproject.toml <<TOML
 
 [tool.mutmut]
 source_paths = ["simulate/", "theory/"]
-only_mutate = [
-    "simulate/losses.py", "simulate/loss_derivatives.py", "simulate/optimise.py", "simulate/sphere.py", "simulate/newton.py", "simulate/certify.py",
-    "simulate/exchangeable.py", "simulate/metrics.py", "theory/ssem.py", "theory/prototypes.py",
-]
+only_mutate = [$only_mutate]
 also_copy = ["proofs_checks/", "empirical/", "conftest.py"]
 # torch is not fork-safe after it has computed: workers come from a fork server that has only collected
 # the tests, not from mutmut's main process, which ran them.

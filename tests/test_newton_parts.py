@@ -232,3 +232,52 @@ def test_settling_needs_a_small_gradient_and_a_last_change_small_relative_to_the
     done = book.settle(torch.ones(4, dtype=torch.bool), loss, grad_norm)
     assert done.tolist() == [True, False, True, False]
     assert book.settled.tolist() == [True, False, True, False]
+
+
+def _refusing_problem(scales):
+    """Configurations of one vector on the circle whose every Newton step is refused: the loss is constant (no
+    decrease is ever decisive) and the gradient, of norm scale exp(-theta) along the circle, grows along every
+    step (-g / shift moves theta down). The Hessian is 0 (the gradient is tangent, so no curvature term)."""
+    scales = torch.as_tensor(scales, dtype=torch.float64)
+
+    def derivatives(z, index):
+        x, y = z[..., 0], z[..., 1]
+        size = (scales[index][:, None] * torch.exp(-torch.atan2(y, x)))[..., None]
+        return z.new_zeros(len(index)), size * torch.stack((-y, x), dim=-1), lambda v, rows=None: torch.zeros_like(v)
+
+    def loss_fn(z, index):
+        return z.new_zeros(len(index))
+
+    return sphere.SphereProblem(loss_fn, (len(scales), 1, 2), indexed=True, derivatives=derivatives)
+
+
+def test_a_configuration_whose_every_step_is_refused_stalls_once_its_shift_passes_one_over_eps():
+    """lambda starts at 1 and grows x4 per refused step; the run stops a configuration (stalled, not moved) at the
+    first refusal with shift lambda |g| > 1/eps = 2^52. |g| = 1: lambda 4^26 = 2^52 is not beyond, 4^27 is (step
+    28); |g| = 2: 2 x 4^26 = 2^53 is (step 27). A configuration not running is left alone."""
+    problem = _refusing_problem([1.0, 2.0, 1.0])
+    z = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)  # theta = 0: |g| = 1, 2
+    book = sphere.Book(problem, z, grad_tol=1e-9, step_tol=1e-12, max_iter=100, progress=None)
+    running = torch.tensor([True, True, False])
+    z_end, loss, _, grad_norm, stalled = newton.newton_finish(problem, z, running, book, hessian="hvp")
+    assert stalled.tolist() == [True, True, False]
+    assert book.newton_counts.tolist() == [28, 27, 0]
+    assert book.counts.tolist() == [28, 27, 0]
+    torch.testing.assert_close(z_end, z, rtol=0, atol=0)
+    assert grad_norm.tolist() == [1.0, 2.0, 0.0] and loss.tolist() == [0.0, 0.0, 0.0]
+
+
+def test_a_step_taken_at_a_shift_beyond_one_over_eps_does_not_stall():
+    """Only a refused step can stall: the linear loss -2^53 <a, z> from z orthogonal to a has |g| = 2^53, so its
+    first shift (lambda = 1) is beyond 1/eps, and its first step (-g / |g|, 45 degrees) is taken."""
+    scale, a = 2.0**53, torch.tensor([1.0, 0.0], dtype=torch.float64)
+
+    def derivatives(z, index):
+        return -scale * (z @ a)[:, 0], (-scale * a).expand_as(z), lambda v, rows=None: torch.zeros_like(v)
+
+    problem = sphere.SphereProblem(None, (1, 1, 2), indexed=True, derivatives=derivatives)
+    z = torch.tensor([[0.0, 1.0]], dtype=torch.float64)
+    book = sphere.Book(problem, z, grad_tol=1e-9, step_tol=1e-12, max_iter=1, progress=None)
+    z_end, _, _, _, stalled = newton.newton_finish(problem, z, torch.tensor([True]), book, hessian="hvp")
+    assert stalled.tolist() == [False]
+    assert book.last_decrease.item() > 0.5 * scale and z_end[0, 0] > 0.5
