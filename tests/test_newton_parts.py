@@ -115,6 +115,72 @@ def test_shifted_cg_solves_the_shifted_system_in_as_many_products_as_distinct_ei
     assert s[1:].abs().max() == 0 and negative.tolist() == [False, False, False]
 
 
+def test_shifted_cg_stops_after_max_products_at_the_minimiser_over_the_krylov_space():
+    """Truncated after k products, CG's iterate minimises the model <g, s> + <s, A s>/2 (A = H + shift I) over
+    span{g, A g, ..., A^(k-1) g}: checked against that minimiser solved directly, with 6 distinct eigenvalues."""
+    eigenvalues = torch.tensor([1.0, 2.0, 5.0, 10.0, 50.0, 100.0], dtype=torch.float64)
+    gradient = torch.tensor([[1.0, -2.0, 1.5, 0.5, -1.0, 2.0]], dtype=torch.float64)
+    shift = torch.tensor([0.25], dtype=torch.float64)
+    calls = []
+
+    def hess(v, part):
+        calls.append(len(part))
+        return v * eigenvalues
+
+    for products in (1, 2, 3):
+        calls.clear()
+        s, hs, _ = newton.shifted_cg(hess, gradient, shift, torch.tensor([True]), products)
+        a, g = torch.diag(eigenvalues + shift), gradient[0]
+        basis = torch.stack([torch.linalg.matrix_power(a, j) @ g for j in range(products)], dim=1)  # (6, k)
+        expected = -basis @ torch.linalg.solve(basis.T @ a @ basis, basis.T @ g)
+        assert calls == [1] * products
+        torch.testing.assert_close(s[0], expected, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(hs, s * eigenvalues, rtol=1e-12, atol=1e-14)
+
+
+def test_shifted_cg_makes_at_most_30_products_by_default():
+    """A spectrum over 8 decades (40 eigenvalues) is far from solved to |r| <= |g| / 10 in 30 products."""
+    eigenvalues = torch.logspace(-4, 4, 40, dtype=torch.float64)
+    calls = []
+
+    def hess(v, part):
+        calls.append(len(part))
+        return v * eigenvalues
+
+    gradient = torch.ones(1, 40, dtype=torch.float64)
+    newton.shifted_cg(hess, gradient, torch.tensor([1e-8], dtype=torch.float64), torch.tensor([True]))
+    assert len(calls) == 30
+
+
+def test_the_second_order_corrections_solve_with_3_products_at_most():
+    """The Newton finish caps the CG of each correction at 3 products and not its main solve: over a small grid
+    at small tau, every capped solve makes at most 3 products (some exactly 3), the others up to more."""
+    solves = []
+    shifted_cg = newton.shifted_cg
+
+    def spy(hess, gradient, shift, running, *cap):
+        made = []
+
+        def counted(v, part=None):
+            made.append(len(part))
+            return hess(v, part)
+
+        result = shifted_cg(counted, gradient, shift, running, *cap)
+        solves.append((cap, len(made)))
+        return result
+
+    alpha = torch.linspace(0.3, 0.9, 6, dtype=torch.float64)
+    tau = torch.full((6,), 0.08, dtype=torch.float64)
+    loss_fn, derivatives = indexed_combined_problem(alpha, tau, 3, 5, 2)
+    x0 = sphere.random_start((6,), 30, 8, seed=0)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(newton, "shifted_cg", spy)
+        optimise.minimise_on_sphere(loss_fn, x0, indexed=True, derivatives=derivatives)
+    corrections = [made for cap, made in solves if cap]
+    assert {cap for cap, _ in solves} == {(), (3,)}
+    assert max(corrections) == 3 and max(made for cap, made in solves if not cap) > 3
+
+
 def test_shifted_cg_at_non_positive_curvature_keeps_its_iterate_or_takes_the_gradient_step():
     """Where (H + shift I) has curvature <= 0 along the first direction (exactly 0, or negative), CG returns the
     regularised gradient step -g / shift; where it meets it later, the iterate reached so far. Either way the
@@ -140,12 +206,16 @@ def test_shifted_cg_at_non_positive_curvature_keeps_its_iterate_or_takes_the_gra
 
 
 def test_updated_lambda_is_nielsens_rule():
-    lam = torch.tensor([1.0, 1.0, 1.0, 1.0, 1.0, 0.002, 1.0, 1.0, 1.0, 1.0], dtype=torch.float64)
-    ratio = torch.tensor([1.0, 0.75, 0.5, 0.25, 2.0, 1.0, 1.0, 0.5, 0.05, -1.0], dtype=torch.float64)
-    accepted = torch.tensor([True] * 7 + [False, False, True])
-    running = torch.tensor([True] * 8 + [False, True])
-    negative = torch.tensor([False] * 6 + [True, False, False, False])
-    expected = [1 / 3, 0.875, 1.0, 1.125, 1 / 3, 1e-3, 4 / 3, 4.0, 1.0, 2.0]  # the ratio is clamped to [0, 1]
+    """Taken: x max(1/3, 1 - (2 rho - 1)^3), rho clamped to [0, 1]; refused: x4, x16 when the loss rose (rho < 0);
+    non-positive curvature: x4 after the first rule; not running: unchanged."""
+    lam = torch.tensor([1.0, 1.0, 1.0, 1.0, 1.0, 0.002, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0], dtype=torch.float64)
+    ratio = torch.tensor(
+        [1.0, 0.75, 0.5, 0.25, 2.0, 1.0, 1.0, 0.5, 0.05, -1.0, -0.5, 0.0, -0.5, -0.5], dtype=torch.float64
+    )
+    accepted = torch.tensor([True] * 7 + [False, False, True, False, False, True, False])
+    running = torch.tensor([True] * 8 + [False] + [True] * 4 + [False])
+    negative = torch.tensor([False] * 6 + [True] + [False] * 5 + [True, False])
+    expected = [1 / 3, 0.875, 1.0, 1.125, 1 / 3, 1e-3, 4 / 3, 4.0, 1.0, 2.0, 16.0, 4.0, 8.0, 1.0]
     updated = newton.updated_lambda(lam, ratio, accepted, running, negative)
     torch.testing.assert_close(updated, torch.tensor(expected, dtype=torch.float64), rtol=1e-15, atol=0)
 
