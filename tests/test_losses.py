@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import naive
 import numpy as np
@@ -346,6 +347,35 @@ def test_errors(case):
     call, name = BAD_CALLS[case]
     with pytest.raises(ValueError, match=name):
         call()
+
+
+@pytest.mark.parametrize(
+    "name, values, message",
+    [
+        ("alpha", [0.0, 1.5], "alpha must be [0, 1], got 1.5"),
+        ("alpha", [-0.25, 1.0], "alpha must be [0, 1], got -0.25"),
+        ("tau", [1.0, 0.0], "tau must be finite and > 0, got 0.0"),
+        ("tau", [math.inf, 1.0], "tau must be finite and > 0, got inf"),
+        ("tau", [math.nan, 1.0], "tau must be finite and > 0, got nan"),
+    ],
+)
+def test_tensor_alpha_and_tau_are_checked_per_configuration(name, values, message):
+    """Per-configuration alpha and tau (tensors) are checked like scalars, each named with its range and the
+    first bad value; alpha 0 and 1 and any tau > 0 are accepted."""
+    parameters = {"alpha": torch.tensor([0.0, 1.0]), "tau": torch.tensor([1e-3, 2.0])}
+    z = unit((2, 8, 3), seed=4)
+    assert combined_loss(z, LABELS, INSTANCES, **parameters).isfinite().all()
+    parameters[name] = torch.tensor(values)
+    with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
+        combined_loss(z, LABELS, INSTANCES, **parameters)
+
+
+def test_tensor_alpha_and_tau_take_the_embeddings_dtype():
+    """float64 alpha and tau do not promote a float32 loss."""
+    alpha, tau = torch.tensor([0.25, 0.75], dtype=torch.float64), torch.tensor([0.5, 1.0], dtype=torch.float64)
+    assert combined_loss(unit((2, 8, 3), seed=4, dtype=torch.float32), LABELS, INSTANCES, alpha, tau).dtype == (
+        torch.float32
+    )
 
 
 def test_keyword_call():
