@@ -13,7 +13,7 @@ from simulate.sphere import ROUTES, Book, SphereProblem, rowdot, spread
 _TR_ACCEPT = 0.1  # smallest ratio of actual to predicted decrease of a step taken (Manopt's default)
 _LAMBDA_MIN = 1e-3  # smallest regularisation mu / |g| of a Newton step
 # Growth of lambda after a refused step: x4, or x16 when the loss rose (ratio < 0: the model is off by more
-# than a short step fixes). Measured: x16 cut the Hessian products by 3-23% and the Newton steps by 2-15% on
+# than a short step fixes). Measured: x16 cut the Hessian products by 3-22% and the Newton steps by 1-13% on
 # the benchmark grid and eleven 16 x 16 grids (m n p <= 64), all converged as before; on the benchmark grid
 # x8 and x64 cut fewer products than x16.
 _LAMBDA_UP, _LAMBDA_UP_ROSE = 4.0, 16.0
