@@ -19,6 +19,8 @@ from simulate.losses import (
     combined_loss_terms,
     fixed_classifier_ce,
     prototype_supcon_loss,
+    require_embeddings,
+    require_ids,
     supcon_loss,
     supcon_loss_per_anchor,
 )
@@ -368,6 +370,39 @@ def test_tensor_alpha_and_tau_are_checked_per_configuration(name, values, messag
     parameters[name] = torch.tensor(values)
     with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
         combined_loss(z, LABELS, INSTANCES, **parameters)
+
+
+@pytest.mark.parametrize(
+    "z, min_samples, message",
+    [
+        ([[1.0, 0.0]], 1, "z must be a floating tensor of shape (..., N, d), got list"),
+        (torch.zeros(2, 3, dtype=torch.long), 1, "z must be a floating tensor of shape (..., N, d), got (2, 3)"),
+        (torch.zeros(3), 1, "z must be a floating tensor of shape (..., N, d), got (3,)"),
+        (torch.zeros(0, 3), 1, "z must have N >= 1 samples and d >= 1, got shape (0, 3)"),
+        (torch.zeros(2, 4, 0), 1, "z must have N >= 1 samples and d >= 1, got shape (2, 4, 0)"),
+        (torch.zeros(1, 3), 2, "z must have N >= 2 samples and d >= 1, got shape (1, 3)"),
+    ],
+)
+def test_embeddings_are_refused_with_their_shape_or_type(z, min_samples, message):
+    with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
+        require_embeddings("z", z, min_samples)
+
+
+def test_embeddings_of_one_sample_pass_by_default_and_half_precision_is_upcast():
+    assert require_embeddings("z", torch.zeros(1, 3, dtype=torch.float64)).shape == (1, 3)
+    assert require_embeddings("z", torch.zeros(2, 2, 3), min_samples=2).shape == (2, 2, 3)
+    assert require_embeddings("z", torch.zeros(2, 3, dtype=torch.float16)).dtype == torch.float32
+
+
+@pytest.mark.parametrize("ids", [torch.zeros(4, dtype=torch.bool), torch.zeros(4), torch.zeros(4, dtype=torch.cfloat)])
+def test_ids_must_be_integers(ids):
+    with pytest.raises(ValueError, match=r"^labels must be an integer tensor of shape \(N,\) = \(4,\), got tensor\("):
+        require_ids("labels", ids, 4, None)
+
+
+def test_ids_come_back_as_long():
+    ids = require_ids("labels", torch.tensor([0, 1, 1], dtype=torch.int32), 3, None)
+    assert ids.dtype == torch.long and ids.tolist() == [0, 1, 1]
 
 
 def test_tensor_alpha_and_tau_take_the_embeddings_dtype():
