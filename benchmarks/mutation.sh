@@ -44,7 +44,7 @@ pytest_add_cli_args_test_selection = [
     "tests/test_ssem.py", "tests/test_simplex.py", "tests/test_prototypes_theory.py", "tests/test_metrics.py",
     "tests/test_losses.py", "tests/test_optimise.py", "tests/test_optimise_restarts.py", "tests/test_certify.py",
     "tests/test_exchangeable.py", "tests/test_optimise_sizing.py", "tests/test_properties.py", "tests/test_losses_training.py",
-    "tests/test_loss_derivatives.py", "tests/test_newton_parts.py",
+    "tests/test_loss_derivatives.py", "tests/test_newton_parts.py", "tests/test_book.py",
     "tests/test_certify_mutants.py", "tests/test_exchangeable_mutants.py", "tests/test_theory_mutants.py",
     "proofs_checks/test_b1_closed_forms.py", "proofs_checks/test_b2_alpha_star_limits.py",
     "proofs_checks/test_b3_tau_star.py", "proofs_checks/test_b4_beta_independent_of_views.py",
