@@ -215,10 +215,10 @@ def updated_lambda(
 
 def newton_finish(
     problem: SphereProblem, z: torch.Tensor, running: torch.Tensor, book: Book, *, hessian: str
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Batched regularised Riemannian Newton on the configurations `running`, until each is settled, has
     used up its iterations (`book.max_iter`) or its regularisation has grown without bound (stalled).
-    Returns z, loss, gradient, grad_norm (at the final points) and the stalled mask.
+    Returns z, loss, grad_norm (at the final points) and the stalled mask.
 
     Each iteration: loss, gradient and Hessian operator at z; the settling test; for the others the step
     s solving (H + mu I) s = -g by CG with mu = lambda |g| (module docstring), at most `_MAX_STEP` long;
@@ -269,7 +269,6 @@ def newton_finish(
     # Stopped by the cap right after a step, or before the first look: evaluate the final point.
     stale = handed & ~fresh
     if stale.any():
-        new_loss, new_gradient, new_norm = problem.evaluate(z, stale)
+        new_loss, _, new_norm = problem.evaluate(z, stale)
         loss, grad_norm = torch.where(stale, new_loss, loss), torch.where(stale, new_norm, grad_norm)
-        gradient = torch.where(stale[:, None], new_gradient, gradient)
-    return z, loss, gradient, grad_norm, stalled
+    return z, loss, grad_norm, stalled

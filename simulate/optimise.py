@@ -405,7 +405,7 @@ def _run(problem, z, book, *, method, history, hessian, max_iter):
     )
     if newton:
         finish = ~book.settled
-        z, new_loss, _, new_norm, stalled = newton_finish(problem, z, finish, book, hessian=hessian)
+        z, new_loss, new_norm, stalled = newton_finish(problem, z, finish, book, hessian=hessian)
         loss, grad_norm = torch.where(finish, new_loss, loss), torch.where(finish, new_norm, grad_norm)
     book.route = torch.where(stalled & ~book.settled, ROUTES.index("stalled"), book.route)
     book.stop(everyone)

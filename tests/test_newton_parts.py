@@ -4,6 +4,8 @@ budget, once per step, for the "matrix" route only). The optimiser converges wit
 tests do not pass.
 """
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -136,6 +138,39 @@ def test_shifted_cg_stops_after_max_products_at_the_minimiser_over_the_krylov_sp
         assert calls == [1] * products
         torch.testing.assert_close(s[0], expected, rtol=1e-10, atol=1e-12)
         torch.testing.assert_close(hs, s * eigenvalues, rtol=1e-12, atol=1e-14)
+
+
+def _krylov_residual_norms(a, g, k_max):
+    """|A s_k + g| for s_k the minimiser of <g, s> + <s, A s>/2 over the first k Krylov directions, k = 1..k_max
+    (an orthonormal basis built by Arnoldi with full reorthogonalisation)."""
+    basis, norms = [g / g.norm()], []
+    for _ in range(k_max):
+        q = torch.stack(basis, dim=1)
+        s = -q @ torch.linalg.solve(q.T @ a @ q, q.T @ g)
+        norms.append(float((a @ s + g).norm()))
+        w = a @ basis[-1]
+        for _ in range(2):
+            w = w - q @ (q.T @ w)
+        basis.append(w / w.norm())
+    return norms
+
+
+def test_shifted_cg_stops_at_the_first_residual_within_a_tenth_of_the_gradient():
+    """CG stops at the first iterate with |r| <= 0.1 |g|, checked against the Krylov minimisers' residuals; with
+    |g| = 3 the rule on |r|^2 differs from the same rule on any other power of it."""
+    eigenvalues = torch.linspace(1, 30, 20, dtype=torch.float64)  # well conditioned: CG in floats is CG
+    gradient = torch.full((1, 20), 3 / math.sqrt(20), dtype=torch.float64)
+    shift = torch.tensor([1e-3], dtype=torch.float64)
+    calls = []
+
+    def hess(v, part):
+        calls.append(len(part))
+        return v * eigenvalues
+
+    residuals = _krylov_residual_norms(torch.diag(eigenvalues + shift), gradient[0], 19)
+    expected = next(k for k, r in enumerate(residuals, start=1) if r <= 0.1 * 3)
+    newton.shifted_cg(hess, gradient, shift, torch.tensor([True]))
+    assert 2 < expected < 19 and len(calls) == expected
 
 
 def test_shifted_cg_makes_at_most_30_products_by_default():
@@ -329,7 +364,7 @@ def test_a_configuration_whose_every_step_is_refused_stalls_once_its_shift_passe
     z = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)  # theta = 0: |g| = 1, 2
     book = sphere.Book(problem, z, grad_tol=1e-9, step_tol=1e-12, max_iter=100, progress=None)
     running = torch.tensor([True, True, False])
-    z_end, loss, _, grad_norm, stalled = newton.newton_finish(problem, z, running, book, hessian="hvp")
+    z_end, loss, grad_norm, stalled = newton.newton_finish(problem, z, running, book, hessian="hvp")
     assert stalled.tolist() == [True, True, False]
     assert book.newton_counts.tolist() == [28, 27, 0]
     assert book.counts.tolist() == [28, 27, 0]
@@ -348,6 +383,6 @@ def test_a_step_taken_at_a_shift_beyond_one_over_eps_does_not_stall():
     problem = sphere.SphereProblem(None, (1, 1, 2), indexed=True, derivatives=derivatives)
     z = torch.tensor([[0.0, 1.0]], dtype=torch.float64)
     book = sphere.Book(problem, z, grad_tol=1e-9, step_tol=1e-12, max_iter=1, progress=None)
-    z_end, _, _, _, stalled = newton.newton_finish(problem, z, torch.tensor([True]), book, hessian="hvp")
+    z_end, _, _, stalled = newton.newton_finish(problem, z, torch.tensor([True]), book, hessian="hvp")
     assert stalled.tolist() == [False]
     assert book.last_decrease.item() > 0.5 * scale and z_end[0, 0] > 0.5
