@@ -190,8 +190,11 @@ def single_thread() -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def _two_loop(gradient, S, Y, rho, gamma, newest: int):
-    """L-BFGS direction -H g per configuration.
+def two_loop(
+    gradient: torch.Tensor, S: torch.Tensor, Y: torch.Tensor, rho: torch.Tensor, gamma: torch.Tensor, newest: int
+) -> torch.Tensor:
+    """L-BFGS direction -H g per configuration, H the BFGS inverse Hessian built from gamma I by the stored pairs,
+    oldest to newest (the two-loop recursion).
 
     S, Y (B, M, D) hold curvature pairs in a ring whose newest slot is `newest`;
     rho (B, M) = 1 / <s, y>, 0 for an empty or skipped slot (which then contributes nothing).
@@ -259,7 +262,7 @@ class _Memory:
         one of descent is replaced by -g and the misleading memory forgotten. Returns the direction (k, D) and
         the configurations without curvature information (k,) bool."""
         z, _, gradient, _ = point
-        direction = book.tangent(z, _two_loop(gradient, self.S, self.Y, self.rho, self.gamma, self.newest))
+        direction = book.tangent(z, two_loop(gradient, self.S, self.Y, self.rho, self.gamma, self.newest))
         not_descent = rowdot(direction, gradient) >= 0
         self.rho = torch.where(not_descent[:, None], 0.0, self.rho)
         return torch.where(not_descent[:, None], -gradient, direction), self.rho.abs().sum(-1) == 0

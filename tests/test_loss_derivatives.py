@@ -135,6 +135,7 @@ def test_sphere_problem_with_derivatives_gives_the_autograd_figures():
     first_part, second_part, reference = torch.tensor([0]), torch.tensor([1]), hess_ref(v)
     for part in (first_part, second_part, second_part, first_part, torch.tensor([1, 0]), torch.tensor([1])):
         torch.testing.assert_close(hess(v[part], part), reference[part], rtol=1e-9, atol=1e-10)
+    torch.testing.assert_close(hess(v), reference, rtol=1e-9, atol=1e-10)  # the whole batch after a part
 
 
 def test_minimisation_with_derivatives_reaches_the_closed_form_like_autograd():

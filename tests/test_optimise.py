@@ -576,3 +576,27 @@ def test_certified_criteria_catch_a_wrong_minimum_and_a_free_minimum_below_it():
     assert [v["criterion"] for v in found].count("free minimum not below the certified minimum") == 2
     # the supcon variant has no closed form to compare the certificate with
     assert phase_diagram.certified_violations(alphas, taus, theory, certified, None, "supcon") == []
+
+
+def test_two_loop_is_the_bfgs_inverse_hessian_of_the_pairs_oldest_to_newest():
+    """-H g with H built from gamma I by the BFGS inverse update H <- V H V^T + rho s s^T, V = I - rho s y^T, of each
+    stored pair from the oldest to the newest of the ring (newest slot 1 of 3: slots 2, 0, 1); a slot with rho = 0
+    is skipped."""
+    generator = torch.Generator().manual_seed(0)
+    n_configs, memory, dim = 2, 3, 5
+    S = torch.randn(n_configs, memory, dim, generator=generator, dtype=torch.float64)
+    Y = S + 0.3 * torch.randn(n_configs, memory, dim, generator=generator, dtype=torch.float64)
+    rho = 1 / (S * Y).sum(-1)
+    assert (rho > 0).all()
+    rho[1, 0] = 0.0
+    gamma = torch.tensor([0.7, 1.3], dtype=torch.float64)
+    gradient = torch.randn(n_configs, dim, generator=generator, dtype=torch.float64)
+    direction = optimise.two_loop(gradient, S, Y, rho, gamma, newest=1)
+    eye = torch.eye(dim, dtype=torch.float64)
+    for b in range(n_configs):
+        inverse = gamma[b] * eye
+        for i in (2, 0, 1):
+            if rho[b, i] != 0:
+                v = eye - rho[b, i] * torch.outer(S[b, i], Y[b, i])
+                inverse = v @ inverse @ v.T + rho[b, i] * torch.outer(S[b, i], S[b, i])
+        torch.testing.assert_close(direction[b], -inverse @ gradient[b], rtol=1e-12, atol=1e-13)
