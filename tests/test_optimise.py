@@ -233,6 +233,7 @@ def test_converged_flag_and_route_agree_with_the_gradient(method):
     )
     routes = result.route_names()
     assert result.converged.tolist() == [route in ("lbfgs", "newton") for route in routes]
+    assert result.converged.all() and set(routes) <= {"lbfgs", method}
     assert (result.grad_norm[result.converged] <= 1e-9).all()
     assert torch.allclose(result.grad_norm, _riemannian_gradient_norm(loss_fn, result.z), rtol=1e-6, atol=1e-15)
     assert (result.seconds > 0).all() and (result.seconds <= result.seconds.max()).all()
@@ -600,3 +601,37 @@ def test_two_loop_is_the_bfgs_inverse_hessian_of_the_pairs_oldest_to_newest():
                 v = eye - rho[b, i] * torch.outer(S[b, i], Y[b, i])
                 inverse = v @ inverse @ v.T + rho[b, i] * torch.outer(S[b, i], S[b, i])
         torch.testing.assert_close(direction[b], -inverse @ gradient[b], rtol=1e-12, atol=1e-13)
+
+
+def _linear_on_the_circle(lying):
+    """Configurations of one vector on the circle with the loss <a, z>, a = (1, 0), and closed-form derivatives:
+    the true gradient a, or (where `lying`) -10^6 a, which sends every L-BFGS direction uphill so steeply that each
+    backtrack only halves the step (quadratic interpolation): 30 halvings still rise far above rounding."""
+    a = torch.tensor([1.0, 0.0], dtype=torch.float64)
+    sign = torch.where(torch.as_tensor(lying), -1e6, 1.0).to(torch.float64)
+
+    def loss_fn(z, index):
+        return (z @ a)[:, 0]
+
+    def derivatives(z, index):
+        gradient = sign[index][:, None, None] * a.expand_as(z)
+        return (z @ a)[:, 0], gradient, lambda v, rows=None: torch.zeros_like(v)
+
+    return loss_fn, derivatives
+
+
+def test_lbfgs_reports_a_failed_line_search_as_stalled_and_a_capped_run_as_capped():
+    """method="lbfgs": a configuration whose every step goes uphill (lying gradient) fails its line search and is
+    reported stalled; an honest one from the same start converges; a run stopped by max_iter while still moving
+    is reported at the iteration cap, not stalled."""
+    x0 = torch.tensor([[[0.6, 0.8]], [[0.6, 0.8]]], dtype=torch.float64)
+    loss_fn, derivatives = _linear_on_the_circle([False, True])
+    result = optimise.minimise_on_sphere(loss_fn, x0, indexed=True, derivatives=derivatives, method="lbfgs")
+    assert result.route_names() == ["lbfgs", "stalled"] and result.converged.tolist() == [True, False]
+    torch.testing.assert_close(result.z[0, 0], torch.tensor([-1.0, 0.0], dtype=torch.float64), rtol=0, atol=1e-9)
+    loss_fn, derivatives = _linear_on_the_circle([False])
+    capped = optimise.minimise_on_sphere(
+        loss_fn, x0[:1], indexed=True, derivatives=derivatives, method="lbfgs", max_iter=2
+    )
+    assert capped.route_names() == ["iteration cap"] and capped.converged.tolist() == [False]
+    assert capped.iterations == 2
