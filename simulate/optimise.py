@@ -224,7 +224,7 @@ def _lbfgs(problem, z, loss, gradient, grad_norm, running, book, *, history, han
     for those k configurations alone, as compact (k, ...) tensors that shrink as configurations leave.
     """
     index = running.nonzero().squeeze(-1)
-    memory = _Memory(z.new_zeros(len(index), history, z.shape[1]), history)
+    memory = LbfgsMemory(z.new_zeros(len(index), history, z.shape[1]), history)
     point = (z[index], loss[index], gradient[index], grad_norm[index])
     stalled_all = torch.zeros_like(running)
     while len(index):
@@ -247,7 +247,7 @@ def _lbfgs(problem, z, loss, gradient, grad_norm, running, book, *, history, han
     return z, loss, gradient, grad_norm, stalled_all & ~book.settled
 
 
-class _Memory:
+class LbfgsMemory:
     """The L-BFGS memory of k configurations: curvature pairs S, Y (k, M, D) in a ring whose newest slot is
     shared, rho (k, M) = 1 / <s, y> (0 for an empty or skipped slot) and the initial scaling gamma (k,)."""
 

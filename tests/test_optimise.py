@@ -12,7 +12,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simulate import cli, losses, optimise, phase, phase_diagram
+from simulate import cli, losses, optimise, phase, phase_diagram, sphere
 from theory import ssem
 
 
@@ -635,3 +635,48 @@ def test_lbfgs_reports_a_failed_line_search_as_stalled_and_a_capped_run_as_cappe
     )
     assert capped.route_names() == ["iteration cap"] and capped.converged.tolist() == [False]
     assert capped.iterations == 2
+
+
+def _plane_book(n_configs):
+    """A Book for configurations of one vector in R^3 at e3, where vectors in the (e1, e2) plane are tangent."""
+    problem = sphere.SphereProblem(None, (n_configs, 1, 3), indexed=True)
+    z = torch.tensor([[0.0, 0.0, 1.0]] * n_configs, dtype=torch.float64)
+    return z, sphere.Book(problem, z, grad_tol=1e-9, step_tol=1e-12, max_iter=10, progress=None)
+
+
+def test_lbfgs_memory_stores_each_pair_in_the_next_ring_slot_with_rho_one_over_sy_where_curvature_is_seen():
+    """rho = 1 / <s, y> and gamma = <s, y> / <y, y> where the step moved and <s, y> > 1e-12 |s| |y|, else rho = 0
+    and gamma kept; the newest slot advances by one per remembered step."""
+    z, book = _plane_book(4)
+    memory = optimise.LbfgsMemory(torch.zeros(4, 3, 3, dtype=torch.float64), 3)
+    step = torch.tensor([[1.0, 0.0, 0.0]] * 4, dtype=torch.float64)
+    y = torch.tensor([[0.5, 1.0, 0.0], [1e-9, 2e4, 0.0], [2e-8, 1e4, 0.0], [0.5, 0.0, 0.0]], dtype=torch.float64)
+    point, new_point = (z, None, torch.zeros_like(y), None), (z, None, y, None)  # y: tangent at e3, exact
+    moved = torch.tensor([True, True, True, False])
+    memory.remember(step, point, new_point, moved, book)
+    assert memory.newest == 0
+    torch.testing.assert_close(memory.Y[:, 0], y, rtol=1e-12, atol=0)
+    # <s, y> = 0.5, 1e-9 (below 1e-12 x 2e4), 2e-8 (above 1e-12 x 1e4; not above 1e-12 x the whole batch's |s| |y|).
+    assert memory.rho[:, 0].tolist() == [2.0, 0.0, 1 / 2e-8, 0.0]
+    assert memory.gamma.tolist() == [0.5 / 1.25, 1.0, 2e-8 / (4e-16 + 1e8), 1.0]
+    memory.remember(2 * step, point, new_point, moved, book)
+    assert memory.newest == 1 and memory.S[0, 1, 0] == 2.0 and memory.S[0, 0, 0] == 1.0
+
+
+def test_lbfgs_memory_falls_back_to_steepest_descent_and_forgets_where_its_direction_does_not_descend():
+    """Where the two-loop direction is not one of descent (here: a negative initial scaling, and a zero gradient),
+    the direction is -g, the memory of that configuration is forgotten and it is flagged as having no curvature
+    information; elsewhere the two-loop direction and the memory stay."""
+    z, book = _plane_book(3)
+    memory = optimise.LbfgsMemory(torch.zeros(3, 2, 3, dtype=torch.float64), 2)
+    memory.S[:, 0], memory.Y[:, 0] = torch.tensor([1.0, 0.0, 0.0]), torch.tensor([2.0, 0.0, 0.0])
+    memory.rho[:, 0] = 0.5
+    memory.gamma = torch.tensor([-0.5, 1.0, 1.0], dtype=torch.float64)
+    memory.newest = 0
+    gradient = torch.tensor([[0.2, 0.6, 0.0], [0.2, 0.6, 0.0], [0.0, 0.0, 0.0]], dtype=torch.float64)
+    # Two-loop directions: (-0.1, 0.3) for the first, <d, g> = 0.16 > 0; (-0.1, -0.6) for the second.
+    direction, no_curvature = memory.direction(book, (z, None, gradient, None))
+    expected = torch.tensor([[-0.2, -0.6, 0.0], [-0.1, -0.6, 0.0], [0.0, 0.0, 0.0]], dtype=torch.float64)
+    torch.testing.assert_close(direction, expected, rtol=1e-12, atol=1e-15)
+    assert no_curvature.tolist() == [True, False, True]
+    assert memory.rho.tolist() == [[0.0, 0.0], [0.5, 0.0], [0.0, 0.0]]
