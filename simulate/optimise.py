@@ -229,7 +229,7 @@ def _lbfgs(problem, z, loss, gradient, grad_norm, running, book, *, history, han
     stalled_all = torch.zeros_like(running)
     while len(index):
         direction, first = memory.direction(book, point)
-        new_point, step, moved = _line_search(problem, z, index, point, direction, first, book)
+        new_point, step, moved = line_search(problem, z, index, point, direction, first, book)
         memory.remember(book.tangent(new_point[0], step[:, None] * direction), point, new_point, moved, book)
         # The iteration's records, written back into the whole batch.
         rows = mask_at(running, index)
@@ -284,7 +284,15 @@ class LbfgsMemory:
         self.S, self.Y, self.rho, self.gamma = self.S[rows], self.Y[rows], self.rho[rows], self.gamma[rows]
 
 
-def _line_search(problem, z, index, point, direction, first, book):
+def line_search(
+    problem: SphereProblem,
+    z: torch.Tensor,
+    index: torch.Tensor,
+    point: tuple,
+    direction: torch.Tensor,
+    first: torch.Tensor,
+    book: Book,
+) -> tuple[tuple, torch.Tensor, torch.Tensor]:
     """Armijo backtracking along `direction` (k, D) from point = (z, loss, gradient, norm) of the configurations
     `index` (k,) of z (B, D): the first step is 1, or 0.1 / |direction| (at most 1) where no curvature has been
     seen (`first` (k,) bool), shortened up to `_MAX_BACKTRACKS` times (`backtracked_step`); each trial evaluates only

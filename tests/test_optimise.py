@@ -680,3 +680,33 @@ def test_lbfgs_memory_falls_back_to_steepest_descent_and_forgets_where_its_direc
     torch.testing.assert_close(direction, expected, rtol=1e-12, atol=1e-15)
     assert no_curvature.tolist() == [True, False, True]
     assert memory.rho.tolist() == [[0.0, 0.0], [0.5, 0.0], [0.0, 0.0]]
+
+
+def test_the_line_search_first_step_and_armijo_test():
+    """From z = (0, 1) on the circle, loss c <a, z> with the Euclidean gradient k a, a = (1, 0), along d = -s g:
+    a first step (no curvature seen) is 0.1 / |d| capped at 1, a later one 1; a trial is taken when its loss is
+    within 8 ulps of slack plus 1e-4 step <d, g> of the current one. (c, k, s, first) per configuration: (1, 1, 2,
+    yes) steps 0.05; (1, 1, 0.05, yes) 1; (1, 1, 1, no) 1; a flat loss with a gradient of 1e-7 (0, 1e-7, 1, no)
+    takes step 1 on the slack; the uphill -10^6 a (1, -1e6, 1, no) never passes and does not move."""
+    c = torch.tensor([1.0, 1.0, 1.0, 0.0, 1.0], dtype=torch.float64)
+    k = torch.tensor([1.0, 1.0, 1.0, 1e-7, -1e6], dtype=torch.float64)
+    scale = torch.tensor([2.0, 0.05, 1.0, 1.0, 1.0], dtype=torch.float64)
+    a = torch.tensor([1.0, 0.0], dtype=torch.float64)
+
+    def derivatives(z, index):
+        return c[index] * (z @ a)[:, 0], k[index][:, None, None] * a.expand_as(z), None
+
+    problem = sphere.SphereProblem(None, (5, 1, 2), indexed=True, derivatives=derivatives)
+    z = torch.tensor([[0.0, 1.0]] * 5, dtype=torch.float64)
+    book = sphere.Book(problem, z, grad_tol=1e-9, step_tol=1e-12, max_iter=10, progress=None)
+    loss, gradient, norm = problem.evaluate(z, torch.ones(5, dtype=torch.bool))
+    direction = -scale[:, None] * gradient
+    first = torch.tensor([True, True, False, False, False])
+    new_point, step, moved = optimise.line_search(
+        problem, z, torch.arange(5), (z, loss, gradient, norm), direction, first, book
+    )
+    assert moved.tolist() == [True, True, True, True, False]
+    torch.testing.assert_close(step[:4], torch.tensor([0.05, 1.0, 1.0, 1.0], dtype=torch.float64), rtol=1e-15, atol=0)
+    expected = book.retract(z[:4] + step[:4, None] * direction[:4])
+    torch.testing.assert_close(new_point[0][:4], expected, rtol=0, atol=0)
+    assert new_point[0][4].tolist() == [0.0, 1.0] and new_point[1][4] == 0.0
