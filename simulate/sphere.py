@@ -184,7 +184,11 @@ class SphereProblem:
         zk = point.clone().requires_grad_(True)
         loss = self._loss(zk, index)
         (egrad,) = torch.autograd.grad(loss.sum(), zk, create_graph=True)
-        if hessian == "matrix":
+        if not egrad.requires_grad:  # the gradient does not depend on z (a loss linear in z): the Hessian is 0
+
+            def euclidean(v, positions):
+                return torch.zeros_like(v)
+        elif hessian == "matrix":
             matrix = hessian_matrix(egrad, zk)  # (k, D, D)
 
             def euclidean(v, positions):

@@ -1,5 +1,6 @@
 """Tests of the batched Riemannian L-BFGS (simulate.optimise) and the phase-diagram command."""
 
+import inspect
 import json
 import math
 import subprocess
@@ -710,3 +711,95 @@ def test_the_line_search_first_step_and_armijo_test():
     expected = book.retract(z[:4] + step[:4, None] * direction[:4])
     torch.testing.assert_close(new_point[0][:4], expected, rtol=0, atol=0)
     assert new_point[0][4].tolist() == [0.0, 1.0] and new_point[1][4] == 0.0
+
+
+@pytest.mark.parametrize(
+    "n_vectors, dim, closed_form, expected",
+    [(25, 4, False, "matrix"), (26, 4, False, "hvp"), (5, 4, True, "hvp")],
+)
+def test_auto_builds_the_exact_hessian_up_to_100_variables_without_closed_form_derivatives(
+    monkeypatch, n_vectors, dim, closed_form, expected
+):
+    """hessian="auto": the exact matrix where N d <= EXACT_HESSIAN_MAX_VARIABLES (100) and no closed-form
+    derivatives are given, Hessian-vector products otherwise."""
+    used = []
+    second_order = sphere.SphereProblem.second_order
+
+    def spy(self, z, rows, hessian):
+        used.append(hessian)
+        return second_order(self, z, rows, hessian)
+
+    monkeypatch.setattr(sphere.SphereProblem, "second_order", spy)
+    a = torch.zeros(dim, dtype=torch.float64)
+    a[0] = 1.0
+
+    def loss_fn(z, index):
+        return (z @ a).sum(-1)
+
+    def derivatives(z, index):
+        return (z @ a).sum(-1), a.expand_as(z), lambda v, rows=None: torch.zeros_like(v)
+
+    x0 = optimise.random_start((3,), n_vectors, dim, seed=0)
+    options = {"derivatives": derivatives} if closed_form else {}
+    result = optimise.minimise_on_sphere(loss_fn, x0, indexed=True, **options)
+    assert result.converged.all() and set(used) == {expected}
+
+
+def test_a_configuration_starting_at_its_minimum_takes_no_lbfgs_step():
+    """Settled at the start (method "lbfgs"): no iteration. In Newton mode below the switch tolerance every
+    configuration goes to the finish: one zero L-BFGS step, then settled at the finish's first look."""
+    a = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)
+
+    def loss_fn(z):
+        return (z @ a).sum(-1)
+
+    x0 = torch.tensor([[[-1.0, 0.0, 0.0]] * 2] * 2, dtype=torch.float64)  # every vector at -a
+    lbfgs = optimise.minimise_on_sphere(loss_fn, x0, method="lbfgs")
+    assert lbfgs.converged.all() and lbfgs.config_iterations.tolist() == [0, 0]
+    newton = optimise.minimise_on_sphere(loss_fn, x0)
+    assert newton.converged.all() and newton.route_names() == ["lbfgs", "lbfgs"]
+    assert newton.config_iterations.tolist() == [1, 1] and newton.newton_iterations.tolist() == [0, 0]
+
+
+def test_lbfgs_hands_over_to_newton_after_its_budget_and_runs_on_alone(monkeypatch):
+    """Newton mode: at most LBFGS_BUDGET L-BFGS iterations per configuration before the finish; method "lbfgs"
+    has no such budget (only max_iter)."""
+    monkeypatch.setattr(optimise, "LBFGS_BUDGET", 2)
+    labels = torch.tensor([0, 0, 1, 1])
+
+    def loss_fn(z):
+        return losses.supcon_loss(z, labels, 0.5)
+
+    x0 = optimise.random_start((3,), 4, 3, seed=2)
+    newton = optimise.minimise_on_sphere(loss_fn, x0)
+    assert newton.converged.all() and (newton.config_iterations - newton.newton_iterations).max() <= 2
+    lbfgs = optimise.minimise_on_sphere(loss_fn, x0, method="lbfgs")
+    assert lbfgs.converged.all() and lbfgs.config_iterations.min() > 2
+
+
+def test_progress_is_reported_with_the_settled_count():
+    reports = []
+    labels = torch.tensor([0, 0, 1, 1])
+    optimise.minimise_on_sphere(
+        lambda z: losses.supcon_loss(z, labels, 0.5),
+        optimise.random_start((2,), 4, 3, seed=2),
+        progress=lambda iteration, settled: reports.append((iteration, settled)),
+    )
+    assert [iteration for iteration, _ in reports] == list(range(1, len(reports) + 1)) and len(reports) > 1
+    settled = [count for _, count in reports]
+    assert settled == sorted(settled) and settled[-1] <= 2
+
+
+def test_option_errors_name_the_problem():
+    with pytest.raises(ValueError, match=r"^x0 must have shape \(\*batch, N, d\) with at least one batch dimension"):
+        optimise.minimise_on_sphere(lambda z: z.sum(), torch.ones(4, 3, dtype=torch.float64))
+    message = r"^derivatives need indexed=True: they are called as derivatives\(z \(k, N, d\), index \(k,\)\)$"
+    with pytest.raises(ValueError, match=message):
+        optimise.minimise_on_sphere(
+            lambda z: z.sum((-1, -2)), torch.ones(1, 4, 3, dtype=torch.float64), derivatives=lambda z, index: None
+        )
+
+
+def test_the_documented_defaults_of_the_optimiser():
+    parameters = inspect.signature(optimise.minimise_on_sphere).parameters
+    assert (parameters["max_iter"].default, parameters["history"].default) == (3000, 10)
