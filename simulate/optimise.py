@@ -351,10 +351,10 @@ def minimise_on_sphere(
         loss_fn: maps unit vectors z (*batch, N, d) to losses (*batch,); configuration b's
             loss may depend only on z[b] (so the gradient of the sum is per configuration).
         x0: starting parameters (*batch, N, d), any nonzero rows; dtype and device are kept.
-        max_iter: iteration cap per configuration (L-BFGS and Newton iterations together);
+        max_iter: iteration cap per configuration (L-BFGS and Newton iterations together, default 3000);
             configurations that reach it unsettled report converged=False.
         grad_tol: tolerance on the Riemannian gradient norm (default `GRAD_TOL[dtype]`).
-        history: L-BFGS memory per configuration.
+        history: L-BFGS memory per configuration (default 10 curvature pairs).
         indexed: if True, `loss_fn(z, index)` is called with only the configurations still
             running, z of shape (k, N, d) and `index` (k,) their flat positions in the batch;
             converged configurations then cost nothing (the batch shrinks as they finish).
