@@ -381,8 +381,7 @@ def minimise_on_sphere(
     z = x0.detach().reshape(problem.n_configs, -1)
     # The loss change allowed to the last step scales with the gradient tolerance (near a minimum both go as
     # the distance to it): STEP_TOL at the default tolerance.
-    default_tol = GRAD_TOL.get(x0.dtype, GRAD_TOL[torch.float32])
-    step_tol = STEP_TOL.get(x0.dtype, STEP_TOL[torch.float32]) * grad_tol / default_tol
+    step_tol = STEP_TOL[x0.dtype] * grad_tol / GRAD_TOL[x0.dtype]
     book = Book(problem, z, grad_tol=grad_tol, step_tol=step_tol, max_iter=max_iter, progress=progress)
     z = book.retract(z.clone())
     z, loss, grad_norm = _run(problem, z, book, method=method, history=history, hessian=hessian, max_iter=max_iter)
@@ -395,7 +394,7 @@ def _run(problem, z, book, *, method, history, hessian, max_iter):
     everyone = torch.ones(problem.n_configs, dtype=torch.bool, device=z.device)
     loss, gradient, grad_norm = problem.evaluate(z, everyone)
     newton = method == "newton"
-    switch = NEWTON_SWITCH_TOL.get(z.dtype, NEWTON_SWITCH_TOL[torch.float32]) if newton else 0.0
+    switch = NEWTON_SWITCH_TOL[z.dtype] if newton else 0.0
     # The Newton finish takes the last digits below `switch`: at a looser tolerance L-BFGS settles the
     # configurations itself and the finish gets only those it left unsettled (budget used up, or stalled).
     # Below it, every configuration goes to the finish and is tested there (gradient and predicted decrease).
@@ -431,9 +430,9 @@ def _checked_options(x0, max_iter, history, method, hessian, grad_tol):
     max_iter = require_int("max_iter", max_iter, 1)
     history = require_int("history", history, 1)
     method, hessian = require_choice("method", method, METHODS), require_choice("hessian", hessian, HESSIANS)
-    if not x0.is_floating_point():
-        raise ValueError(f"x0 must be a floating tensor, got {x0.dtype}")
-    grad_tol = GRAD_TOL.get(x0.dtype, 1e-4) if grad_tol is None else require_positive_real("grad_tol", grad_tol)
+    if x0.dtype not in GRAD_TOL:  # half precision: the losses compute in float32, the optimiser's state would not
+        raise ValueError(f"x0 must be a float32 or float64 tensor, got {x0.dtype}")
+    grad_tol = GRAD_TOL[x0.dtype] if grad_tol is None else require_positive_real("grad_tol", grad_tol)
     return max_iter, history, method, hessian, grad_tol
 
 

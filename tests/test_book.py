@@ -16,6 +16,15 @@ def _book(n_configs=3, progress=None):
     return sphere.Book(None, z, grad_tol=1e-9, step_tol=1e-12, max_iter=10, progress=progress)
 
 
+def test_a_fresh_book_has_counted_nothing_and_settled_nothing():
+    book = _book()
+    assert book.counts.dtype == book.newton_counts.dtype == book.route.dtype == torch.long
+    assert book.counts.tolist() == book.newton_counts.tolist() == [0, 0, 0]
+    assert book.settled.dtype == torch.bool and not book.settled.any()
+    assert book.route.tolist() == [sphere.ROUTES.index("iteration cap")] * 3
+    assert book.seconds.dtype == F64 and book.seconds.isnan().all() and book.iteration == 0
+
+
 def test_mask_at_marks_exactly_the_indices():
     mask = sphere.mask_at(torch.zeros(5, dtype=F64), torch.tensor([1, 3]))
     assert mask.dtype == torch.bool and mask.tolist() == [False, True, False, True, False]

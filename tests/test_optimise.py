@@ -3,6 +3,7 @@
 import inspect
 import json
 import math
+import re
 import subprocess
 import sys
 from dataclasses import fields
@@ -788,6 +789,31 @@ def test_progress_is_reported_with_the_settled_count():
     assert [iteration for iteration, _ in reports] == list(range(1, len(reports) + 1)) and len(reports) > 1
     settled = [count for _, count in reports]
     assert settled == sorted(settled) and settled[-1] <= 2
+
+
+@pytest.mark.parametrize(
+    "options, x0, message",
+    [
+        ({"method": "adam"}, torch.ones(1, 2, 2), "method must be one of 'newton', 'lbfgs', got 'adam'"),
+        ({"hessian": "x"}, torch.ones(1, 2, 2), "hessian must be one of 'auto', 'matrix', 'hvp', got 'x'"),
+        ({}, torch.ones(1, 2, 2, dtype=torch.long), "x0 must be a float32 or float64 tensor, got torch.int64"),
+        ({}, torch.ones(1, 2, 2, dtype=torch.float16), "x0 must be a float32 or float64 tensor, got torch.float16"),
+    ],
+)
+def test_bad_options_and_starts_are_refused_by_name(options, x0, message):
+    with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
+        optimise.minimise_on_sphere(lambda z: z.sum((-1, -2)), x0, **options)
+
+
+@pytest.mark.parametrize("n_vectors, dim, name", [(0, 3, "n_vectors"), (2, 0, "dim")])
+def test_random_start_refuses_empty_sizes_by_name(n_vectors, dim, name):
+    with pytest.raises(ValueError, match=rf"^{name} must be an integer >= 1, got 0$"):
+        optimise.random_start((2,), n_vectors, dim, seed=0)
+
+
+def test_random_start_of_one_dimension_is_a_sign_per_vector():
+    x0 = optimise.random_start((2,), 3, 1, seed=0)
+    assert x0.shape == (2, 3, 1) and (optimise.normalise(x0).abs() == 1).all()
 
 
 def test_option_errors_name_the_problem():
