@@ -117,20 +117,25 @@ def test_shifted_cg_solves_the_shifted_system_in_as_many_products_as_distinct_ei
     assert s[1:].abs().max() == 0 and negative.tolist() == [False, False, False]
 
 
-def test_shifted_cg_stops_after_max_products_at_the_minimiser_over_the_krylov_space():
-    """Truncated after k products, CG's iterate minimises the model <g, s> + <s, A s>/2 (A = H + shift I) over
-    span{g, A g, ..., A^(k-1) g}: checked against that minimiser solved directly, with 6 distinct eigenvalues."""
-    eigenvalues = torch.tensor([1.0, 2.0, 5.0, 10.0, 50.0, 100.0], dtype=torch.float64)
-    gradient = torch.tensor([[1.0, -2.0, 1.5, 0.5, -1.0, 2.0]], dtype=torch.float64)
-    shift = torch.tensor([0.25], dtype=torch.float64)
+def _diagonal(eigenvalues):
+    """H = diag(eigenvalues) as CG's operator, and the sizes of the parts it is asked for, in order."""
     calls = []
 
     def hess(v, part):
         calls.append(len(part))
         return v * eigenvalues
 
+    return hess, calls
+
+
+def test_shifted_cg_stops_after_max_products_at_the_minimiser_over_the_krylov_space():
+    """Truncated after k products, CG's iterate minimises the model <g, s> + <s, A s>/2 (A = H + shift I) over
+    span{g, A g, ..., A^(k-1) g}: checked against that minimiser solved directly, with 6 distinct eigenvalues."""
+    eigenvalues = torch.tensor([1.0, 2.0, 5.0, 10.0, 50.0, 100.0], dtype=torch.float64)
+    gradient = torch.tensor([[1.0, -2.0, 1.5, 0.5, -1.0, 2.0]], dtype=torch.float64)
+    shift = torch.tensor([0.25], dtype=torch.float64)
     for products in (1, 2, 3):
-        calls.clear()
+        hess, calls = _diagonal(eigenvalues)
         s, hs, _ = newton.shifted_cg(hess, gradient, shift, torch.tensor([True]), products)
         a, g = torch.diag(eigenvalues + shift), gradient[0]
         basis = torch.stack([torch.linalg.matrix_power(a, j) @ g for j in range(products)], dim=1)  # (6, k)
@@ -161,12 +166,7 @@ def test_shifted_cg_stops_at_the_first_residual_within_a_tenth_of_the_gradient()
     eigenvalues = torch.linspace(1, 30, 20, dtype=torch.float64)  # well conditioned: CG in floats is CG
     gradient = torch.full((1, 20), 3 / math.sqrt(20), dtype=torch.float64)
     shift = torch.tensor([1e-3], dtype=torch.float64)
-    calls = []
-
-    def hess(v, part):
-        calls.append(len(part))
-        return v * eigenvalues
-
+    hess, calls = _diagonal(eigenvalues)
     residuals = _krylov_residual_norms(torch.diag(eigenvalues + shift), gradient[0], 19)
     expected = next(k for k, r in enumerate(residuals, start=1) if r <= 0.1 * 3)
     newton.shifted_cg(hess, gradient, shift, torch.tensor([True]))
@@ -175,13 +175,7 @@ def test_shifted_cg_stops_at_the_first_residual_within_a_tenth_of_the_gradient()
 
 def test_shifted_cg_makes_at_most_30_products_by_default():
     """A spectrum over 8 decades (40 eigenvalues) is far from solved to |r| <= |g| / 10 in 30 products."""
-    eigenvalues = torch.logspace(-4, 4, 40, dtype=torch.float64)
-    calls = []
-
-    def hess(v, part):
-        calls.append(len(part))
-        return v * eigenvalues
-
+    hess, calls = _diagonal(torch.logspace(-4, 4, 40, dtype=torch.float64))
     gradient = torch.ones(1, 40, dtype=torch.float64)
     newton.shifted_cg(hess, gradient, torch.tensor([1e-8], dtype=torch.float64), torch.tensor([True]))
     assert len(calls) == 30

@@ -605,33 +605,33 @@ def test_two_loop_is_the_bfgs_inverse_hessian_of_the_pairs_oldest_to_newest():
         torch.testing.assert_close(direction[b], -inverse @ gradient[b], rtol=1e-12, atol=1e-13)
 
 
-def _linear_on_the_circle(lying):
-    """Configurations of one vector on the circle with the loss <a, z>, a = (1, 0), and closed-form derivatives:
-    the true gradient a, or (where `lying`) -10^6 a, which sends every L-BFGS direction uphill so steeply that each
-    backtrack only halves the step (quadratic interpolation): 30 halvings still rise far above rounding."""
+def _linear_on_the_circle(loss_scales, gradient_scales):
+    """Configurations of one vector on the circle with the loss c <a, z>, a = (1, 0), and the closed-form
+    "derivatives" gradient k a and Hessian 0, (c, k) per configuration: true where k = c, lying elsewhere."""
     a = torch.tensor([1.0, 0.0], dtype=torch.float64)
-    sign = torch.where(torch.as_tensor(lying), -1e6, 1.0).to(torch.float64)
+    c, k = (torch.tensor(scales, dtype=torch.float64) for scales in (loss_scales, gradient_scales))
 
     def loss_fn(z, index):
-        return (z @ a)[:, 0]
+        return c[index] * (z @ a)[:, 0]
 
     def derivatives(z, index):
-        gradient = sign[index][:, None, None] * a.expand_as(z)
-        return (z @ a)[:, 0], gradient, lambda v, rows=None: torch.zeros_like(v)
+        gradient = k[index][:, None, None] * a.expand_as(z)
+        return loss_fn(z, index), gradient, lambda v, rows=None: torch.zeros_like(v)
 
     return loss_fn, derivatives
 
 
 def test_lbfgs_reports_a_failed_line_search_as_stalled_and_a_capped_run_as_capped():
-    """method="lbfgs": a configuration whose every step goes uphill (lying gradient) fails its line search and is
+    """method="lbfgs": a configuration whose every step goes uphill (the lying gradient -10^6 a, so steep that each
+    backtrack only halves the step and 30 halvings still rise far above rounding) fails its line search and is
     reported stalled; an honest one from the same start converges; a run stopped by max_iter while still moving
     is reported at the iteration cap, not stalled."""
     x0 = torch.tensor([[[0.6, 0.8]], [[0.6, 0.8]]], dtype=torch.float64)
-    loss_fn, derivatives = _linear_on_the_circle([False, True])
+    loss_fn, derivatives = _linear_on_the_circle([1.0, 1.0], [1.0, -1e6])
     result = optimise.minimise_on_sphere(loss_fn, x0, indexed=True, derivatives=derivatives, method="lbfgs")
     assert result.route_names() == ["lbfgs", "stalled"] and result.converged.tolist() == [True, False]
     torch.testing.assert_close(result.z[0, 0], torch.tensor([-1.0, 0.0], dtype=torch.float64), rtol=0, atol=1e-9)
-    loss_fn, derivatives = _linear_on_the_circle([False])
+    loss_fn, derivatives = _linear_on_the_circle([1.0], [1.0])
     capped = optimise.minimise_on_sphere(
         loss_fn, x0[:1], indexed=True, derivatives=derivatives, method="lbfgs", max_iter=2
     )
@@ -690,14 +690,8 @@ def test_the_line_search_first_step_and_armijo_test():
     within 8 ulps of slack plus 1e-4 step <d, g> of the current one. (c, k, s, first) per configuration: (1, 1, 2,
     yes) steps 0.05; (1, 1, 0.05, yes) 1; (1, 1, 1, no) 1; a flat loss with a gradient of 1e-7 (0, 1e-7, 1, no)
     takes step 1 on the slack; the uphill -10^6 a (1, -1e6, 1, no) never passes and does not move."""
-    c = torch.tensor([1.0, 1.0, 1.0, 0.0, 1.0], dtype=torch.float64)
-    k = torch.tensor([1.0, 1.0, 1.0, 1e-7, -1e6], dtype=torch.float64)
+    _, derivatives = _linear_on_the_circle([1.0, 1.0, 1.0, 0.0, 1.0], [1.0, 1.0, 1.0, 1e-7, -1e6])
     scale = torch.tensor([2.0, 0.05, 1.0, 1.0, 1.0], dtype=torch.float64)
-    a = torch.tensor([1.0, 0.0], dtype=torch.float64)
-
-    def derivatives(z, index):
-        return c[index] * (z @ a)[:, 0], k[index][:, None, None] * a.expand_as(z), None
-
     problem = sphere.SphereProblem(None, (5, 1, 2), indexed=True, derivatives=derivatives)
     z = torch.tensor([[0.0, 1.0]] * 5, dtype=torch.float64)
     book = sphere.Book(problem, z, grad_tol=1e-9, step_tol=1e-12, max_iter=10, progress=None)
