@@ -624,12 +624,15 @@ def _linear_on_the_circle(loss_scales, gradient_scales):
 def test_lbfgs_reports_a_failed_line_search_as_stalled_and_a_capped_run_as_capped():
     """method="lbfgs": a configuration whose every step goes uphill (the lying gradient -10^6 a, so steep that each
     backtrack only halves the step and 30 halvings still rise far above rounding) fails its line search and is
-    reported stalled; an honest one from the same start converges; a run stopped by max_iter while still moving
-    is reported at the iteration cap, not stalled."""
+    reported stalled after that one iteration (not retried up to max_iter); an honest one from the same start
+    converges; a run stopped by max_iter while still moving is reported at the iteration cap, not stalled."""
     x0 = torch.tensor([[[0.6, 0.8]], [[0.6, 0.8]]], dtype=torch.float64)
     loss_fn, derivatives = _linear_on_the_circle([1.0, 1.0], [1.0, -1e6])
-    result = optimise.minimise_on_sphere(loss_fn, x0, indexed=True, derivatives=derivatives, method="lbfgs")
+    result = optimise.minimise_on_sphere(
+        loss_fn, x0, indexed=True, derivatives=derivatives, method="lbfgs", max_iter=50
+    )
     assert result.route_names() == ["lbfgs", "stalled"] and result.converged.tolist() == [True, False]
+    assert result.config_iterations[1] == 1 and result.config_iterations[0] < 50
     torch.testing.assert_close(result.z[0, 0], torch.tensor([-1.0, 0.0], dtype=torch.float64), rtol=0, atol=1e-9)
     loss_fn, derivatives = _linear_on_the_circle([1.0], [1.0])
     capped = optimise.minimise_on_sphere(
