@@ -1,6 +1,7 @@
 """Tests of the batched Riemannian L-BFGS (simulate.optimise) and the phase-diagram command."""
 
 import inspect
+import itertools
 import json
 import math
 import re
@@ -823,6 +824,31 @@ def test_option_errors_name_the_problem():
         )
 
 
+def _endless_rotation():
+    """One vector on the circle whose "loss" falls by 1 at every evaluation (a counter) and whose gradient is the
+    unit tangent: every step is taken and nothing ever settles, so only the iteration cap stops a run."""
+    evaluations = itertools.count()
+
+    def derivatives(z, index):
+        loss = z.new_full((len(index),), -float(next(evaluations)))
+        return loss, torch.stack([-z[..., 1], z[..., 0]], -1), lambda v, rows=None: torch.zeros_like(v)
+
+    return derivatives
+
+
 def test_the_documented_defaults_of_the_optimiser():
+    """The signature says max_iter 3000 and history 10, and the runs use them: a run that never settles stops at
+    iteration 3000, and a default run is the run with history=10 to the last bit (history=11 differs)."""
     parameters = inspect.signature(optimise.minimise_on_sphere).parameters
     assert (parameters["max_iter"].default, parameters["history"].default) == (3000, 10)
+    endless = _endless_rotation()
+    x0 = torch.tensor([[[0.6, 0.8]]], dtype=torch.float64)
+    capped = optimise.minimise_on_sphere(endless, x0, indexed=True, derivatives=endless, method="lbfgs")
+    assert capped.route_names() == ["iteration cap"] and capped.iterations == 3000
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    x0 = optimise.random_start((2,), 6, 4, seed=3)
+    default, ten, eleven = (
+        optimise.minimise_on_sphere(lambda z: losses.supcon_loss(z, labels, 0.3), x0, method="lbfgs", **options)
+        for options in ({}, {"history": 10}, {"history": 11})
+    )
+    assert torch.equal(default.z, ten.z) and not torch.equal(default.z, eleven.z)
