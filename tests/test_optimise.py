@@ -693,22 +693,26 @@ def test_the_line_search_first_step_and_armijo_test():
     a first step (no curvature seen) is 0.1 / |d| capped at 1, a later one 1; a trial is taken when its loss is
     within 8 ulps of slack plus 1e-4 step <d, g> of the current one. (c, k, s, first) per configuration: (1, 1, 2,
     yes) steps 0.05; (1, 1, 0.05, yes) 1; (1, 1, 1, no) 1; a flat loss with a gradient of 1e-7 (0, 1e-7, 1, no)
-    takes step 1 on the slack; the uphill -10^6 a (1, -1e6, 1, no) never passes and does not move."""
-    _, derivatives = _linear_on_the_circle([1.0, 1.0, 1.0, 0.0, 1.0], [1.0, 1.0, 1.0, 1e-7, -1e6])
-    scale = torch.tensor([2.0, 0.05, 1.0, 1.0, 1.0], dtype=torch.float64)
-    problem = sphere.SphereProblem(None, (5, 1, 2), indexed=True, derivatives=derivatives)
-    z = torch.tensor([[0.0, 1.0]] * 5, dtype=torch.float64)
+    takes step 1 on the slack; the uphill -10^6 a (1, -1e6, 1, no) never passes and does not move; a shallow loss
+    (0.01, 1, 2, yes) takes its first step 0.05: its decrease, about 1e-3, passes 1e-4 x 0.05 x 2 (and would fail
+    a bound of 1e-4 x 2 / 0.05)."""
+    _, derivatives = _linear_on_the_circle([1.0, 1.0, 1.0, 0.0, 1.0, 0.01], [1.0, 1.0, 1.0, 1e-7, -1e6, 1.0])
+    scale = torch.tensor([2.0, 0.05, 1.0, 1.0, 1.0, 2.0], dtype=torch.float64)
+    problem = sphere.SphereProblem(None, (6, 1, 2), indexed=True, derivatives=derivatives)
+    z = torch.tensor([[0.0, 1.0]] * 6, dtype=torch.float64)
     book = sphere.Book(problem, z, grad_tol=1e-9, step_tol=1e-12, max_iter=10, progress=None)
-    loss, gradient, norm = problem.evaluate(z, torch.ones(5, dtype=torch.bool))
+    loss, gradient, norm = problem.evaluate(z, torch.ones(6, dtype=torch.bool))
     direction = -scale[:, None] * gradient
-    first = torch.tensor([True, True, False, False, False])
+    first = torch.tensor([True, True, False, False, False, True])
     new_point, step, moved = optimise.line_search(
-        problem, z, torch.arange(5), (z, loss, gradient, norm), direction, first, book
+        problem, z, torch.arange(6), (z, loss, gradient, norm), direction, first, book
     )
-    assert moved.tolist() == [True, True, True, True, False]
-    torch.testing.assert_close(step[:4], torch.tensor([0.05, 1.0, 1.0, 1.0], dtype=torch.float64), rtol=1e-15, atol=0)
-    expected = book.retract(z[:4] + step[:4, None] * direction[:4])
-    torch.testing.assert_close(new_point[0][:4], expected, rtol=0, atol=0)
+    assert moved.tolist() == [True, True, True, True, False, True]
+    taken = torch.tensor([0, 1, 2, 3, 5])
+    expected_steps = torch.tensor([0.05, 1.0, 1.0, 1.0, 0.05], dtype=torch.float64)
+    torch.testing.assert_close(step[taken], expected_steps, rtol=1e-15, atol=0)
+    expected = book.retract(z[taken] + step[taken, None] * direction[taken])
+    torch.testing.assert_close(new_point[0][taken], expected, rtol=0, atol=0)
     assert new_point[0][4].tolist() == [0.0, 1.0] and new_point[1][4] == 0.0
 
 
